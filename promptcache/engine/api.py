@@ -1,0 +1,108 @@
+"""The engine's public request and response types.
+
+Everything above the engine (the HTTP server, the CLI, benchmarks) talks to it through these
+types only: a `Request` goes in through `Engine.add_request`, and `Engine.step()` hands back
+`RequestOutput` deltas. They carry no torch objects, so they can cross threads and be logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class EngineInputError(ValueError):
+    """A request the engine cannot run: empty prompt, too long for the context, bad parameter.
+
+    `param` names the offending request field so that a server can report it (OpenAI's
+    error shape has a `param` member).
+    """
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. temperature == 0 means greedy (argmax)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise EngineInputError("max_tokens must be at least 1", "max_tokens")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise EngineInputError("temperature must be between 0 and 2", "temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise EngineInputError("top_p must be in (0, 1]", "top_p")
+        if self.top_k < 0:
+            raise EngineInputError("top_k must be >= 0", "top_k")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """Per-request prompt-cache settings.
+
+    The namespace of every cache entry is (model fingerprint, tenant, salt): requests that
+    differ in tenant or salt never share an entry. `tenant` comes from the authenticated
+    identity (the server sets it; clients cannot choose it); `salt` is a client-chosen
+    partition inside that tenant.
+    """
+
+    enabled: bool = True  # False: the cache is neither read nor written for this request
+    tenant: str = "default"
+    salt: str | None = None
+    ttl_s: float | None = None  # time-to-live of entries this request inserts (None: default)
+    cache_key: str | None = None  # OpenAI's prompt_cache_key: kept in stats and logs only
+    cache_reply: bool = True  # also insert the full blocks of the generated reply
+
+
+@dataclass
+class Request:
+    request_id: str
+    prompt_tokens: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    # One role per prompt token (system/user/assistant/tool), for role-tiered eviction.
+    # None: every block is tagged "user".
+    token_roles: list[Role] | None = None
+
+
+@dataclass
+class RequestOutput:
+    """One step's news for one request: the text and tokens produced since the last output.
+
+    `new_text` never ends in half a UTF-8 character and never contains a stop string (the
+    text is cut before it). Token counts are totals so far.
+    """
+
+    request_id: str
+    new_text: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: FinishReason | None
+    num_prompt_tokens: int
+    num_cached_tokens: int  # prompt tokens whose KV came from the prefix cache
+    num_generated_tokens: int
+
+
+@dataclass
+class Completion:
+    """The whole result of one request, as returned by `Engine.generate`."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    num_prompt_tokens: int
+    num_cached_tokens: int
