@@ -1,0 +1,82 @@
+"""The eviction queue: evictable leaves in policy order, one lazy min-heap per tenant.
+
+Entries are (policy sort key, sequence, node version, node). Nothing is removed when a node is
+touched, acquired, pinned or given a child; instead such entries go stale and are skipped when
+they reach the top (the node must still be an evictable leaf with the same version). A node is
+(re-)offered whenever it may have become an evictable leaf: a new leaf, the parent of a dropped
+leaf, a release or unpin. Popping is O(log n); a heap is rebuilt from its live entries when it
+grows past twice its size at the last rebuild, so stale entries cost amortised O(1).
+
+Heaps are per tenant so that quota pressure can evict a tenant's own leaves and global pressure
+can prefer tenants over their fair share, without scanning other tenants' blocks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from promptcache.cache.policies import EvictionPolicy
+from promptcache.cache.trie import BlockNode
+
+_MIN_REBUILD = 1024
+
+
+class EvictionQueue:
+    def __init__(self, policy: EvictionPolicy) -> None:
+        self._sort_key = policy.sort_key
+        self._heaps: dict[str, list] = {}
+        self._rebuild_at: dict[str, int] = {}
+        self._seq = 0
+
+    def offer(self, node: BlockNode) -> None:
+        """Queue `node` if it is an evictable leaf now; harmless if it already is queued."""
+        if node.parent is None or not node.evictable:
+            return
+        heap = self._heaps.get(node.tenant)
+        if heap is None:
+            heap = self._heaps[node.tenant] = []
+            self._rebuild_at[node.tenant] = _MIN_REBUILD
+        self._seq += 1
+        heapq.heappush(heap, (self._sort_key(node), self._seq, node.version, node))
+        if len(heap) > self._rebuild_at[node.tenant]:
+            self._rebuild(node.tenant)
+
+    def _rebuild(self, tenant: str) -> None:
+        seen: set[int] = set()
+        live = []
+        for entry in self._heaps[tenant]:
+            node = entry[3]
+            if node.evictable and node.version == entry[2] and id(node) not in seen:
+                seen.add(id(node))
+                live.append(entry)
+        heapq.heapify(live)
+        self._heaps[tenant] = live
+        self._rebuild_at[tenant] = max(_MIN_REBUILD, 2 * len(live))
+
+    def _top(self, tenant: str) -> tuple | None:
+        heap = self._heaps.get(tenant)
+        while heap:
+            entry = heap[0]
+            node = entry[3]
+            if node.evictable and node.version == entry[2]:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def pop(self, tenants: Iterable[str] | None = None) -> BlockNode | None:
+        """Remove and return the first victim among `tenants` (all when None), or None."""
+        best = None
+        for tenant in self._heaps if tenants is None else tenants:
+            entry = self._top(tenant)
+            if entry is not None and (best is None or entry[:2] < best[0][:2]):
+                best = (entry, tenant)
+        if best is None:
+            return None
+        heapq.heappop(self._heaps[best[1]])
+        return best[0][3]
+
+    def forget_empty(self) -> None:
+        """Drop heaps of tenants with nothing queued (after a flush)."""
+        for tenant in [t for t, heap in self._heaps.items() if not heap]:
+            del self._heaps[tenant], self._rebuild_at[tenant]

@@ -1,0 +1,378 @@
+"""PrefixCache: which prompt prefixes have their KV stored, and which to drop when full.
+
+The engine owns the KV storage; this cache owns the index over it. Every cached full block is a
+trie node holding the engine's opaque `payload` (its pool block id). The engine:
+
+    match = cache.match(tokens, ns)         # longest cached prefix, now HELD (never evicted)
+    ... reuse match.payloads, compute the rest ...
+    cache.insert(tokens, ns, store)          # store(i) copies block i into the pool, returns its id
+    cache.release(match)                     # the matched blocks become evictable again
+
+When the cache drops a node it calls `on_evict(payload)` exactly once, so the owner frees it.
+
+Eviction rules: only leaves are dropped (a parent after its children); a node with a reference
+(held by a match or by an insert in progress) or a pin is never dropped. Expired blocks (TTL) are
+misses and are collected at the next match/insert/expire when free, whatever the policy. Under
+pressure, a tenant over its quota loses its own leaves; otherwise tenants over their fair share
+lose theirs first, then anyone by policy order.
+
+NOTE: not thread-safe; the engine calls it from its one step() loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from promptcache.cache.admission import Admission
+from promptcache.cache.budget import Budget
+from promptcache.cache.config import CacheConfig
+from promptcache.cache.eviction import EvictionQueue
+from promptcache.cache.expiry import ExpiryQueue
+from promptcache.cache.keys import Namespace, iter_block_keys, pack_tokens
+from promptcache.cache.policies import ROLES, TIER_RANK, make_policy
+from promptcache.cache.results import InsertResult, Lease, PrefixMatch
+from promptcache.cache.stats import CacheStats
+from promptcache.cache.trie import BlockNode, BlockTrie
+
+logger = logging.getLogger(__name__)
+
+INF = float("inf")
+
+
+class PrefixCache:
+    def __init__(self, config: CacheConfig, block_nbytes: int,
+                 on_evict: Callable[[object], None] = lambda payload: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.block_size = config.block_size
+        self._policy = make_policy(config.policy)
+        self._trie = BlockTrie()
+        self._queue = EvictionQueue(self._policy)
+        self._expiry = ExpiryQueue()
+        self._budget = Budget(config.max_bytes, config.max_blocks, block_nbytes, config.tenant_quotas)
+        self._admission = Admission(config.admit_after)
+        self._stats = CacheStats()
+        self._on_evict = on_evict
+        self._clock = clock
+
+    # ----------------------------------------------------------------- lookups
+
+    def match(self, tokens: Sequence[int], namespace: Namespace, *, max_blocks: int | None = None) -> PrefixMatch:
+        """The longest cached full-block prefix of `tokens`, with a reference held on each block.
+
+        Side effects: takes one reference per matched block (they cannot be evicted until
+        `release(match)`, which the caller MUST call), touches them (recency and frequency), counts
+        the lookup in stats, and first collects expired blocks. `max_blocks` caps the match.
+        """
+        now = self._clock()
+        self._collect_expired(now)
+        limit = len(tokens) // self.block_size
+        if max_blocks is not None:
+            limit = min(limit, max(0, max_blocks))
+        path = self._cached_path(tokens, namespace, limit, now)
+        for node in path:
+            node.refcount += 1
+            node.touch(now)
+        num_tokens = len(path) * self.block_size
+        stats = self._stats
+        stats.lookups += 1
+        stats.hits += bool(path)
+        stats.hit_tokens += num_tokens
+        stats.miss_tokens += len(tokens) - num_tokens
+        return PrefixMatch(
+            namespace=namespace,
+            keys=tuple(node.key for node in path),
+            payloads=tuple(node.payload for node in path),
+            num_blocks=len(path),
+            num_tokens=num_tokens,
+            lease=Lease(path),
+        )
+
+    def release(self, match: PrefixMatch) -> None:
+        """Give back the references `match` holds; releasing the same match twice raises."""
+        lease = match.lease
+        if lease.released:
+            raise RuntimeError("this PrefixMatch was already released")
+        lease.released = True
+        self._release_nodes(lease.nodes)
+
+    def peek(self, tokens: Sequence[int], namespace: Namespace) -> int:
+        """How many leading full blocks of `tokens` a match would find now; holds and touches nothing."""
+        return len(self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock()))
+
+    def _cached_path(self, tokens: Sequence[int], namespace: Namespace, limit: int, now: float) -> list[BlockNode]:
+        """Cached, unexpired nodes along the first `limit` full blocks (no side effects)."""
+        root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
+        if root is None or limit <= 0:
+            return []
+        path = self._trie.walk(root, self._pack(tokens, limit), self.block_size, limit)
+        for depth, node in enumerate(path):
+            if node.expires_at <= now and node.pins == 0:
+                return path[:depth]
+        return path
+
+    def _pack(self, tokens: Sequence[int], blocks: int) -> bytes:
+        end = blocks * self.block_size
+        return pack_tokens(tokens if len(tokens) == end else tokens[:end])
+
+    # ----------------------------------------------------------------- inserts
+
+    def insert(self, tokens: Sequence[int], namespace: Namespace, store: Callable[[int], object], *,
+               roles: Sequence[str] | None = None, ttl_s: float | None = None,
+               num_blocks: int | None = None) -> InsertResult:
+        """Cache the full blocks of `tokens` (the first `num_blocks` when given).
+
+        Blocks already cached are touched, their role raised to the more persistent of old and
+        new, and their TTL extended to max(old, new). For each new admitted block, room is made
+        first (evicting per policy) and then `store(block_index)` is called; it returns the
+        payload. If room cannot be made for all of them (everything else held or pinned), the
+        leading blocks that fit are stored and `reason` says so. New blocks that alone exceed
+        the budget or the tenant quota are not cached at all (nothing is evicted for them).
+        """
+        now = self._clock()
+        self._collect_expired(now)
+        bs = self.block_size
+        total = len(tokens) // bs if num_blocks is None else min(len(tokens) // bs, max(0, num_blocks))
+        if roles is not None:
+            if len(roles) < total:
+                raise ValueError(f"roles has {len(roles)} entries for {total} blocks")
+            if unknown := set(roles[:total]) - ROLES:
+                raise ValueError(f"unknown roles {sorted(unknown)}; use {sorted(ROLES)}")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        if total == 0 or total < self.config.min_prefix_blocks:
+            why = f"{total} full blocks, fewer than min_prefix_blocks={self.config.min_prefix_blocks}"
+            return self._result(total, 0, total, why if total else None)
+
+        ttl = ttl_s if ttl_s is not None else self.config.default_ttl_s
+        expires_at = INF if ttl is None else now + ttl
+        packed = self._pack(tokens, total)
+        root = self._trie.root(namespace.root_key(), namespace.tenant, create=True)
+        path = self._trie.walk(root, packed, bs, total)
+        for depth, node in enumerate(path):  # held, so making room below cannot evict the path
+            node.refcount += 1
+            role = roles[depth] if roles is not None else "user"
+            if TIER_RANK[role] > TIER_RANK[node.role]:
+                node.role = role
+            old_expiry = node.expires_at
+            node.touch(now, expires_at)
+            if node.expires_at != old_expiry:
+                self._expiry.offer(node)
+        stored, why = 0, None
+        try:
+            if len(path) < total:
+                stored, why = self._insert_new(packed, namespace.tenant, root, path, total, store, roles, now, expires_at)
+        finally:
+            self._release_nodes(path)
+            if not root.children:
+                self._trie.drop_root(root)
+        return self._result(total, stored, total - len(path) - stored, why)
+
+    def _result(self, total: int, stored: int, skipped: int, reason: str | None) -> InsertResult:
+        self._stats.skipped_blocks += skipped
+        return InsertResult(total, stored, skipped, reason)
+
+    def _insert_new(self, packed: bytes, tenant: str, root: BlockNode, path: list[BlockNode], total: int,
+                    store: Callable[[int], object], roles: Sequence[str] | None, now: float,
+                    expires_at: float) -> tuple[int, str | None]:
+        """Store the blocks past the cached `path`; returns (blocks stored, why any were skipped)."""
+        start = len(path)
+        parent = path[-1] if path else root
+        new = list(iter_block_keys(packed, self.block_size, parent.key, start, total))
+        if new[0][0] in parent.children:
+            logger.warning("block key collision at block %d of a %d-block prompt; not caching past it", start, total)
+            return 0, "block key collision"
+        wanted = self._admitted(new)
+        if wanted == 0:
+            return 0, f"not admitted yet (admit_after={self._admission.admit_after})"
+        if (why := self._budget.too_large(tenant, wanted)) is not None:
+            logger.debug("not caching %d new blocks for tenant %r: %s", wanted, tenant, why)
+            return 0, why
+        fit = self._make_room(tenant, wanted)
+        add_child, budget_add, offer_expiry = self._trie.add_child, self._budget.add, self._expiry.offer
+        stored = 0
+        try:
+            for index in range(start, start + fit):
+                key, block = new[index - start]
+                payload = store(index)
+                role = roles[index] if roles is not None else "user"
+                parent = add_child(parent, key, block, payload, role, now, expires_at)
+                budget_add(tenant)
+                offer_expiry(parent)
+                stored += 1
+        finally:
+            self._stats.insertions += stored
+            if stored:
+                self._queue.offer(parent)
+        if stored < wanted:
+            return stored, f"room for only {stored} of {wanted} new blocks (the rest of the cache is held or pinned)"
+        if stored < len(new):
+            return stored, f"not admitted yet (admit_after={self._admission.admit_after})"
+        return stored, None
+
+    def _admitted(self, new: list) -> int:
+        """How many leading new blocks pass admission. Every one is counted, so a prompt seen
+        k times is admitted whole, not one block per sighting."""
+        if self._admission.admit_after == 1:
+            return len(new)
+        admitted, run = 0, True
+        for key, _ in new:
+            run = self._admission.offer(key) and run
+            admitted += run
+        return admitted
+
+    def _make_room(self, tenant: str, wanted: int) -> int:
+        """Evict until `wanted` more blocks fit for `tenant` (or nothing more can go); returns how many fit."""
+        budget, queue = self._budget, self._queue
+        while budget.over_quota(tenant, wanted):
+            victim = queue.pop((tenant,))
+            if victim is None:
+                break
+            self._drop(victim, "quota")
+        quota = budget.quota(tenant)
+        if quota is not None:  # no point evicting others for blocks the quota won't take
+            wanted = min(wanted, max(0, quota - budget.tenant_blocks.get(tenant, 0)))
+        while budget.blocks + wanted > budget.capacity:
+            victim = None
+            if len(budget.tenant_blocks) > 1:
+                victim = queue.pop(budget.over_fair_share(tenant, wanted))
+            if victim is None:
+                victim = queue.pop()
+            if victim is None:
+                break
+            self._drop(victim, "policy")
+        return min(wanted, budget.room(tenant))
+
+    # ------------------------------------------------------- pins and removal
+
+    def pin(self, tokens: Sequence[int], namespace: Namespace) -> int:
+        """Pin every cached block along `tokens`' prefix: never evicted nor expired until unpinned.
+
+        Pins nest (each pin needs an unpin). Returns the number of blocks pinned.
+        """
+        path = self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock())
+        for node in path:
+            node.pins += 1
+        return len(path)
+
+    def unpin(self, tokens: Sequence[int], namespace: Namespace) -> int:
+        """Undo one `pin` on each pinned block along the prefix; returns how many were unpinned."""
+        now = self._clock()
+        unpinned = 0
+        for node in self._structural_path(tokens, namespace):
+            if node.pins:
+                node.pins -= 1
+                unpinned += 1
+                if not node.pins:
+                    self._requeue(node, now)
+        return unpinned
+
+    def remove(self, tokens: Sequence[int], namespace: Namespace) -> int:
+        """Drop the subtree under the cached prefix `tokens` (all its full blocks must be cached).
+
+        Blocks held or pinned (and so their ancestors) stay. Empty `tokens` means the whole
+        namespace. Returns the number of blocks dropped.
+        """
+        total = len(tokens) // self.block_size
+        root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
+        if root is None:
+            return 0
+        if total == 0:
+            return self._drop_subtree(root, "removed")
+        path = self._structural_path(tokens, namespace)
+        return self._drop_subtree(path[-1], "removed") if len(path) == total else 0
+
+    def flush(self, tenant: str | None = None) -> int:
+        """Drop every block nobody holds or pins (of `tenant` only, when given); returns the count."""
+        dropped = sum(self._drop_subtree(root, "flush") for root in self._trie.roots(tenant))
+        self._queue.forget_empty()
+        return dropped
+
+    def expire(self) -> int:
+        """Drop now every expired block that nobody holds or pins; returns the count."""
+        return self._collect_expired(self._clock())
+
+    def _structural_path(self, tokens: Sequence[int], namespace: Namespace) -> list[BlockNode]:
+        root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
+        total = len(tokens) // self.block_size
+        return [] if root is None else self._trie.walk(root, self._pack(tokens, total), self.block_size, total)
+
+    # --------------------------------------------------------------- dropping
+
+    def _collect_expired(self, now: float) -> int:
+        dropped = 0
+        while (node := self._expiry.pop_due(now)) is not None:
+            # Descendants are unreachable once an ancestor expired; none can be held or pinned,
+            # since holds and pins cover whole paths.
+            dropped += self._drop_subtree(node, "ttl")
+        return dropped
+
+    def _drop_subtree(self, top: BlockNode, reason: str) -> int:
+        dropped = 0
+        for node in BlockTrie.postorder(top):
+            if node.evictable:
+                self._drop(node, reason)
+                dropped += 1
+        return dropped
+
+    def _drop(self, node: BlockNode, reason: str) -> None:
+        parent = self._trie.detach(node)
+        self._budget.remove(node.tenant)
+        self._stats.evictions[reason] += 1
+        if parent is not None:
+            self._queue.offer(parent)
+        self._on_evict(node.payload)
+
+    def _release_nodes(self, nodes: list[BlockNode]) -> None:
+        now = None
+        for node in nodes:
+            node.refcount -= 1
+            if node.refcount == 0 and node.alive:
+                if now is None:
+                    now = self._clock()
+                self._requeue(node, now)
+
+    def _requeue(self, node: BlockNode, now: float) -> None:
+        """`node` just became free: queue it for eviction, and for expiry if already due."""
+        self._queue.offer(node)
+        if node.expires_at <= now:
+            self._expiry.offer(node)
+
+    # ------------------------------------------------------------ reporting
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters, with current holdings filled in."""
+        budget = self._budget
+        self._stats.bytes_held = budget.bytes_held()
+        self._stats.blocks_held = budget.blocks
+        self._stats.tenant_bytes = {t: n * budget.block_nbytes for t, n in budget.tenant_blocks.items()}
+        return self._stats.snapshot()
+
+    def bytes_held(self, tenant: str | None = None) -> int:
+        return self._budget.bytes_held(tenant)
+
+    def __len__(self) -> int:
+        return self._trie.num_blocks
+
+    def check_invariants(self) -> None:
+        """Assert the books balance (for tests): counts, reference counts, budget, structure."""
+        budget = self._budget
+        per_tenant: dict[str, int] = {}
+        count = 0
+        for root in self._trie.roots():
+            assert root.children, "an empty namespace root was left behind"
+            for node in BlockTrie.postorder(root):
+                count += 1
+                per_tenant[node.tenant] = per_tenant.get(node.tenant, 0) + 1
+                assert node.alive and node.refcount >= 0 and node.pins >= 0
+                assert node.parent is not None and node.parent.children.get(node.key) is node
+                assert node.tenant == root.tenant
+        assert count == len(self._trie) == budget.blocks
+        assert per_tenant == budget.tenant_blocks
+        assert 0 <= budget.blocks <= budget.capacity
+        for tenant, held in budget.tenant_blocks.items():
+            quota = budget.quota(tenant)
+            assert quota is None or held <= quota, (tenant, held, quota)
