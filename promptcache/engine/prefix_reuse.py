@@ -1,0 +1,115 @@
+"""Glue between the pure-Python prefix cache (structure, policy) and the KV block pool (bytes).
+
+`load` finds the longest cached prefix of a sequence's prompt and copies its KV into the
+sequence's slot; `save` inserts a sequence's completed blocks, copying new ones into the pool.
+
+Bitwise reuse: the engine prefills prompts in chunks on a fixed grid of `prefill_chunk`
+positions, and a warm sequence resumes on the same grid. Measured on CPU: a prefill row's result
+does not depend on how many rows share its chunk (from a few rows up) nor on how many masked keys
+follow it, so the suffix computed after a hit is bitwise the row a cold run computes. Very short
+chunks can take another matmul kernel, so when a hit would leave fewer than MIN_ROWS rows in a
+chunk that a cold run computes whole, we reuse one block less (docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+
+import torch
+
+from promptcache.cache.config import CacheConfig
+from promptcache.cache.keys import Namespace
+from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.engine.api import CacheOptions, Role
+from promptcache.engine.block_pool import BlockPool
+
+MIN_ROWS = 16
+
+# A block that spans a role boundary takes the most durable role among its tokens: it is needed
+# by every later turn that needs that role's text.
+_DURABILITY = {"assistant": 0, "tool": 1, "user": 2, "system": 3}
+
+
+def block_roles(token_roles: Seq[Role] | None, num_blocks: int, block_size: int) -> list[str]:
+    if token_roles is None:
+        return ["user"] * num_blocks
+    roles = []
+    for b in range(num_blocks):
+        span = token_roles[b * block_size:(b + 1) * block_size] or ["user"]
+        roles.append(max(span, key=lambda r: _DURABILITY.get(r, 2)))
+    return roles
+
+
+class PrefixReuse:
+    def __init__(self, config: CacheConfig, *, model_id: str, layers: int, kv_heads: int, head_dim: int,
+                 kv_dtype: torch.dtype, device: torch.device, prefill_chunk: int):
+        if prefill_chunk % config.block_size:
+            raise ValueError("prefill_chunk must be a multiple of the cache block size")
+        self.model_id = model_id
+        self.block_size = config.block_size
+        self.prefill_chunk = prefill_chunk
+        probe = BlockPool(0, layers=layers, kv_heads=kv_heads, block_size=config.block_size, head_dim=head_dim,
+                          dtype=kv_dtype, device=device)
+        num_blocks = config.max_bytes // probe.block_nbytes
+        if config.max_blocks is not None:
+            num_blocks = min(num_blocks, config.max_blocks)
+        self.pool = BlockPool(num_blocks, layers=layers, kv_heads=kv_heads, block_size=config.block_size,
+                              head_dim=head_dim, dtype=kv_dtype, device=device)
+        self.cache = PrefixCache(config, self.pool.block_nbytes, on_evict=self.pool.free)
+
+    def namespace(self, options: CacheOptions) -> Namespace:
+        return Namespace(model=self.model_id, tenant=options.tenant, salt=options.salt)
+
+    def _usable_blocks(self, num_blocks: int, prompt_len: int) -> int:
+        """Back off so the first recomputed chunk is either a whole grid chunk or >= MIN_ROWS rows."""
+        bs, chunk = self.block_size, self.prefill_chunk
+        while num_blocks > 0:
+            start = num_blocks * bs
+            if start % chunk == 0:
+                break
+            rows = min((start // chunk + 1) * chunk, prompt_len) - start
+            if rows >= MIN_ROWS:
+                break
+            num_blocks -= 1
+        return num_blocks
+
+    def peek(self, prompt: list[int], options: CacheOptions) -> int:
+        """Tokens a load would reuse now, without taking a lease (for cache-aware scheduling)."""
+        if not options.enabled:
+            return 0
+        return self.cache.peek(prompt, self.namespace(options)) * self.block_size
+
+    def load(self, prompt: list[int], options: CacheOptions, kv: torch.Tensor, slot: int) -> int:
+        """Copy the longest usable cached prefix into `slot`; returns the number of tokens."""
+        if not options.enabled:
+            return 0
+        max_blocks = (len(prompt) - 1) // self.block_size  # the last token is always computed
+        match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
+        try:
+            n = self._usable_blocks(match.num_blocks, len(prompt))
+            self.pool.read(list(match.payloads[:n]), kv, slot)
+        finally:
+            self.cache.release(match)  # the slot now holds its own copy
+        return n * self.block_size
+
+    def save(self, tokens: list[int], options: CacheOptions, kv: torch.Tensor, slot: int,
+             roles: list[str]) -> int:
+        """Insert the full blocks of `tokens` (whose KV is in `slot`); returns blocks stored."""
+        if not options.enabled:
+            return 0
+        new: list[tuple[int, int]] = []  # (block index, pool id)
+
+        def store(index: int) -> int:
+            block_id = self.pool.allocate()
+            new.append((index, block_id))
+            return block_id
+
+        self.cache.insert(tokens, self.namespace(options), store, roles=roles, ttl_s=options.ttl_s)
+        # New blocks come in path order; copy each run of consecutive indices in one go.
+        run: list[tuple[int, int]] = []
+        for index, block_id in new + [(-2, -1)]:
+            if run and index != run[-1][0] + 1:
+                self.pool.write([b for _, b in run], kv, slot, run[0][0])
+                run = []
+            run.append((index, block_id))
+        return len(new)

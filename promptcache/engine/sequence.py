@@ -1,0 +1,60 @@
+"""A sequence: one request's state inside the engine, from waiting to finished.
+
+The sequence owns its tokens, its KV slot number while it has one, and the prefix-cache match
+it holds (a lease on cached blocks that must be released when the KV has been copied in).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from promptcache.engine.api import FinishReason, Request
+from promptcache.engine.detokenizer import IncrementalDetokenizer
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"  # queued, no slot yet
+    PREFILL = "prefill"  # has a slot; prompt being computed chunk by chunk
+    RUNNING = "running"  # in the decode batch
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    request: Request
+    detokenizer: IncrementalDetokenizer
+    generator: torch.Generator | None
+    arrival: float = field(default_factory=time.monotonic)
+    status: Status = Status.WAITING
+    slot: int | None = None
+    num_computed: int = 0  # prompt positions whose KV is in the slot
+    num_cached: int = 0  # of those, positions copied from the prefix cache
+    output_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)
+    fresh: bool = False  # got its first token from prefill in this step; decodes from the next
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.request.prompt_tokens
+
+    @property
+    def num_prompt(self) -> int:
+        return len(self.request.prompt_tokens)
+
+    @property
+    def length(self) -> int:
+        """Tokens whose KV is (or is being) in the slot: prompt plus generated so far."""
+        return self.num_prompt + len(self.output_ids)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.request.prompt_tokens + self.output_ids

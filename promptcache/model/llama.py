@@ -1,0 +1,170 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2): RMSNorm, rotary embeddings, grouped-query
+attention, SwiGLU MLP, tied or untied output head.
+
+The model owns weights only. The KV cache is owned by the engine and passed in as one tensor
+`kv` of shape (layers, 2, slots, kv_heads, max_len, head_dim): K and V of every slot, addressable
+by token position. That is what lets the prefix cache hand the engine the KV of a prefix and ask
+for the rest: `prefill` computes positions [start, start + T) of one slot and attends to
+everything already in that slot before `start`, wherever it came from.
+
+Two entry points, as gpt-fast has them, so the hot decode loop stays small:
+- `prefill(tokens, start, slot, kv)`: one chunk of one sequence; logits of its last position only.
+- `decode(tokens, positions, slots, kv)`: one new token for each of a batch of sequences.
+
+Checkpoint quirks (GGUF's Q/K row permutation, tied heads) are fixed at load time, and the Q/K/V
+and gate/up projections are fused into one matmul each, so a layer is four matmuls.
+
+Attention runs in the KV cache's dtype. On CPU that is float32 even for bfloat16 weights:
+single-query attention over a long bf16 cache measured 2.8x slower than float32 here, while
+prefill attention costs the same in both (docs/design.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from promptcache.model.config import ModelConfig
+from promptcache.model.rope import apply_rope, rope_tables
+
+
+@dataclass
+class LayerWeights:
+    attn_norm: torch.Tensor  # (E,)
+    qkv: torch.Tensor  # ((Hq + 2 Hkv) D, E)
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor  # (E, Hq D)
+    mlp_norm: torch.Tensor  # (E,)
+    gate_up: torch.Tensor  # (2 I, E)
+    down: torch.Tensor  # (E, I)
+
+
+class LlamaModel:
+    """Weights plus the two forward functions. Not an nn.Module: nothing here is trained, and
+    plain attributes keep the per-layer loop free of module-call overhead."""
+
+    def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
+                 device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None):
+        self.config = config
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.kv_dtype = kv_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
+
+        def w(name: str) -> torch.Tensor:
+            return state[name].to(device=self.device, dtype=dtype).contiguous()
+
+        self.embed = w("model.embed_tokens.weight")  # (V, E)
+        self.head = self.embed if config.tie_word_embeddings else w("lm_head.weight")
+        self.norm = w("model.norm.weight")
+        self.layers: list[LayerWeights] = []
+        for i in range(config.num_layers):
+            p = f"model.layers.{i}."
+            a = p + "self_attn."
+            bias = None
+            if config.attention_bias:
+                bias = torch.cat([state[a + f"{n}_proj.bias"] for n in "qkv"]).to(self.device, dtype)
+            self.layers.append(LayerWeights(
+                attn_norm=w(p + "input_layernorm.weight"),
+                qkv=torch.cat([state[a + f"{n}_proj.weight"] for n in "qkv"]).to(self.device, dtype).contiguous(),
+                qkv_bias=bias,
+                o=w(a + "o_proj.weight"),
+                mlp_norm=w(p + "post_attention_layernorm.weight"),
+                gate_up=torch.cat([state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]])
+                .to(self.device, dtype).contiguous(),
+                down=w(p + "mlp.down_proj.weight"),
+            ))
+        self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
+        c = config
+        self._split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
+
+    # -- shared pieces -------------------------------------------------------------------------
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), weight, self.config.rms_norm_eps)
+
+    def _qkv(self, layer: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the KV dtype."""
+        c = self.config
+        T = x.shape[0]
+        qkv = F.linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias)
+        q, k, v = qkv.to(self.kv_dtype).split(self._split, dim=-1)
+        q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
+        k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
+        v = v.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _mlp(self, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(self._norm(x, layer.mlp_norm), layer.gate_up).chunk(2, dim=-1)
+        return F.linear(F.silu(gate) * up, layer.down)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self._norm(x, self.norm), self.head).float()
+
+    def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
+        """An empty KV cache (layers, 2, slots, Hkv, max_len, D). torch.empty leaves untouched
+        pages unmapped on CPU, so memory grows with the positions actually written."""
+        c = self.config
+        return torch.empty((c.num_layers, 2, slots, c.num_kv_heads, max_len, c.head_dim),
+                           dtype=self.kv_dtype, device=self.device)
+
+    # -- forward passes ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, tokens: torch.Tensor, start: int, slot: int, kv: torch.Tensor,
+                want_logits: bool = True) -> torch.Tensor | None:
+        """Compute positions [start, start + T) of the sequence in `slot`, writing their K/V
+        into `kv`; positions before `start` must already hold that sequence's KV.
+
+        Each query row attends to keys [0, its position] through an explicit mask, so a row's
+        result is the same whatever chunk it is computed in (see docs/design.md). Returns the
+        float32 logits (V,) of the last position, or None when want_logits is False.
+        """
+        T = tokens.shape[0]
+        end = start + T
+        x = F.embedding(tokens, self.embed)  # (T, E)
+        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, D)
+        mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)
+            k_cache, v_cache = kv[i, 0, slot], kv[i, 1, slot]  # (Hkv, max_len, D)
+            k_cache[:, start:end] = k
+            v_cache[:, start:end] = v
+            attn = F.scaled_dot_product_attention(
+                q[None], k_cache[None, :, :end], v_cache[None, :, :end], attn_mask=mask, enable_gqa=True
+            )[0]  # (Hq, T, D)
+            x = x + F.linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
+            x = x + self._mlp(layer, x)
+        if not want_logits:
+            return None
+        return self._logits(x[-1:])[0]
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: list[int], slots: list[int], kv: torch.Tensor) -> torch.Tensor:
+        """One step for a batch: token b sits at positions[b] of the sequence in slots[b].
+
+        Projections and the MLP run batched; attention runs per sequence over exactly its own
+        keys, so a sequence's attention does not depend on what else is in the batch.
+        Returns float32 logits (B, V).
+        """
+        B = tokens.shape[0]
+        pos = torch.tensor(positions, device=self.device)
+        slot_idx = torch.tensor(slots, device=self.device)
+        x = F.embedding(tokens, self.embed)  # (B, E)
+        cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D) rows are sequences
+            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
+            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
+            outs = []
+            for b in range(B):
+                n = positions[b] + 1
+                s = slots[b]
+                outs.append(F.scaled_dot_product_attention(
+                    q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
+                )[0, :, 0])  # (Hq, D)
+            attn = torch.stack(outs).reshape(B, -1)  # (B, Hq D)
+            x = x + F.linear(attn.to(self.dtype), layer.o)
+            x = x + self._mlp(layer, x)
+        return self._logits(x)
