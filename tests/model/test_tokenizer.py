@@ -1,0 +1,80 @@
+"""Our GGUF-built tokenizer must give exactly transformers' ids: a different id anywhere in a
+prompt changes every block key after it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from promptcache.model.tokenizer import Tokenizer
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "",
+    "Hello world",
+    "Hello, world! How's it going? I'm fine, you'll see.",
+    "  leading spaces",
+    "trailing spaces   ",
+    "tabs\tand\t\tmore tabs",
+    "line one\nline two\n\n\nline five\r\nwindows",
+    "    indented\n        more indented\n",
+    "1234567890 3.14159 -42 1e10 0x1F",
+    "Année, naïve, café, Straße, Ελληνικά, русский",
+    "中文测试，日本語のテキスト、한국어 텍스트",
+    "emoji 😀🎉👍🏽 and 🇫🇷 flags",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "text<|im_end|>more<|endoftext|>end",
+    "<|im_start|><|im_start|>",
+    "not special: <|im_sta rt|> <im_start>",
+    "\u00a0non-breaking\u2009thin\u200bzero-width",
+    "a" * 200,
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_ids_match_transformers(smollm2_tokenizer, smollm2_hf_tokenizer, text):
+    assert smollm2_tokenizer.encode(text) == smollm2_hf_tokenizer(text)["input_ids"]
+    assert smollm2_tokenizer.encode(text, add_special_tokens=False) == smollm2_hf_tokenizer.encode(
+        text, add_special_tokens=False
+    )
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_decode_round_trips(smollm2_tokenizer, smollm2_hf_tokenizer, text):
+    ids = smollm2_tokenizer.encode(text)
+    assert smollm2_tokenizer.decode(ids) == text
+    assert smollm2_tokenizer.decode(ids) == smollm2_hf_tokenizer.decode(ids)
+    assert smollm2_tokenizer.decode(ids, skip_special_tokens=True) == smollm2_hf_tokenizer.decode(
+        ids, skip_special_tokens=True
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=60))
+def test_arbitrary_text_matches_transformers(smollm2_tokenizer, smollm2_hf_tokenizer, text):
+    assert smollm2_tokenizer.encode(text) == smollm2_hf_tokenizer(text)["input_ids"]
+
+
+def test_special_tokens_are_single_ids(smollm2_tokenizer):
+    assert smollm2_tokenizer.encode("<|im_start|><|im_end|><|endoftext|>") == [1, 2, 0]
+
+
+def test_smollm2_metadata(smollm2_tokenizer, smollm2_hf_tokenizer):
+    assert smollm2_tokenizer.vocab_size == len(smollm2_hf_tokenizer) == 49152
+    assert smollm2_tokenizer.bos_token_id == smollm2_hf_tokenizer.bos_token_id == 1
+    assert smollm2_tokenizer.eos_token_ids == (smollm2_hf_tokenizer.eos_token_id,) == (2,)
+    # SmolLM2's GGUF says add_bos_token = false: prompts start with the template's <|im_start|>.
+    assert smollm2_tokenizer.add_bos is False
+    assert smollm2_tokenizer.encode("hi")[0] != 1
+
+
+def test_bos_is_prepended_only_when_asked(smollm2_tokenizer):
+    with_bos = Tokenizer(
+        smollm2_tokenizer.backend, bos_token_id=1, eos_token_ids=(2,), add_bos=True, chat_template=None
+    )
+    bare = smollm2_tokenizer.encode("hello", add_special_tokens=False)
+    assert with_bos.encode("hello") == [1, *bare]
+    assert with_bos.encode("hello", add_special_tokens=False) == bare
