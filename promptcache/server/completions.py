@@ -1,0 +1,188 @@
+"""POST /v1/chat/completions and POST /v1/completions, in OpenAI's request/response shapes."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Depends, Header
+from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from promptcache.engine.api import RequestOutput
+from promptcache.server.chat import prompt_from_completion
+from promptcache.server.errors import bad_request
+from promptcache.server.generation import ClientGone, Generation, check_model, start
+from promptcache.server.openai_schema import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionRequest,
+    TextChoice,
+    TextCompletion,
+)
+from promptcache.server.state import ServerState
+from promptcache.server.tenants import Tenant
+
+router = APIRouter()
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# 499 is the de-facto status for "client closed request"; nobody reads it, but logs do.
+CLIENT_CLOSED = 499
+
+
+def server_state(http: HTTPRequest) -> ServerState:
+    return http.app.state.promptcache
+
+
+def tenant_of(
+    http: HTTPRequest, authorization: str | None = Header(default=None)
+) -> Tenant:
+    """Authentication runs as a dependency so that a missing key is a 401 before the body
+    is even validated, as with OpenAI."""
+    return server_state(http).keys.tenant(authorization)
+
+
+def _include_usage(body) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+@router.post("/v1/chat/completions", response_model=None, responses={200: {"model": ChatCompletion}})
+async def chat_completions(
+    body: ChatCompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
+) -> Response:
+    state = server_state(http)
+    arrived = state.clock()
+    check_model(state, body.model)
+    prompt = await run_in_threadpool(state.renderer.render, body.messages, body.tools)
+    gen = start(
+        state,
+        endpoint="chat",
+        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        tenant=tenant.name,
+        body=body,
+        tokens=prompt.tokens,
+        roles=prompt.roles,
+        limit=body.token_limit(),
+        prompt_text=prompt.text,
+        arrived=arrived,
+    )
+    created = int(state.wall_clock())
+    model = state.engine.model_name
+    if body.stream:
+        return StreamingResponse(
+            gen.sse(_chat_chunks(gen, created, model, _include_usage(body))),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    try:
+        text = await gen.collect(http)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    reply = ChatCompletion(
+        id=gen.sub.request_id,
+        created=created,
+        model=model,
+        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=gen.finish_reason)],
+        usage=gen.usage,
+    )
+    return JSONResponse(reply.model_dump())
+
+
+def _chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+    def chunk(choices: list[ChunkChoice], usage=None) -> dict:
+        body = ChatCompletionChunk(
+            id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage
+        ).model_dump()
+        if not include_usage:
+            body.pop("usage")
+        return body
+
+    def render(out: RequestOutput | None) -> list[dict]:
+        if out is None:  # OpenAI's first chunk names the role and has empty content
+            return [chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])]
+        chunks = []
+        if out.new_text:
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(content=out.new_text))]))
+        if out.finished:
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=gen.finish_reason)]))
+            if include_usage:
+                chunks.append(chunk([], usage=gen.usage))
+        return chunks
+
+    return render
+
+
+@router.post("/v1/completions", response_model=None, responses={200: {"model": TextCompletion}})
+async def completions(
+    body: CompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
+) -> Response:
+    state = server_state(http)
+    arrived = state.clock()
+    check_model(state, body.model)
+    if body.echo:
+        raise bad_request("echo is not supported", param="echo")
+    tokens = await run_in_threadpool(prompt_from_completion, state.engine.tokenizer, body.prompt)
+    vocab = getattr(state.engine, "vocab_size", None)
+    if vocab is not None and any(t >= vocab for t in tokens):
+        raise bad_request(f"prompt token ids must be below the vocabulary size {vocab}", "prompt")
+    gen = start(
+        state,
+        endpoint="completions",
+        request_id=f"cmpl-{uuid.uuid4().hex}",
+        tenant=tenant.name,
+        body=body,
+        tokens=tokens,
+        roles=None,
+        limit=body.token_limit(),
+        prompt_text=body.prompt if isinstance(body.prompt, str) else None,
+        arrived=arrived,
+    )
+    created = int(state.wall_clock())
+    model = state.engine.model_name
+    if body.stream:
+        return StreamingResponse(
+            gen.sse(_text_chunks(gen, created, model, _include_usage(body))),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    try:
+        text = await gen.collect(http)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    reply = TextCompletion(
+        id=gen.sub.request_id,
+        created=created,
+        model=model,
+        choices=[TextChoice(text=text, finish_reason=gen.finish_reason)],
+        usage=gen.usage,
+    )
+    return JSONResponse(reply.model_dump())
+
+
+def _text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+    def chunk(choices: list[TextChoice], usage=None) -> dict:
+        body = TextCompletion(
+            id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage
+        ).model_dump()
+        if not include_usage:
+            body.pop("usage")
+        return body
+
+    def render(out: RequestOutput | None) -> list[dict]:
+        if out is None:
+            return []
+        chunks = []
+        if out.new_text and not out.finished:
+            chunks.append(chunk([TextChoice(text=out.new_text)]))
+        if out.finished:
+            chunks.append(chunk([TextChoice(text=out.new_text, finish_reason=gen.finish_reason)]))
+            if include_usage:
+                chunks.append(chunk([], usage=gen.usage))
+        return chunks
+
+    return render

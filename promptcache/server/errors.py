@@ -1,0 +1,152 @@
+"""Every error the server sends, in OpenAI's shape: {"error": {message, type, param, code}}.
+
+OpenAI clients parse this body to build their exceptions (`openai.BadRequestError` and friends
+read `error.message`, `error.param` and `error.code`), so a bare FastAPI `{"detail": ...}` or a
+422 would surface as an opaque failure. The handlers installed here turn every way a request
+can go wrong (malformed JSON, a wrong type, an out-of-range number, an unknown route, a full
+queue, an engine refusal) into that shape, and bad input is always a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from promptcache.engine.api import EngineInputError
+
+log = logging.getLogger("promptcache.server")
+
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+class APIError(Exception):
+    """An error a route raises on purpose; rendered by `install_error_handlers`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(err: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = error_body(err.message, err.type, err.param, err.code)
+    return JSONResponse(body, status_code=err.status, headers=headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def unauthorized(message: str = "Incorrect or missing API key.") -> APIError:
+    return APIError(401, message, code="invalid_api_key")
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def queue_full(max_queue: int) -> APIError:
+    return APIError(
+        429,
+        f"The server has {max_queue} requests waiting; try again shortly.",
+        code="rate_limit_exceeded",
+    )
+
+
+def param_path(loc: tuple[Any, ...]) -> str | None:
+    """Pydantic's location tuple as OpenAI spells a parameter: ('body', 'messages', 0, 'content')
+    -> 'messages[0].content'. Union-branch names pydantic inserts (e.g. 'str', 'list[...]',
+    'function-after[...]') are dropped, since they name no field the client sent."""
+    parts: list[str] = []
+    for item in loc:
+        if item == "body" and not parts:
+            continue
+        if isinstance(item, int):
+            if parts:
+                parts[-1] += f"[{item}]"
+            continue
+        text = str(item)
+        if "[" in text or text in {"str", "int", "list", "float", "bool", "dict"}:
+            continue
+        parts.append(text)
+    return ".".join(parts) or None
+
+
+def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(bad_request("We could not parse the JSON body of your request."))
+    loc = tuple(first.get("loc", ()))
+    param = param_path(loc)
+    if first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {first.get('msg', 'invalid value')}."
+    if param is None:
+        message = f"Invalid request body: {first.get('msg', 'not a valid JSON object')}."
+    return error_response(bad_request(message, param=param))
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _engine_input_error(request: Request, exc: EngineInputError) -> JSONResponse:
+    return error_response(bad_request(str(exc), param=exc.param))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    err = APIError(exc.status_code, str(exc.detail))
+    return error_response(err, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _validation_response(request, exc)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return error_response(APIError(500, "The server had an error processing your request."))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(EngineInputError, _engine_input_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,180 @@
+"""One generation request through the engine loop: build the engine Request, then either
+collect the whole result or stream it, aborting the moment the client goes away.
+
+Chat and text completions differ only in how the prompt is made and how a chunk is shaped;
+everything about sampling, cache options, disconnects and accounting is here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from fastapi import Request as HTTPRequest
+
+from promptcache.engine.api import CacheOptions, Request, RequestOutput, Role, SamplingParams
+from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission
+from promptcache.server.errors import APIError, error_body, model_not_found, queue_full
+from promptcache.server.openai_schema import Usage, _SamplingFields
+from promptcache.server.state import ServerState
+
+RETENTION_TTL_S = {"in_memory": None, "24h": 86_400.0}
+DISCONNECT_POLL_S = 0.25
+
+
+class ClientGone(Exception):
+    """The client disconnected before its (non-streaming) result was ready."""
+
+
+@dataclass
+class Generation:
+    """One admitted request and what has been learned about it so far."""
+
+    state: ServerState
+    endpoint: str
+    tenant: str
+    body: _SamplingFields
+    sub: Submission
+    prompt_text: str | None
+    last: RequestOutput | None = None
+
+    @property
+    def usage(self) -> Usage:
+        last = self.last
+        assert last is not None
+        return Usage.of(last.num_prompt_tokens, last.num_cached_tokens, last.num_generated_tokens)
+
+    @property
+    def finish_reason(self) -> str:
+        reason = self.last.finish_reason if self.last else None
+        return "length" if reason == "length" else "stop"
+
+    async def outputs(self, http: HTTPRequest | None) -> AsyncIterator[RequestOutput]:
+        """Yield the engine's deltas until the request finishes.
+
+        With `http` given (non-streaming), the connection is polled while waiting, and a
+        disconnect aborts generation and raises ClientGone. Any early exit (a cancelled
+        streaming response, an exception) aborts the request in the engine too.
+        """
+        state, sub = self.state, self.sub
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(sub.queue.get(), DISCONNECT_POLL_S)
+                except TimeoutError:
+                    if http is not None and await http.is_disconnected():
+                        raise ClientGone() from None
+                    continue
+                if isinstance(item, EngineFailure):
+                    raise APIError(503, str(item), type="server_error", code="engine_failure")
+                now = state.clock()
+                if sub.first_token_at is None and item.new_token_ids:
+                    sub.first_token_at = now
+                self.last = item
+                if item.finished:
+                    sub.finished_at = now
+                    state.finished(
+                        endpoint=self.endpoint,
+                        tenant=self.tenant,
+                        cache_key=self.body.prompt_cache_key,
+                        sub=sub,
+                        last=item,
+                        prompt_text=self.prompt_text,
+                    )
+                yield item
+                if item.finished:
+                    return
+        finally:
+            if self.last is None or not self.last.finished:
+                state.loop.abort(sub.request_id)
+
+    async def collect(self, http: HTTPRequest) -> str:
+        """The whole completion text (non-streaming)."""
+        return "".join([out.new_text async for out in self.outputs(http)])
+
+    async def sse(self, render: Callable[[RequestOutput | None], list[dict]]) -> AsyncIterator[str]:
+        """Server-sent events: `render(output)` gives the chunks for one delta, and
+        `render(None)` the chunks that open the stream; ends with `data: [DONE]`."""
+        def event(obj: dict) -> str:
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        for chunk in render(None):
+            yield event(chunk)
+        try:
+            async for out in self.outputs(None):
+                for chunk in render(out):
+                    yield event(chunk)
+        except APIError as err:
+            yield event(error_body(err.message, err.type, err.param, err.code))
+        yield "data: [DONE]\n\n"
+
+
+def check_model(state: ServerState, model: str) -> None:
+    if model != state.engine.model_name:
+        raise model_not_found(model)
+
+
+def sampling_params(state: ServerState, body: _SamplingFields, limit: int | None, n_prompt: int) -> SamplingParams:
+    """Request fields -> SamplingParams. With no limit given the reply may fill the context,
+    capped by the server's default_max_tokens (as OpenAI's default is 'up to the context')."""
+    if limit is None:
+        room = state.engine.context_length - n_prompt
+        limit = max(1, min(state.settings.default_max_tokens, room))
+    temperature = 1.0 if body.temperature is None else body.temperature
+    top_p = 1.0 if body.top_p is None else body.top_p
+    if top_p == 0.0:  # the limit of nucleus sampling as p -> 0 is greedy
+        temperature, top_p = 0.0, 1.0
+    params = SamplingParams(
+        max_tokens=limit,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=body.top_k or 0,
+        seed=body.seed,
+        stop=body.stop_strings(),
+        ignore_eos=body.ignore_eos,
+    )
+    params.validate()
+    return params
+
+
+def cache_options(tenant: str, body: _SamplingFields) -> CacheOptions:
+    """The tenant comes from the API key, never the body; the salt partitions inside it."""
+    retention = body.prompt_cache_retention or "in_memory"
+    return CacheOptions(
+        enabled=body.caching.enabled if body.caching is not None else True,
+        tenant=tenant,
+        salt=body.cache_salt,
+        ttl_s=RETENTION_TTL_S[retention],
+        cache_key=body.prompt_cache_key,
+    )
+
+
+def start(
+    state: ServerState,
+    *,
+    endpoint: str,
+    request_id: str,
+    tenant: str,
+    body: _SamplingFields,
+    tokens: list[int],
+    roles: list[Role] | None,
+    limit: int | None,
+    prompt_text: str | None,
+    arrived: float,
+) -> Generation:
+    """Submit the request to the engine loop (raises the 400/429 APIErrors)."""
+    request = Request(
+        request_id=request_id,
+        prompt_tokens=tokens,
+        sampling=sampling_params(state, body, limit, len(tokens)),
+        cache=cache_options(tenant, body),
+        token_roles=roles,
+    )
+    try:
+        sub = state.loop.submit(request)
+    except QueueFullError:
+        raise queue_full(state.loop.max_queue) from None
+    sub.submitted_at = arrived
+    return Generation(state, endpoint, tenant, body, sub, prompt_text)
