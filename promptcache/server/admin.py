@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.completions import server_state
 from promptcache.server.errors import bad_request
+from promptcache.server.generation import warm_prefix
 from promptcache.server.openai_schema import ChatMessage, Text, TokenIds, _Body
 from promptcache.server.tenants import DEFAULT_TENANT
 
@@ -33,7 +34,8 @@ class FlushRequest(_Body):
 
 class PinRequest(_Body):
     """The prefix to pin, as chat messages (rendered without the assistant header, so every
-    conversation that starts with them hits) or as a completion prompt."""
+    conversation that starts with them hits) or as a completion prompt. Pinning first
+    prefills the prefix if it is not cached yet, so a pin works on a cold server too."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     prompt: Text | TokenIds | None = None
@@ -99,8 +101,9 @@ async def cache_pin(
 ) -> dict:
     tenant = _pin_target(http, body, authorization)
     tokens = await _prefix_tokens(http, body)
-    engine = server_state(http).engine
-    blocks = await run_in_threadpool(engine.pin_prefix, tokens, tenant, body.cache_salt)
+    state = server_state(http)
+    await warm_prefix(state, tokens, tenant, body.cache_salt)
+    blocks = await run_in_threadpool(state.engine.pin_prefix, tokens, tenant, body.cache_salt)
     return {"pinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}
 
 

@@ -127,9 +127,6 @@ async def completions(
     if body.echo:
         raise bad_request("echo is not supported", param="echo")
     tokens = await run_in_threadpool(prompt_from_completion, state.engine.tokenizer, body.prompt)
-    vocab = getattr(state.engine, "vocab_size", None)
-    if vocab is not None and any(t >= vocab for t in tokens):
-        raise bad_request(f"prompt token ids must be below the vocabulary size {vocab}", "prompt")
     gen = start(
         state,
         endpoint="completions",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -109,6 +110,27 @@ class Generation:
         except APIError as err:
             yield event(error_body(err.message, err.type, err.param, err.code))
         yield "data: [DONE]\n\n"
+
+
+async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: str | None) -> None:
+    """Prefill `tokens` once through the engine loop so their KV is in the cache (a pin can
+    only hold blocks that exist). One token is generated and thrown away."""
+    request = Request(
+        request_id=f"warm-{uuid.uuid4().hex}",
+        prompt_tokens=tokens,
+        sampling=SamplingParams(max_tokens=1, temperature=0.0),
+        cache=CacheOptions(tenant=tenant, salt=salt, cache_reply=False),
+    )
+    try:
+        sub = state.loop.submit(request)
+    except QueueFullError:
+        raise queue_full(state.loop.max_queue) from None
+    while True:
+        item = await sub.queue.get()
+        if isinstance(item, EngineFailure):
+            raise APIError(503, str(item), type="server_error", code="engine_failure")
+        if item.finished:
+            return
 
 
 def check_model(state: ServerState, model: str) -> None:

@@ -72,13 +72,13 @@ class _EngineCollector(Collector):
         by_tenant = GaugeMetricFamily(
             "promptcache_cache_tenant_bytes_held", "Bytes of KV held per tenant", labels=["tenant"]
         )
-        for tenant, nbytes in (stats.get("bytes_by_tenant") or {}).items():
+        for tenant, nbytes in (stats.get("bytes_by_tenant") or stats.get("tenant_bytes") or {}).items():
             by_tenant.add_metric([str(tenant)], nbytes)
         yield by_tenant
         evictions = CounterMetricFamily(
             "promptcache_cache_evictions", "Blocks evicted from the prefix cache", labels=["reason"]
         )
-        for reason, count in (stats.get("evictions_by_reason") or {}).items():
+        for reason, count in (stats.get("evictions_by_reason") or stats.get("evictions") or {}).items():
             evictions.add_metric([str(reason)], count)
         yield evictions
         for name in ("lookups", "hits", "insertions"):
