@@ -26,6 +26,21 @@ from promptcache.server.state import ServerState
 log = logging.getLogger("promptcache.server")
 
 
+def engine_from_settings(settings: ServerSettings):
+    """Load the model and build the engine the settings describe (seconds for a real model)."""
+    from promptcache.engine.engine import Engine
+
+    return Engine.from_model(
+        settings.model,
+        device=settings.device,
+        dtype=settings.dtype,
+        cache_config=settings.cache_config(),
+        max_batch_size=settings.max_batch_size,
+        prefill_chunk=settings.prefill_chunk,
+        progress=False,
+    )
+
+
 def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     """An OpenAI-compatible app serving `engine`. The engine must not be stepped by anyone
     else while the app runs: the app's loop thread is its only stepper."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from promptcache.engine.engine import Engine
-from promptcache.server.app import create_app
+from promptcache.server.app import create_app, engine_from_settings
 from promptcache.server.settings import ServerSettings
 
 
@@ -55,19 +55,9 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def engine_for(settings: ServerSettings, model: str | None) -> Engine:
-    return Engine.from_model(
-        model,
-        device=settings.device,
-        dtype=settings.dtype,
-        cache_config=settings.cache_config(),
-        max_batch_size=settings.max_batch_size,
-        prefill_chunk=settings.prefill_chunk,
-    )
-
-
-def start_server(settings: ServerSettings, engine: Engine | None = None, model: str | None = None) -> LiveServer:
-    engine = engine or engine_for(settings, model)
+def start_server(settings: ServerSettings, engine: Engine | None = None) -> LiveServer:
+    """Serve `engine` (default: the one `settings` describe) until `stop()`."""
+    engine = engine or engine_from_settings(settings)
     port = free_port()
     config = uvicorn.Config(
         create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"

@@ -1,0 +1,78 @@
+"""`promptcache serve`: the OpenAI-compatible HTTP server over one engine.
+
+Every option has a PROMPTCACHE_* environment variable; `--config FILE.toml` supplies the rest.
+An option or variable that is given wins over the file (see promptcache.server.settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from promptcache.cli.errors import user_errors
+from promptcache.cli.main import app
+
+
+def _opt(*names: str, env: str, help: str, **kwargs):
+    return typer.Option(*names, envvar=f"PROMPTCACHE_{env}", help=help, show_default=False, **kwargs)
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], _opt("--host", env="HOST", help="Address to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], _opt("--port", env="PORT", help="Port (default: 8000).", min=1, max=65535)] = None,
+    model: Annotated[Optional[str], _opt("--model", "-m", env="MODEL", help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct).")] = None,
+    device: Annotated[Optional[str], _opt("--device", env="DEVICE", help="auto, cpu or cuda (default: auto).")] = None,
+    dtype: Annotated[Optional[str], _opt("--dtype", env="DTYPE", help="auto, float32 or bfloat16 (default: auto).")] = None,
+    cache_mb: Annotated[Optional[float], _opt("--cache-mb", env="CACHE_MB", help="Prefix-cache budget in MiB (default: 256).", min=0)] = None,
+    no_cache: Annotated[Optional[bool], _opt("--no-cache", env="NO_CACHE", help="Disable prefix caching.")] = None,
+    block_size: Annotated[Optional[int], _opt("--block-size", env="BLOCK_SIZE", help="Tokens per cache block (default: 16).", min=1)] = None,
+    eviction_policy: Annotated[Optional[str], _opt("--eviction-policy", env="EVICTION_POLICY", help="lru, lfu, ttl or tier (default: lru).")] = None,
+    default_ttl_s: Annotated[Optional[float], _opt("--default-ttl-s", env="DEFAULT_TTL_S", help="Time-to-live of cached blocks in seconds (default: none).")] = None,
+    min_prefix_blocks: Annotated[Optional[int], _opt("--min-prefix-blocks", env="MIN_PREFIX_BLOCKS", help="Cache only prompts with at least this many full blocks (default: 0).", min=0)] = None,
+    admit_after: Annotated[Optional[int], _opt("--admit-after", env="ADMIT_AFTER", help="Store a block once it has been seen this many times (default: 1).", min=1)] = None,
+    max_batch_size: Annotated[Optional[int], _opt("--max-batch-size", env="MAX_BATCH_SIZE", help="Sequences decoded together (default: 8).", min=1)] = None,
+    max_queue: Annotated[Optional[int], _opt("--max-queue", env="MAX_QUEUE", help="Waiting requests before 429 (default: 64).", min=0)] = None,
+    default_max_tokens: Annotated[Optional[int], _opt("--default-max-tokens", env="DEFAULT_MAX_TOKENS", help="Reply limit when a request sets none (default: 1024).", min=1)] = None,
+    config: Annotated[Optional[Path], _opt("--config", env="CONFIG", help="TOML file with any of these settings.", exists=True, dir_okay=False)] = None,
+    api_key: Annotated[Optional[list[str]], _opt("--api-key", env="API_KEY", help="Accepted API key (repeatable); each is its own tenant.")] = None,
+    keys_file: Annotated[Optional[Path], _opt("--keys-file", env="KEYS_FILE", help="TOML/JSON: key -> {tenant, quota_mb}.", exists=True, dir_okay=False)] = None,
+    admin_key: Annotated[Optional[str], _opt("--admin-key", env="ADMIN_KEY", help="Key for /v1/cache/* admin endpoints.")] = None,
+    log_prompts: Annotated[Optional[bool], _opt("--log-prompts", env="LOG_PROMPTS", help="Debug: log prompt text (never logged otherwise).")] = None,
+    log_level: Annotated[Optional[str], _opt("--log-level", env="LOG_LEVEL", help="debug, info, warning or error (default: info).")] = None,
+) -> None:
+    """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
+    import uvicorn
+
+    from promptcache.server.app import create_app, engine_from_settings
+    from promptcache.server.settings import build_settings
+
+    with user_errors():
+        settings = build_settings(
+            dict(
+                host=host, port=port, model=model, device=device, dtype=dtype, cache_mb=cache_mb,
+                cache_enabled=False if no_cache else None, block_size=block_size,
+                eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,
+                min_prefix_blocks=min_prefix_blocks, admit_after=admit_after,
+                max_batch_size=max_batch_size, max_queue=max_queue,
+                default_max_tokens=default_max_tokens, admin_key=admin_key,
+                log_prompts=log_prompts, log_level=log_level,
+            ),
+            config_file=config,
+            api_keys=api_key,
+            keys_file=keys_file,
+        )
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        engine = engine_from_settings(settings)
+    uvicorn.run(
+        create_app(engine, settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
