@@ -121,7 +121,9 @@ def _parse(path: Path, blob: mmap.mmap) -> GGUFFile:
 
 
 class _HeaderReader:
-    """A cursor over the header that refuses to read past the end of the file."""
+    """A cursor over the header that refuses to read past the end of the file.
+
+    Raises ValueError (turned into ModelFormatError naming the file by read_gguf)."""
 
     def __init__(self, blob: mmap.mmap, pos: int, size: int):
         self.blob, self.pos, self.size = blob, pos, size
@@ -129,7 +131,7 @@ class _HeaderReader:
     def check_count(self, count: int, min_bytes_each: int) -> None:
         # A corrupt count would otherwise make us loop for years before running off the end.
         if count * min_bytes_each > self.size - self.pos:
-            raise ModelFormatError(f"count {count} exceeds the file size")
+            raise ValueError(f"count {count} exceeds the file size")
 
     def scalar(self, fmt: str):
         (value,) = struct.unpack_from(fmt, self.blob, self.pos)
@@ -139,7 +141,7 @@ class _HeaderReader:
     def string(self) -> str:
         length = self.scalar("<Q")
         if self.pos + length > self.size:
-            raise ModelFormatError("string runs past the end of the file")
+            raise ValueError("metadata runs past the end of the file (truncated?)")
         text = self.blob[self.pos : self.pos + length].decode("utf-8", errors="replace")
         self.pos += length
         return text
@@ -150,7 +152,7 @@ class _HeaderReader:
         if value_type == _STRING:
             return self.string()
         if value_type != _ARRAY:
-            raise ModelFormatError(f"unknown metadata value type {value_type}")
+            raise ValueError(f"unknown metadata value type {value_type}")
         element_type, count = self.scalar("<I"), self.scalar("<Q")
         if element_type in _NUMPY_TYPES:
             dtype = np.dtype(_NUMPY_TYPES[element_type])
@@ -166,7 +168,7 @@ def _tensor_nbytes(name: str, shape: tuple[int, ...], ggml_type: int) -> int:
     try:
         block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
     except (ValueError, KeyError):
-        raise ModelFormatError(f"tensor {name} has unknown ggml type {ggml_type}") from None
+        raise ValueError(f"tensor {name} has unknown ggml type {ggml_type}") from None
     elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
     return elements // block_size * type_size
 
