@@ -151,6 +151,7 @@ class PrefixCache:
         packed = self._pack(tokens, total)
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=True)
         path = self._trie.walk(root, packed, bs, total)
+        root.refcount += 1  # an emptied root must outlive making room: new blocks hang from it
         for depth, node in enumerate(path):  # held, so making room below cannot evict the path
             node.refcount += 1
             role = roles[depth] if roles is not None else "user"
@@ -166,6 +167,7 @@ class PrefixCache:
                 stored, why = self._insert_new(packed, namespace.tenant, root, path, total, store, roles, now, expires_at)
         finally:
             self._release_nodes(path)
+            root.refcount -= 1
             if not root.children:
                 self._trie.drop_root(root)
         return self._result(total, stored, total - len(path) - stored, why)

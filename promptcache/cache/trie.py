@@ -102,14 +102,15 @@ class BlockTrie:
         return node
 
     def detach(self, node: BlockNode) -> BlockNode | None:
-        """Unlink a leaf; returns its parent, or None when the parent was an emptied root (dropped too)."""
+        """Unlink a leaf; returns its parent, or None when the parent was an emptied root (dropped too,
+        unless an insert holds it)."""
         assert not node.children and node.parent is not None, "only leaves are detached"
         parent = node.parent
         del parent.children[node.key]
         node.alive = False
         node.parent = None
         self.num_blocks -= 1
-        if parent.parent is None and not parent.children:
+        if parent.parent is None and not parent.children and parent.refcount == 0:
             del self._roots[parent.key]
             return None
         return parent
