@@ -1,0 +1,55 @@
+"""Live servers for the server tests: real uvicorn, real engine, tiny random-weight Llama.
+
+Each fixture starts its own engine (an engine has one stepping thread, owned by its app) and
+stops the server when the module is done. The tiny model loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from live import start_server  # noqa: E402
+
+from promptcache.server.settings import ServerSettings, build_settings  # noqa: E402
+
+KEYS = {
+    "key-alice": {"tenant": "alice"},
+    "key-bob": {"tenant": "bob"},
+    "key-flood": {"tenant": "flood", "quota_mb": 0.25},
+}
+ADMIN_KEY = "key-admin"
+
+# About 330 tokens of shared system prompt: 20 full cache blocks of 16.
+SYSTEM_PROMPT = " ".join(
+    f"Rule {i}: answer politely, cite the handbook section {i * 7}, and never guess." for i in range(22)
+)
+
+
+def chat(system: str, user: str) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_llama_dir):
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=16))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_llama_dir, tmp_path_factory):
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.json"
+    keys_file.write_text(json.dumps(KEYS))
+    settings = build_settings(
+        dict(model=str(tiny_llama_dir), default_max_tokens=8, cache_mb=1.0, admin_key=ADMIN_KEY),
+        keys_file=keys_file,
+    )
+    server = start_server(settings)
+    yield server
+    server.stop()

@@ -1,0 +1,136 @@
+"""The OpenAI dialect through the official client: chat and text completions, streaming and
+not, usage with cached_tokens, and prompt-cache request fields."""
+
+from __future__ import annotations
+
+import httpx
+from conftest import SYSTEM_PROMPT, chat
+
+
+def test_models_lists_the_served_model(tiny_server):
+    models = tiny_server.client().models.list()
+    assert [m.id for m in models.data] == [tiny_server.model]
+
+
+def test_chat_completion_shape_and_usage(tiny_server):
+    reply = tiny_server.client().chat.completions.create(
+        model=tiny_server.model, messages=chat("Be brief.", "Hello"), max_tokens=5, temperature=0
+    )
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    usage = reply.usage
+    assert usage.completion_tokens <= 5
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_shared_prefix_is_cached_and_gives_the_same_greedy_text(tiny_server):
+    client = tiny_server.client()
+    ask = lambda user, **kw: client.chat.completions.create(  # noqa: E731
+        model=tiny_server.model, messages=chat(SYSTEM_PROMPT, user), max_tokens=12, temperature=0, **kw
+    )
+    first = ask("What is rule 3?")
+    cached = ask("What is rule 4?", extra_body={"prompt_cache_key": "handbook"})
+    uncached = ask("What is rule 4?", extra_body={"caching": {"enabled": False}})
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert cached.usage.prompt_tokens_details.cached_tokens >= 300
+    assert uncached.usage.prompt_tokens_details.cached_tokens == 0
+    assert cached.choices[0].message.content == uncached.choices[0].message.content
+    stats = httpx.get(tiny_server.url + "/v1/cache/stats").json()
+    assert stats["prompt_cache_keys"]["default"]["handbook"]["cached_tokens"] >= 300
+
+
+def test_chat_streaming_chunks_end_with_usage_and_done(tiny_server):
+    client = tiny_server.client()
+    messages = chat(SYSTEM_PROMPT, "Stream please")
+    plain = client.chat.completions.create(model=tiny_server.model, messages=messages, max_tokens=10, temperature=0)
+    stream = client.chat.completions.create(
+        model=tiny_server.model, messages=messages, max_tokens=10, temperature=0,
+        stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_raw_stream_ends_with_done(tiny_server):
+    body = {"model": tiny_server.model, "messages": chat("x", "y"), "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", tiny_server.base_url + "/chat/completions", json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert events[-1] == "data: [DONE]"
+    assert all(e.startswith("data: ") for e in events)
+
+
+def test_text_completion_plain_and_streaming(tiny_server):
+    client = tiny_server.client()
+    prompt = SYSTEM_PROMPT + " Continue:"
+    plain = client.completions.create(model=tiny_server.model, prompt=prompt, max_tokens=8, temperature=0)
+    assert plain.object == "text_completion"
+    chunks = list(
+        client.completions.create(
+            model=tiny_server.model, prompt=prompt, max_tokens=8, temperature=0,
+            stream=True, stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.choices[0].text
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_completion_accepts_token_ids_and_max_tokens_gives_length(tiny_server):
+    reply = tiny_server.client().completions.create(
+        model=tiny_server.model, prompt=[1, 2, 3, 4], max_tokens=4, temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert reply.usage.prompt_tokens == 4
+    assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
+
+
+def test_text_parts_developer_role_and_retention(tiny_server):
+    messages = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}]},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+        {"role": "user", "content": "And?"},
+    ]
+    reply = tiny_server.client().chat.completions.create(
+        model=tiny_server.model, messages=messages, max_tokens=3, seed=7, temperature=0.8, top_p=0.9,
+        stop=["\n\n"], prompt_cache_key="k", prompt_cache_retention="24h",
+        extra_body={"cache_salt": "s1"},
+    )
+    assert reply.usage.completion_tokens <= 3
+
+
+def test_seeded_sampling_is_reproducible(tiny_server):
+    client = tiny_server.client()
+    ask = lambda: client.chat.completions.create(  # noqa: E731
+        model=tiny_server.model, messages=chat("x", "Tell me a story"), max_tokens=10, temperature=1.0, seed=123
+    ).choices[0].message.content
+    assert ask() == ask()
+
+
+def test_health_and_metrics(tiny_server):
+    assert httpx.get(tiny_server.url + "/health").json()["status"] == "ok"
+    text = httpx.get(tiny_server.url + "/metrics").text
+    for name in (
+        "promptcache_requests_total",
+        "promptcache_prompt_tokens_total",
+        "promptcache_cached_tokens_total",
+        "promptcache_completion_tokens_total",
+        "promptcache_cache_hit_ratio",
+        "promptcache_cache_blocks_held",
+        "promptcache_cache_bytes_held",
+        "promptcache_cache_evictions_total",
+        "promptcache_time_to_first_token_seconds_bucket",
+        "promptcache_time_per_output_token_seconds_bucket",
+        'promptcache_queue_requests{state="waiting"}',
+    ):
+        assert name in text, name
