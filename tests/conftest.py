@@ -81,3 +81,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf_model(smollm2_path):
+    """transformers' own Llama on SmolLM2's weights, loaded by transformers' GGUF reader."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name,
+                                                 dtype=torch.float32)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine():
+    """The real model in float32 with the prefix cache on (shared: tests must not rely on its
+    cache being empty; use a fresh tenant salt to get a cold cache)."""
+    from promptcache.engine.engine import Engine
+
+    return Engine.from_model(None, device="cpu", dtype="float32", max_batch_size=4)
