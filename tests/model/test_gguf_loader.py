@@ -12,13 +12,16 @@ from promptcache.model.gguf_loader import hf_name, read_gguf, unpermute_qk
 
 
 @pytest.fixture(scope="module")
-def hf_state_dict(smollm2_path):
+def hf_model(smollm2_path):
+    """transformers' own GGUF loading, the reference; loaded once (it takes seconds)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32
-    )
-    return {name: t.detach() for name, t in model.state_dict().items()}
+    return AutoModelForCausalLM.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def hf_state_dict(hf_model):
+    return {name: t.detach() for name, t in hf_model.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +54,8 @@ def test_smollm2_config(smollm2_source):
 
 
 @pytest.mark.slow
-def test_config_matches_transformers(smollm2_source, smollm2_path):
-    from transformers import AutoConfig
-
-    hf = AutoConfig.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name)
+def test_config_matches_transformers(smollm2_source, hf_model):
+    hf = hf_model.config
     c = smollm2_source.config
     assert (c.num_layers, c.num_heads, c.num_kv_heads, c.hidden_size) == (
         hf.num_hidden_layers,
@@ -64,6 +65,8 @@ def test_config_matches_transformers(smollm2_source, smollm2_path):
     )
     assert c.rms_norm_eps == hf.rms_norm_eps
     assert c.context_length == hf.max_position_embeddings
+    assert c.rope_theta == hf.rope_parameters["rope_theta"]
+    assert c.tie_word_embeddings == hf.tie_word_embeddings
 
 
 @pytest.mark.slow
