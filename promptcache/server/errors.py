@@ -108,7 +108,9 @@ def param_path(loc: tuple[Any, ...]) -> str | None:
 
 def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    first = errors[0] if errors else {}
+    # Within a union (string content or a list of parts) pydantic reports every branch; the
+    # deepest location is the one that names what the client actually got wrong.
+    first = max(errors, key=lambda e: len(param_path(tuple(e.get("loc", ()))) or ""), default={})
     if first.get("type") == "json_invalid":
         return error_response(bad_request("We could not parse the JSON body of your request."))
     loc = tuple(first.get("loc", ()))

@@ -60,13 +60,18 @@ class Generation:
         streaming response, an exception) aborts the request in the engine too.
         """
         state, sub = self.state, self.sub
+        next_poll = state.clock() + DISCONNECT_POLL_S
         try:
             while True:
+                # Polled on a schedule, not only when idle: while tokens flow the queue is
+                # never empty for long, and a vanished client must still be noticed.
+                if http is not None and state.clock() >= next_poll:
+                    next_poll = state.clock() + DISCONNECT_POLL_S
+                    if await http.is_disconnected():
+                        raise ClientGone()
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), DISCONNECT_POLL_S)
                 except TimeoutError:
-                    if http is not None and await http.is_disconnected():
-                        raise ClientGone() from None
                     continue
                 if isinstance(item, EngineFailure):
                     raise APIError(503, str(item), type="server_error", code="engine_failure")

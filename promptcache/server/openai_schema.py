@@ -120,6 +120,14 @@ class CompletionRequest(_SamplingFields):
     ]
     echo: bool | None = False
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, prompt: Any) -> Any:
+        # Checked before the union so the error names the real problem, not a branch.
+        if isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, (str, list)) for p in prompt):
+            raise ValueError("send one prompt per request (batched prompts are not supported)")
+        return prompt
+
     def token_limit(self) -> int | None:
         return self.max_tokens
 
