@@ -325,6 +325,8 @@ class PrefixCache:
         self._stats.evictions[reason] += 1
         if parent is not None:
             self._queue.offer(parent)
+            if parent.expires_at != INF and parent.expires_at <= self._clock():
+                self._expiry.offer(parent)  # it expired while its child kept it; collect it now
         self._on_evict(node.payload)
 
     def _release_nodes(self, nodes: list[BlockNode]) -> None:
