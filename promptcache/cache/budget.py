@@ -23,9 +23,10 @@ class Budget:
         self.blocks = 0
         self.tenant_blocks: dict[str, int] = {}
 
-    def add(self, tenant: str) -> None:
-        self.blocks += 1
-        self.tenant_blocks[tenant] = self.tenant_blocks.get(tenant, 0) + 1
+    def add(self, tenant: str, blocks: int = 1) -> None:
+        if blocks:
+            self.blocks += blocks
+            self.tenant_blocks[tenant] = self.tenant_blocks.get(tenant, 0) + blocks
 
     def remove(self, tenant: str) -> None:
         self.blocks -= 1

@@ -193,18 +193,19 @@ class PrefixCache:
             logger.debug("not caching %d new blocks for tenant %r: %s", wanted, tenant, why)
             return 0, why
         fit = self._make_room(tenant, wanted)
-        add_child, budget_add, offer_expiry = self._trie.add_child, self._budget.add, self._expiry.offer
+        add_child, offer_expiry = self._trie.add_child, self._expiry.offer
+        has_ttl = expires_at != INF
         stored = 0
         try:
             for index in range(start, start + fit):
                 key, block = new[index - start]
                 payload = store(index)
-                role = roles[index] if roles is not None else "user"
-                parent = add_child(parent, key, block, payload, role, now, expires_at)
-                budget_add(tenant)
-                offer_expiry(parent)
+                parent = add_child(parent, key, block, payload, roles[index] if roles else "user", now, expires_at)
                 stored += 1
+                if has_ttl:
+                    offer_expiry(parent)
         finally:
+            self._budget.add(tenant, stored)
             self._stats.insertions += stored
             if stored:
                 self._queue.offer(parent)
@@ -227,25 +228,44 @@ class PrefixCache:
 
     def _make_room(self, tenant: str, wanted: int) -> int:
         """Evict until `wanted` more blocks fit for `tenant` (or nothing more can go); returns how many fit."""
-        budget, queue = self._budget, self._queue
-        while budget.over_quota(tenant, wanted):
-            victim = queue.pop((tenant,))
-            if victim is None:
-                break
-            self._drop(victim, "quota")
+        budget = self._budget
         quota = budget.quota(tenant)
-        if quota is not None:  # no point evicting others for blocks the quota won't take
+        if quota is not None:
+            excess = budget.tenant_blocks.get(tenant, 0) + wanted - quota
+            if excess > 0:
+                self._evict(excess, "quota", lambda: (tenant,))
+            # no point evicting others for blocks the quota won't take
             wanted = min(wanted, max(0, quota - budget.tenant_blocks.get(tenant, 0)))
-        while budget.blocks + wanted > budget.capacity:
-            victim = None
-            if len(budget.tenant_blocks) > 1:
-                victim = queue.pop(budget.over_fair_share(tenant, wanted))
-            if victim is None:
-                victim = queue.pop()
-            if victim is None:
-                break
-            self._drop(victim, "policy")
+        excess = budget.blocks + wanted - budget.capacity
+        if excess > 0:
+            def candidates():
+                return budget.over_fair_share(tenant, wanted) if len(budget.tenant_blocks) > 1 else None
+            self._evict(excess, "policy", candidates)
         return min(wanted, budget.room(tenant))
+
+    def _evict(self, count: int, reason: str, candidates: Callable[[], tuple | list | None]) -> int:
+        """Drop up to `count` leaves in policy order, first from the tenants `candidates()` names
+        (all tenants when it returns None, and as a fallback). Returns how many were dropped."""
+        queue, dropped = self._queue, 0
+        while dropped < count:
+            tenants = candidates()
+            popped = queue.pop(tenants)
+            if popped is None and tenants is not None:
+                popped = queue.pop()
+            if popped is None:
+                break
+            key, victim = popped
+            while True:  # walk up a chain while each parent is next in line anyway
+                parent = self._drop(victim, reason, offer_parent=False)
+                dropped += 1
+                if parent is None:
+                    break
+                parent_key = queue.next_in_line(parent, key) if dropped < count else None
+                if parent_key is None:
+                    queue.offer(parent)
+                    break
+                key, victim = parent_key, parent
+        return dropped
 
     # ------------------------------------------------------- pins and removal
 
@@ -319,24 +339,30 @@ class PrefixCache:
                 dropped += 1
         return dropped
 
-    def _drop(self, node: BlockNode, reason: str) -> None:
+    def _drop(self, node: BlockNode, reason: str, offer_parent: bool = True) -> BlockNode | None:
+        """Unlink one evictable leaf, free its bytes, tell the owner. Returns the parent (None for a root)."""
         parent = self._trie.detach(node)
         self._budget.remove(node.tenant)
         self._stats.evictions[reason] += 1
         if parent is not None:
-            self._queue.offer(parent)
+            if offer_parent:
+                self._queue.offer(parent)
             if parent.expires_at != INF and parent.expires_at <= self._clock():
                 self._expiry.offer(parent)  # it expired while its child kept it; collect it now
         self._on_evict(node.payload)
+        return parent
 
     def _release_nodes(self, nodes: list[BlockNode]) -> None:
         now = None
         for node in nodes:
             node.refcount -= 1
-            if node.refcount == 0 and node.alive:
-                if now is None:
-                    now = self._clock()
-                self._requeue(node, now)
+            if node.refcount == 0:
+                if not node.children:  # only a leaf can have become evictable
+                    self._queue.offer(node)
+                if node.expires_at != INF:
+                    now = self._clock() if now is None else now
+                    if node.expires_at <= now:
+                        self._expiry.offer(node)
 
     def _requeue(self, node: BlockNode, now: float) -> None:
         """`node` just became free: queue it for eviction, and for expiry if already due."""
