@@ -44,10 +44,6 @@ class Budget:
         """The tenant's cap in blocks, or None when only the global budget applies."""
         return self._quota_blocks.get(tenant)
 
-    def over_quota(self, tenant: str, pending: int) -> bool:
-        quota = self._quota_blocks.get(tenant)
-        return quota is not None and self.tenant_blocks.get(tenant, 0) + pending > quota
-
     def too_large(self, tenant: str, blocks: int) -> str | None:
         """Why `blocks` new blocks could never fit, even in an empty cache; None if they could."""
         if blocks > self.capacity:
