@@ -1,0 +1,62 @@
+"""`promptcache serve` as a user runs it: a subprocess configured by flags, env and a TOML file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+from live import free_port
+
+CLI = [sys.executable, "-c", "from promptcache.cli.main import app; app()"]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not come up")
+
+
+def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
+    port = free_port()
+    config = tmp_path / "server.toml"
+    config.write_text('max-queue = 3\neviction_policy = "lfu"\nport = 1\n')
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys]\nsecret-a = { tenant = "team-a", quota_mb = 2 }\n')
+    env = {**os.environ, "PROMPTCACHE_PORT": str(port), "PROMPTCACHE_CACHE_MB": "8"}
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--model", str(tiny_llama_dir),
+         "--config", str(config), "--keys-file", str(keys), "--admin-key", "root", "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"  # the env port wins over the file's
+    try:
+        wait_healthy(url, proc)
+        assert httpx.get(url + "/v1/models").status_code == 401
+        models = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer secret-a"}).json()
+        stats = httpx.get(url + "/v1/cache/stats", headers={"Authorization": "Bearer root"}).json()
+        assert models["data"][0]["id"]
+        assert stats["max_bytes"] <= 8 * 2**20
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_rejects_a_bad_setting(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text("no_such_setting = 1\n")
+    proc = subprocess.run(
+        [*CLI, "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "no_such_setting" in proc.stderr
