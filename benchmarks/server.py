@@ -1,0 +1,201 @@
+"""Benchmark a live promptcache server through the official openai client.
+
+Two measurements:
+1. Continuous batching: 1, 4 and 8 concurrent streaming clients; aggregate decode tokens/s and
+   mean time-to-first-token (TTFT). Target: 8 clients >= 4x the 1-client throughput.
+2. Multi-turn chat: 4 conversations x 4 turns sharing a ~1,000-token system prompt, each turn
+   adding ~90 new tokens, with the prefix cache on and off (off = the per-request
+   `caching: {"enabled": false}` extension). Reported: mean TTFT of turns 2..4.
+   Target: cache-on <= 0.1x cache-off, and < 190 ms.
+
+    python benchmarks/server.py                 # starts `promptcache serve` on a free port
+    python benchmarks/server.py --url http://127.0.0.1:8000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import httpx
+import openai
+
+SYSTEM_WORDS = (
+    "You are the support assistant for a hardware store. Follow the store handbook: greet the "
+    "customer, answer with the aisle and shelf of each product, mention current discounts, and "
+    "never invent stock levels. "
+)
+
+
+@dataclass
+class StreamResult:
+    ttft_s: float
+    completion_tokens: int
+    cached_tokens: int
+
+
+def stream_once(client: openai.OpenAI, model: str, messages: list[dict], max_tokens: int, **extra) -> tuple[StreamResult, str]:
+    """One streaming chat request; TTFT is taken at the first chunk carrying content."""
+    start = time.perf_counter()
+    ttft = None
+    parts: list[str] = []
+    usage = None
+    stream = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=max_tokens, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body=extra or None,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            ttft = ttft or time.perf_counter() - start
+            parts.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage
+    ttft = ttft or time.perf_counter() - start
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
+    return StreamResult(ttft, usage.completion_tokens, cached or 0), "".join(parts)
+
+
+def concurrency_run(client, model: str, clients: int, requests_each: int, max_tokens: int) -> dict:
+    results: list[StreamResult] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        for r in range(requests_each):
+            messages = [{"role": "user", "content": f"Client {i} request {r}: write a long story about a lighthouse."}]
+            res, _ = stream_once(client, model, messages, max_tokens, ignore_eos=True)
+            with lock:
+                results.append(res)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    tokens = sum(r.completion_tokens for r in results)
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "decode_tokens_per_s": tokens / wall,
+        "mean_ttft_ms": 1000 * sum(r.ttft_s for r in results) / len(results),
+    }
+
+
+def system_prompt(target_tokens: int = 1000) -> str:
+    words_per_copy = len(SYSTEM_WORDS.split())
+    copies = max(1, int(target_tokens / (words_per_copy * 1.3)))
+    return " ".join(f"Section {i}. {SYSTEM_WORDS}" for i in range(copies))
+
+
+def user_turn(conv: int, turn: int) -> str:
+    # About 90 tokens of new text per turn, different for every conversation and turn.
+    items = ", ".join(f"item {conv}-{turn}-{k} in size {k * 3}" for k in range(9))
+    return f"Conversation {conv}, turn {turn}: where do I find {items}? Please list aisles."
+
+
+def multi_turn_run(client, model: str, cache_on: bool, reply_tokens: int, system: str) -> dict:
+    extra = {} if cache_on else {"caching": {"enabled": False}}
+    convs = [[{"role": "system", "content": system}] for _ in range(4)]
+    later_turns: list[StreamResult] = []
+    for turn in range(4):
+        for c, messages in enumerate(convs):
+            messages.append({"role": "user", "content": user_turn(c, turn)})
+            res, text = stream_once(client, model, messages, reply_tokens, **extra)
+            messages.append({"role": "assistant", "content": text})
+            if turn > 0:
+                later_turns.append(res)
+    return {
+        "cache": "on" if cache_on else "off",
+        "mean_ttft_turns_2_4_ms": 1000 * sum(r.ttft_s for r in later_turns) / len(later_turns),
+        "mean_cached_tokens": sum(r.cached_tokens for r in later_turns) / len(later_turns),
+    }
+
+
+def start_server(args) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from promptcache.cli.main import app; app()", "serve", "--port", str(port),
+           "--max-batch-size", "8", "--log-level", "warning", "--device", args.device]
+    if args.model:
+        cmd += ["--model", args.model]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running server (default: start one)")
+    parser.add_argument("--model", help="model for the started server (default: embedded SmolLM2)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--api-key", default="unused")
+    parser.add_argument("--decode-tokens", type=int, default=64, help="tokens per request in the batching run")
+    parser.add_argument("--requests-each", type=int, default=2)
+    parser.add_argument("--reply-tokens", type=int, default=16, help="assistant reply length in the chat run")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args()
+
+    proc = None
+    url = args.url
+    if url is None:
+        proc, url = start_server(args)
+    try:
+        client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=args.api_key, max_retries=0, timeout=600)
+        model = client.models.list().data[0].id
+        stream_once(client, model, [{"role": "user", "content": "warm up"}], 4)  # first-call costs
+        batching = [concurrency_run(client, model, c, args.requests_each, args.decode_tokens) for c in (1, 4, 8)]
+        system = system_prompt()
+        # Off first, so the cache-on run cannot benefit from anything the off run left behind
+        # (it stores nothing anyway); each conversation's system prompt is shared by all four.
+        chat = [multi_turn_run(client, model, on, args.reply_tokens, system) for on in (False, True)]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    speedup = batching[-1]["decode_tokens_per_s"] / batching[0]["decode_tokens_per_s"]
+    ratio = chat[1]["mean_ttft_turns_2_4_ms"] / chat[0]["mean_ttft_turns_2_4_ms"]
+    report = {
+        "model": model, "batching": batching, "multi_turn": chat,
+        "batching_speedup_8_vs_1": speedup, "ttft_ratio_cache_on_vs_off": ratio,
+        "targets_met": {"speedup_ge_4": speedup >= 4, "ttft_ratio_le_0_1": ratio <= 0.1,
+                        "ttft_on_lt_190ms": chat[1]["mean_ttft_turns_2_4_ms"] < 190},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"model: {model}\n")
+    print(f"{'clients':>8} {'requests':>9} {'decode tok/s':>13} {'mean TTFT ms':>13}")
+    for row in batching:
+        print(f"{row['clients']:>8} {row['requests']:>9} {row['decode_tokens_per_s']:>13.1f} {row['mean_ttft_ms']:>13.1f}")
+    print(f"8-client / 1-client throughput: {speedup:.2f}x (target >= 4x)\n")
+    print(f"{'cache':>6} {'TTFT turns 2-4 ms':>18} {'cached tokens':>14}")
+    for row in chat:
+        print(f"{row['cache']:>6} {row['mean_ttft_turns_2_4_ms']:>18.1f} {row['mean_cached_tokens']:>14.0f}")
+    print(f"cache-on / cache-off TTFT: {ratio:.3f} (target <= 0.1, and on < 190 ms)")
+    print("targets met:", asdict_like(report["targets_met"]))
+
+
+def asdict_like(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+if __name__ == "__main__":
+    main()
