@@ -68,13 +68,14 @@ def test_cuda_generation_identical_with_cache(toy_model_dir):
     uncached = Engine.from_model(str(toy_model_dir), device="cuda", dtype="bfloat16", prefill_chunk=64,
                                  cache_config=None)
     gen = torch.Generator().manual_seed(2)
-    shared = torch.randint(2, 500, (200,), generator=gen).tolist()
+    vocab = cached.model.config.vocab_size
+    shared = torch.randint(2, vocab, (200,), generator=gen).tolist()
     params = SamplingParams(max_tokens=10, ignore_eos=True)
-    cached.generate([shared + [5, 6, 7]], params)
-    prompt = shared + [8, 9, 10, 11]
+    cached.generate([shared + [2, 3, 4]], params)
+    prompt = shared + [5, 6, 7, 8]
     warm = cached.generate([prompt], params)[0]
     cold = uncached.generate([prompt], params)[0]
     assert warm.num_cached_tokens >= 176
     assert warm.token_ids == cold.token_ids
-    batch = cached.generate([prompt, shared + [12], shared[:50]], params, CacheOptions(salt="b"))
+    batch = cached.generate([prompt, shared + [9], shared[:50]], params, CacheOptions(salt="b"))
     assert all(len(c.token_ids) == 10 for c in batch)
