@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/prefix.py                 # every section, as a table
     .venv/bin/python benchmarks/prefix.py lookup insert   # some sections
     .venv/bin/python benchmarks/prefix.py --json          # machine-readable
+    .venv/bin/python benchmarks/prefix.py ttft --shape llama-3.1-8b --device cuda   # on a GPU
 
 Each section is a function returning rows; `SECTIONS` maps names to them, so engine sections
 (warm/cold time-to-first-token) can be added beside these. Importing this module needs no torch.
@@ -170,13 +171,22 @@ def section_memory(repeat: int) -> list[Row]:
     ]
 
 
-SECTIONS: dict[str, Callable[[int], list[Row]]] = {
-    "hash": section_hash,
-    "lookup": section_lookup,
-    "insert": section_insert,
-    "sharing": section_sharing,
-    "memory": section_memory,
+def section_ttft(args: argparse.Namespace) -> list[Row]:
+    from benchmarks.prefix_engine import section_ttft as run  # torch only for this section
+
+    return run(args)
+
+
+# Each section takes the parsed arguments (cache-only sections read just --repeat).
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "hash": lambda a: section_hash(a.repeat),
+    "lookup": lambda a: section_lookup(a.repeat),
+    "insert": lambda a: section_insert(a.repeat),
+    "sharing": lambda a: section_sharing(a.repeat),
+    "memory": lambda a: section_memory(a.repeat),
+    "ttft": section_ttft,
 }
+ENGINE_SECTIONS = ("ttft",)
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -184,8 +194,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("sections", nargs="*", choices=[[], *SECTIONS], help="sections to run (default: all)")
     parser.add_argument("--repeat", type=int, default=50, help="timed calls per measurement")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
+    parser.add_argument("--no-engine", action="store_true", help="skip the engine sections (no torch)")
+    if "--no-engine" not in (argv or sys.argv):
+        from benchmarks.prefix_engine import add_arguments
+
+        add_arguments(parser)
     args = parser.parse_args(argv)
-    rows = [r for name in (args.sections or SECTIONS) for r in SECTIONS[name](args.repeat)]
+    names = args.sections or [n for n in SECTIONS if not (args.no_engine and n in ENGINE_SECTIONS)]
+    rows = [r for name in names for r in SECTIONS[name](args)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
