@@ -14,26 +14,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from live import start_server  # noqa: E402
+from live_server import start_server  # noqa: E402
+from server_prompts import ADMIN_KEY, KEYS  # noqa: E402
 
 from promptcache.server.settings import ServerSettings, build_settings  # noqa: E402
-
-KEYS = {
-    "key-alice": {"tenant": "alice"},
-    "key-bob": {"tenant": "bob"},
-    "key-flood": {"tenant": "flood", "quota_mb": 0.25},
-}
-ADMIN_KEY = "key-admin"
-
-# About 330 tokens of shared system prompt: 20 full cache blocks of 16.
-SYSTEM_PROMPT = " ".join(
-    f"Rule {i}: answer politely, cite the handbook section {i * 7}, and never guess." for i in range(22)
-)
-
-
-def chat(system: str, user: str) -> list[dict]:
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_llama_dir):

@@ -8,7 +8,7 @@ import sys
 import time
 
 import httpx
-from live import free_port
+from live_server import free_port
 
 CLI = [sys.executable, "-c", "from promptcache.cli.main import app; app()"]
 

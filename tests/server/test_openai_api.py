@@ -4,7 +4,7 @@ not, usage with cached_tokens, and prompt-cache request fields."""
 from __future__ import annotations
 
 import httpx
-from conftest import SYSTEM_PROMPT, chat
+from server_prompts import SYSTEM_PROMPT, chat
 
 
 def test_models_lists_the_served_model(tiny_server):

@@ -9,7 +9,7 @@ import pytest
 import schemathesis
 from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
-from live import start_server
+from live_server import start_server
 
 from promptcache.server.settings import ServerSettings
 

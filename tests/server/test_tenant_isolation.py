@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, SYSTEM_PROMPT, chat
+from server_prompts import ADMIN_KEY, SYSTEM_PROMPT, chat
 
 
 def cached(server, key: str, user: str, salt: str | None = None, system: str = SYSTEM_PROMPT) -> int:

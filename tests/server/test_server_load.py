@@ -7,8 +7,8 @@ import gc
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
-from conftest import SYSTEM_PROMPT, chat
-from live import start_server
+from server_prompts import SYSTEM_PROMPT, chat
+from live_server import start_server
 
 from promptcache.server.settings import ServerSettings
 

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from conftest import chat
-from live import start_server
+from server_prompts import chat
+from live_server import start_server
 
 from promptcache.server.settings import ServerSettings
 

@@ -4,8 +4,8 @@ system prompt and changes nothing in the greedy reply."""
 from __future__ import annotations
 
 import pytest
-from conftest import SYSTEM_PROMPT, chat
-from live import start_server
+from server_prompts import SYSTEM_PROMPT, chat
+from live_server import start_server
 
 from promptcache.server.settings import ServerSettings
 
