@@ -22,17 +22,17 @@ from promptcache.server.chat import prompt_from_completion
 from promptcache.server.completions import server_state
 from promptcache.server.errors import bad_request
 from promptcache.server.generation import warm_prefix
-from promptcache.server.openai_schema import ChatMessage, Text, TokenIds, _Body
+from promptcache.server.openai_schema import ChatMessage, Text, TokenIds, OpenAIBody
 from promptcache.server.tenants import DEFAULT_TENANT
 
 router = APIRouter(prefix="/v1/cache")
 
 
-class FlushRequest(_Body):
+class FlushRequest(OpenAIBody):
     tenant: Text | None = None  # None: every tenant
 
 
-class PinRequest(_Body):
+class PinRequest(OpenAIBody):
     """The prefix to pin, as chat messages (rendered without the assistant header, so every
     conversation that starts with them hits) or as a completion prompt. Pinning first
     prefills the prefix if it is not cached yet, so a pin works on a cold server too."""

@@ -18,7 +18,7 @@ from fastapi import Request as HTTPRequest
 from promptcache.engine.api import CacheOptions, Request, RequestOutput, Role, SamplingParams
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission
 from promptcache.server.errors import APIError, error_body, model_not_found, queue_full
-from promptcache.server.openai_schema import Usage, _SamplingFields
+from promptcache.server.openai_schema import Usage, SamplingFields
 from promptcache.server.state import ServerState
 
 RETENTION_TTL_S = {"in_memory": None, "24h": 86_400.0}
@@ -36,7 +36,7 @@ class Generation:
     state: ServerState
     endpoint: str
     tenant: str
-    body: _SamplingFields
+    body: SamplingFields
     sub: Submission
     prompt_text: str | None
     last: RequestOutput | None = None
@@ -143,7 +143,7 @@ def check_model(state: ServerState, model: str) -> None:
         raise model_not_found(model)
 
 
-def sampling_params(state: ServerState, body: _SamplingFields, limit: int | None, n_prompt: int) -> SamplingParams:
+def sampling_params(state: ServerState, body: SamplingFields, limit: int | None, n_prompt: int) -> SamplingParams:
     """Request fields -> SamplingParams. With no limit given the reply may fill the context,
     capped by the server's default_max_tokens (as OpenAI's default is 'up to the context')."""
     if limit is None:
@@ -166,7 +166,7 @@ def sampling_params(state: ServerState, body: _SamplingFields, limit: int | None
     return params
 
 
-def cache_options(tenant: str, body: _SamplingFields) -> CacheOptions:
+def cache_options(tenant: str, body: SamplingFields) -> CacheOptions:
     """The tenant comes from the API key, never the body; the salt partitions inside it."""
     retention = body.prompt_cache_retention or "in_memory"
     return CacheOptions(
@@ -184,7 +184,7 @@ def start(
     endpoint: str,
     request_id: str,
     tenant: str,
-    body: _SamplingFields,
+    body: SamplingFields,
     tokens: list[int],
     roles: list[Role] | None,
     limit: int | None,

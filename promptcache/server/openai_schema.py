@@ -30,16 +30,16 @@ Text = Annotated[str, AfterValidator(_encodable)]
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-class _Body(BaseModel):
+class OpenAIBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class TextPart(_Body):
+class TextPart(OpenAIBody):
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(_Body):
+class ChatMessage(OpenAIBody):
     role: ChatRole
     content: Text | list[TextPart] | None = None
     name: Text | None = None
@@ -53,15 +53,15 @@ class ChatMessage(_Body):
         return "\n".join(part.text for part in self.content)
 
 
-class StreamOptions(_Body):
+class StreamOptions(OpenAIBody):
     include_usage: bool | None = None
 
 
-class CachingOptions(_Body):
+class CachingOptions(OpenAIBody):
     enabled: bool = True
 
 
-class _SamplingFields(_Body):
+class SamplingFields(OpenAIBody):
     """Fields shared by chat and text completions."""
 
     model: Text
@@ -101,7 +101,7 @@ class _SamplingFields(_Body):
         return tuple(s for s in stops if s)  # an empty stop string would stop at once
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     tools: list[dict[str, Any]] | None = None
@@ -113,7 +113,7 @@ class ChatCompletionRequest(_SamplingFields):
 TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_length=1)]
 
 
-class CompletionRequest(_SamplingFields):
+class CompletionRequest(SamplingFields):
     # A string, or token ids; a list of several prompts is a batch, which needs n-way output.
     prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)] | TokenIds | Annotated[
         list[TokenIds], Field(min_length=1, max_length=1)
