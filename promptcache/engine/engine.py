@@ -3,8 +3,8 @@
 `step()` reads as schedule -> run -> postprocess:
 1. take in new requests and aborts (other threads hand them over through a locked inbox);
 2. admit waiting sequences into free KV slots (cache-aware order), copying cached prefixes in;
-3. compute one prefill chunk of the oldest prefilling sequence (so a long prompt never stalls
-   the decode batch for more than one chunk);
+3. compute one prefill chunk of the oldest prefilling sequence (a short chunk while others are
+   decoding, so a long prompt never stalls the batch for long; a long one when none is);
 4. run one decode step for every running sequence, sample, detokenize, finish;
 5. save completed blocks to the prefix cache (prompt at the end of prefill, reply at the end).
 
@@ -24,7 +24,7 @@ from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, 
                                     SamplingParams)
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
-from promptcache.engine.prefix_reuse import PrefixReuse, block_roles
+from promptcache.engine.prefix_reuse import MIN_ROWS, PrefixReuse, block_roles
 from promptcache.engine.sampler import new_generator, sample
 from promptcache.engine.scheduler import Scheduler
 from promptcache.engine.sequence import Sequence, Status
@@ -36,12 +36,13 @@ from promptcache.model.tokenizer import Tokenizer
 class Engine:
     def __init__(self, model: LlamaModel, tokenizer: Tokenizer, *, model_name: str, fingerprint: str,
                  cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
-                 prefill_chunk: int = 512, max_seq_len: int | None = None):
+                 prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.context_length = min(max_seq_len or model.config.context_length, model.config.context_length)
-        self.prefill_chunk = prefill_chunk
+        self.prefill_chunk = prefill_chunk  # tokens per step while other sequences decode
+        self.max_prefill_chunk = max(max_prefill_chunk, prefill_chunk)  # when none does
         self.max_batch_size = max_batch_size
         self.kv = model.new_kv(max_batch_size, self.context_length)
         self._free_slots = list(range(max_batch_size - 1, -1, -1))
@@ -51,7 +52,7 @@ class Engine:
         if cache_config is not None:
             self.prefix = PrefixReuse(cache_config, model_id=self.model_id, layers=c.num_layers,
                                       kv_heads=c.num_kv_heads, head_dim=c.head_dim, kv_dtype=model.kv_dtype,
-                                      device=model.device, prefill_chunk=prefill_chunk)
+                                      device=model.device)
         self.scheduler = Scheduler(self._peek_cached)
         self.prefilling: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -64,13 +65,14 @@ class Engine:
     @classmethod
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
                    cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
-                   prefill_chunk: int = 512, max_seq_len: int | None = None, progress: bool = False) -> Engine:
+                   prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
+                   progress: bool = False) -> Engine:
         source = open_model(model)
         dev = resolve_device(device)
         llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress)
         return cls(llama, source.tokenizer, model_name=source.name, fingerprint=source.fingerprint,
                    cache_config=cache_config, max_batch_size=max_batch_size, prefill_chunk=prefill_chunk,
-                   max_seq_len=max_seq_len)
+                   max_prefill_chunk=max_prefill_chunk, max_seq_len=max_seq_len)
 
     # -- requests in ---------------------------------------------------------------------------
 
@@ -151,7 +153,7 @@ class Engine:
             return
         seq = self.prefilling[0]
         start = seq.num_computed
-        end = min((start // self.prefill_chunk + 1) * self.prefill_chunk, seq.num_prompt)  # on the grid
+        end = start + self._chunk_size(seq)
         tokens = torch.tensor(seq.prompt[start:end], device=self.model.device)
         logits = self.model.prefill(tokens, start, seq.slot, self.kv, want_logits=end == seq.num_prompt)
         seq.num_computed = end
@@ -166,6 +168,13 @@ class Engine:
         self.running.append(seq)
         token = sample(logits[None], [seq.request.sampling], [seq.generator])[0]
         self._append_token(seq, token, outputs)
+
+    def _chunk_size(self, seq: Sequence) -> int:
+        """Tokens to prefill now: small chunks while other streams wait on this step, large ones
+        when nothing does; never leave a tail shorter than MIN_ROWS (another matmul kernel)."""
+        size = self.prefill_chunk if self.running else self.max_prefill_chunk
+        remaining = seq.num_prompt - seq.num_computed
+        return remaining if remaining - size < MIN_ROWS else size
 
     def _decode(self, outputs: list[RequestOutput]) -> None:
         # Sequences that got their first token from prefill in this step wait for the next one,

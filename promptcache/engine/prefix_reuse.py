@@ -3,12 +3,12 @@
 `load` finds the longest cached prefix of a sequence's prompt and copies its KV into the
 sequence's slot; `save` inserts a sequence's completed blocks, copying new ones into the pool.
 
-Bitwise reuse: the engine prefills prompts in chunks on a fixed grid of `prefill_chunk`
-positions, and a warm sequence resumes on the same grid. Measured on CPU: a prefill row's result
-does not depend on how many rows share its chunk (from a few rows up) nor on how many masked keys
-follow it, so the suffix computed after a hit is bitwise the row a cold run computes. Very short
-chunks can take another matmul kernel, so when a hit would leave fewer than MIN_ROWS rows in a
-chunk that a cold run computes whole, we reuse one block less (docs/design.md).
+Bitwise reuse: measured on CPU, a prefill row's result does not depend on how many rows share
+its chunk (from a few rows up), on how many masked keys follow it, nor on causal mode versus an
+explicit mask, so the suffix computed after a hit is bitwise the row a cold run computes. Very
+short products can take another matmul kernel, so the engine never prefills fewer than
+MIN_ROWS rows at once when it can avoid it, and a hit that would leave fewer than MIN_ROWS
+tokens to compute reuses a block less (docs/design.md).
 """
 
 from __future__ import annotations
@@ -42,12 +42,9 @@ def block_roles(token_roles: Seq[Role] | None, num_blocks: int, block_size: int)
 
 class PrefixReuse:
     def __init__(self, config: CacheConfig, *, model_id: str, layers: int, kv_heads: int, head_dim: int,
-                 kv_dtype: torch.dtype, device: torch.device, prefill_chunk: int):
-        if prefill_chunk % config.block_size:
-            raise ValueError("prefill_chunk must be a multiple of the cache block size")
+                 kv_dtype: torch.dtype, device: torch.device):
         self.model_id = model_id
         self.block_size = config.block_size
-        self.prefill_chunk = prefill_chunk
         probe = BlockPool(0, layers=layers, kv_heads=kv_heads, block_size=config.block_size, head_dim=head_dim,
                           dtype=kv_dtype, device=device)
         num_blocks = config.max_bytes // probe.block_nbytes
@@ -61,15 +58,8 @@ class PrefixReuse:
         return Namespace(model=self.model_id, tenant=options.tenant, salt=options.salt)
 
     def _usable_blocks(self, num_blocks: int, prompt_len: int) -> int:
-        """Back off so the first recomputed chunk is either a whole grid chunk or >= MIN_ROWS rows."""
-        bs, chunk = self.block_size, self.prefill_chunk
-        while num_blocks > 0:
-            start = num_blocks * bs
-            if start % chunk == 0:
-                break
-            rows = min((start // chunk + 1) * chunk, prompt_len) - start
-            if rows >= MIN_ROWS:
-                break
+        """Back off so that at least MIN_ROWS prompt tokens are left to compute."""
+        while num_blocks > 0 and prompt_len - num_blocks * self.block_size < MIN_ROWS:
             num_blocks -= 1
         return num_blocks
 

@@ -14,9 +14,10 @@ Two entry points, as gpt-fast has them, so the hot decode loop stays small:
 Checkpoint quirks (GGUF's Q/K row permutation, tied heads) are fixed at load time, and the Q/K/V
 and gate/up projections are fused into one matmul each, so a layer is four matmuls.
 
-Attention runs in the KV cache's dtype. On CPU that is float32 even for bfloat16 weights:
-single-query attention over a long bf16 cache measured 2.8x slower than float32 here, while
-prefill attention costs the same in both (docs/design.md).
+The KV cache may be wider than the weights: on CPU it is float32 even for bfloat16 weights,
+because single-query attention over a long bf16 cache measured 2.8x slower than float32 here.
+Decode attention runs in the cache's dtype; prefill attention runs in the model's (cheaper in
+bf16), reading the cache back exactly (docs/design.md).
 """
 
 from __future__ import annotations
@@ -53,12 +54,23 @@ class LlamaModel:
         self.kv_dtype = kv_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
         # One masked attention call per decode step instead of one per sequence (see decode).
         self.batched_decode_attention = self.device.type != "cpu"
+        # float32 matmul weights are stored transposed, (in, out): a one-row product (decode)
+        # then streams the weight at twice the bandwidth of F.linear's layout on these CPUs,
+        # while prefill-sized products lose ~2%. bfloat16 products measured the same either way.
+        self.transposed = self.device.type == "cpu" and dtype == torch.float32
 
         def w(name: str) -> torch.Tensor:
             return state[name].to(device=self.device, dtype=dtype).contiguous()
 
+        def mat(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device=self.device, dtype=dtype)
+            return t.t().contiguous() if self.transposed else t.contiguous()
+
         self.embed = w("model.embed_tokens.weight")  # (V, E)
-        self.head = self.embed if config.tie_word_embeddings else w("lm_head.weight")
+        if config.tie_word_embeddings and not self.transposed:
+            self.head = self.embed  # tied, same layout: one tensor
+        else:  # untied, or tied but stored transposed for the matmul (a second copy)
+            self.head = mat(state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"])
         self.norm = w("model.norm.weight")
         self.layers: list[LayerWeights] = []
         for i in range(config.num_layers):
@@ -69,15 +81,14 @@ class LlamaModel:
                 bias = torch.cat([state[a + f"{n}_proj.bias"] for n in "qkv"]).to(self.device, dtype)
             self.layers.append(LayerWeights(
                 attn_norm=w(p + "input_layernorm.weight"),
-                qkv=torch.cat([state[a + f"{n}_proj.weight"] for n in "qkv"]).to(self.device, dtype).contiguous(),
+                qkv=mat(torch.cat([state[a + f"{n}_proj.weight"] for n in "qkv"])),
                 qkv_bias=bias,
-                o=w(a + "o_proj.weight"),
+                o=mat(state[a + "o_proj.weight"]),
                 mlp_norm=w(p + "post_attention_layernorm.weight"),
-                gate_up=torch.cat([state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]])
-                .to(self.device, dtype).contiguous(),
-                down=w(p + "mlp.down_proj.weight"),
+                gate_up=mat(torch.cat([state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]])),
+                down=mat(state[p + "mlp.down_proj.weight"]),
             ))
-        self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
+        self.cos, self.sin = rope_tables(config, config.context_length, dtype, self.device)
         c = config
         self._split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
 
@@ -86,23 +97,28 @@ class LlamaModel:
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), weight, self.config.rms_norm_eps)
 
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.transposed:
+            return F.linear(x, weight, bias)
+        return x @ weight if bias is None else torch.addmm(bias, x, weight)
+
     def _qkv(self, layer: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the KV dtype."""
+        """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the model dtype."""
         c = self.config
         T = x.shape[0]
-        qkv = F.linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias)
-        q, k, v = qkv.to(self.kv_dtype).split(self._split, dim=-1)
+        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias)
+        q, k, v = qkv.split(self._split, dim=-1)
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
         v = v.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _mlp(self, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(self._norm(x, layer.mlp_norm), layer.gate_up).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, layer.down)
+        gate, up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up).chunk(2, dim=-1)
+        return self._linear(F.silu(gate) * up, layer.down)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._norm(x, self.norm), self.head).float()
+        return self._linear(self._norm(x, self.norm), self.head).float()
 
     def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
         """An empty KV cache (layers, 2, slots, Hkv, max_len, D). torch.empty leaves untouched
@@ -119,24 +135,30 @@ class LlamaModel:
         """Compute positions [start, start + T) of the sequence in `slot`, writing their K/V
         into `kv`; positions before `start` must already hold that sequence's KV.
 
-        Each query row attends to keys [0, its position] through an explicit mask, so a row's
-        result is the same whatever chunk it is computed in (see docs/design.md). Returns the
-        float32 logits (V,) of the last position, or None when want_logits is False.
+        A chunk that starts at position 0 uses SDPA's causal mode (which skips masked blocks);
+        a later chunk uses an explicit mask over keys [0, end). Measured on CPU, a row's result
+        is the same either way and whatever chunk it is computed in (docs/design.md), which is
+        what makes a prefix-cache hit bitwise equal to a cold run. Attention runs in the model
+        dtype (the KV cache may be wider; the round trip is exact). Returns the float32 logits
+        (V,) of the last position, or None when want_logits is False.
         """
         T = tokens.shape[0]
         end = start + T
         x = F.embedding(tokens, self.embed)  # (T, E)
         cos, sin = self.cos[start:end], self.sin[start:end]  # (T, D)
-        mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
+        mask = None
+        if start > 0:
+            mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)
-            k_cache, v_cache = kv[i, 0, slot], kv[i, 1, slot]  # (Hkv, max_len, D)
-            k_cache[:, start:end] = k
-            v_cache[:, start:end] = v
+            kv[i, 0, slot, :, start:end] = k
+            kv[i, 1, slot, :, start:end] = v
+            keys = kv[i, 0, slot, :, :end].to(self.dtype)  # (Hkv, end, D)
+            values = kv[i, 1, slot, :, :end].to(self.dtype)
             attn = F.scaled_dot_product_attention(
-                q[None], k_cache[None, :, :end], v_cache[None, :, :end], attn_mask=mask, enable_gqa=True
+                q[None], keys[None], values[None], attn_mask=mask, is_causal=mask is None, enable_gqa=True
             )[0]  # (Hq, T, D)
-            x = x + F.linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
+            x = x + self._linear(attn.transpose(0, 1).reshape(T, -1), layer.o)
             x = x + self._mlp(layer, x)
         if not want_logits:
             return None
@@ -160,10 +182,10 @@ class LlamaModel:
         cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D) rows are sequences
-            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
-            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
-            attn = self._decode_attention(kv, i, q, positions, slots, batched)  # (B, Hq D)
-            x = x + F.linear(attn.to(self.dtype), layer.o)
+            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1).to(self.kv_dtype)  # (B, Hkv, D)
+            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1).to(self.kv_dtype)
+            attn = self._decode_attention(kv, i, q.to(self.kv_dtype), positions, slots, batched)  # (B, Hq D)
+            x = x + self._linear(attn.to(self.dtype), layer.o)
             x = x + self._mlp(layer, x)
         return self._logits(x)
 
