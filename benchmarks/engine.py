@@ -18,6 +18,7 @@ import gc
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -42,39 +43,47 @@ def load_weights(args, dtype, device):
     return config, random_state_dict(config, dtype, device)
 
 
-def bench_ours(config, state, dtype, device, args) -> dict:
-    model = LlamaModel(config, state, dtype=dtype, device=device)
+def ours_timers(config, state, dtype, device, args) -> dict:
+    """metric -> (callable returning seconds, tokens per call) for our engine's model."""
+    model = LlamaModel(config, state, dtype=dtype, device=device, quantize=args.quantize)
     max_batch = max(args.batches)
-    kv = model.new_kv(max_batch, max(max(args.prefill), args.context) + args.steps + 8)
+    kv = model.new_kv(max_batch, max(max(args.prefill), args.context) + args.steps * (args.repeats + 2) + 8)
     gen = torch.Generator().manual_seed(0)
-    out = {}
+    timers = {}
     for n in args.prefill:
         tokens = torch.randint(0, config.vocab_size, (n,), generator=gen).to(device)
 
-        def prefill():
-            for start in range(0, n, args.chunk):
+        def prefill(tokens=tokens, n=n):
+            for start in range(0, n, args.chunk):  # the engine's chunking for a prompt alone
                 end = min(start + args.chunk, n)
                 model.prefill(tokens[start:end], start, 0, kv, want_logits=end == n)
 
-        out[f"prefill_{n}"] = n / machine.best_time(prefill, device, repeats=args.repeats)
+        timers[f"prefill_{n}"] = (lambda f=prefill: _seconds(f, device), n)
     ctx = torch.randint(0, config.vocab_size, (args.context,), generator=gen).to(device)
     model.prefill(ctx, 0, 0, kv)
     for b in range(1, max_batch):
         kv[:, :, b, :, : args.context] = kv[:, :, 0, :, : args.context]
     for batch in args.batches:
         tokens = torch.randint(0, config.vocab_size, (batch,), generator=gen).to(device)
-        slots = list(range(batch))
 
-        def decode():
+        def decode(tokens=tokens, batch=batch):
             for i in range(args.steps):
-                model.decode(tokens, [args.context + i] * batch, slots, kv)
+                model.decode(tokens, [args.context + i] * batch, list(range(batch)), kv)
 
-        out[f"decode_b{batch}"] = batch * args.steps / machine.best_time(decode, device, repeats=args.repeats)
-    del model, kv
-    return out
+        timers[f"decode_b{batch}"] = (lambda f=decode: _seconds(f, device), batch * args.steps)
+    return timers
 
 
-def bench_hf(config, state, dtype, device, args) -> dict:
+def _seconds(fn, device) -> float:
+    machine.sync(device)
+    start = time.perf_counter()
+    fn()
+    machine.sync(device)
+    return time.perf_counter() - start
+
+
+def hf_timers(config, state, dtype, device, args) -> dict:
+    """The same metrics for Hugging Face transformers on the same weights."""
     from transformers import DynamicCache, LlamaForCausalLM
 
     cfg = hf_config(config)
@@ -86,42 +95,55 @@ def bench_hf(config, state, dtype, device, args) -> dict:
         hf.tie_weights()
     hf.eval()
     gen = torch.Generator().manual_seed(0)
-    out = {}
-    with torch.inference_mode():
-        for n in args.prefill:
-            ids = torch.randint(0, config.vocab_size, (1, n), generator=gen).to(device)
-            out[f"prefill_{n}"] = n / machine.best_time(lambda: hf(ids, logits_to_keep=1), device, repeats=args.repeats)
-        for batch in args.batches:
-            ids = torch.randint(0, config.vocab_size, (batch, args.context), generator=gen).to(device)
-            step = torch.randint(0, config.vocab_size, (batch, 1), generator=gen).to(device)
+    timers = {}
+    for n in args.prefill:
+        ids = torch.randint(0, config.vocab_size, (1, n), generator=gen).to(device)
 
-            def decode():
+        def prefill(ids=ids):
+            with torch.inference_mode():
+                hf(ids, logits_to_keep=1)
+
+        timers[f"prefill_{n}"] = (lambda f=prefill: _seconds(f, device), n)
+    for batch in args.batches:
+        ids = torch.randint(0, config.vocab_size, (batch, args.context), generator=gen).to(device)
+        step = torch.randint(0, config.vocab_size, (batch, 1), generator=gen).to(device)
+
+        def decode(ids=ids, step=step):
+            with torch.inference_mode():
                 cache = DynamicCache(config=hf.config)
                 hf(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-                machine.sync(device)
-                import time
+                return _seconds(lambda: [hf(step, past_key_values=cache, use_cache=True) for _ in range(args.steps)],
+                                device)
 
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    hf(step, past_key_values=cache, use_cache=True)
-                machine.sync(device)
-                return time.perf_counter() - start
-
-            decode()
-            seconds = min(decode() for _ in range(args.repeats))
-            out[f"decode_b{batch}"] = batch * args.steps / seconds
-    del hf
-    return out
+        timers[f"decode_b{batch}"] = (decode, batch * args.steps)
+    return timers
 
 
-def efficiency(config, dtype, metric: str, value: float, limits: dict, context: int) -> float:
+def measure(timers: list[dict], repeats: int) -> list[dict]:
+    """Best tokens/s of each metric for each implementation, taking turns call by call so that
+    a slow spell of this (shared, noisy) machine hits both alike."""
+    best = [dict() for _ in timers]
+    for metric in timers[0]:
+        for t in timers:
+            t[metric][0]()  # warm-up
+        for _ in range(repeats):
+            for impl, t in enumerate(timers):
+                fn, tokens = t[metric]
+                best[impl][metric] = max(best[impl].get(metric, 0.0), tokens / fn())
+    return best
+
+
+def efficiency(config, dtype, metric: str, value: float, limits: dict, context: int, quantize: str | None = None) -> float:
     if metric.startswith("prefill_"):
         n = int(metric.split("_")[1])
         return flops_per_prefill(config, n) * value / n / limits["matmul_flops"]
     batch = int(metric.split("_b")[1])
     kv_dtype_bytes = 4 if limits["device"] == "cpu" else torch.tensor([], dtype=dtype).element_size()
-    step_bytes = (weight_bytes(config, torch.tensor([], dtype=dtype).element_size())
-                  + batch * context * config.kv_bytes_per_token(kv_dtype_bytes))
+    weights = weight_bytes(config, torch.tensor([], dtype=dtype).element_size())
+    if quantize == "int8" and batch <= 2:  # layers read as int8; the output head stays bf16
+        head = config.vocab_size * config.hidden_size * 2
+        weights = (weights - head) // 2 + head
+    step_bytes = weights + batch * context * config.kv_bytes_per_token(kv_dtype_bytes)
     return step_bytes * value / batch / limits["copy_bytes"]
 
 
@@ -136,30 +158,36 @@ def main() -> None:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--context", type=int, default=512, help="tokens of context per sequence while decoding")
     p.add_argument("--steps", type=int, default=16, help="decode steps timed")
-    p.add_argument("--chunk", type=int, default=512, help="prefill chunk (the engine's default)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=2048,
+                   help="prefill chunk (the engine's max_prefill_chunk, used when nothing else is decoding)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weight-only decode (bf16 only)")
     p.add_argument("--compare", action="store_true", help="also run Hugging Face transformers")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     args.prefill = [int(x) for x in args.prefill.split(",")]
     args.batches = [int(x) for x in args.batches.split(",")]
     device = resolve_device(args.device)
-    results = {"machine": machine.describe(device), "shape": args.shape, "device": device.type, "rows": []}
+    results = {"machine": machine.describe(device), "shape": args.shape, "device": device.type,
+               "quantize": args.quantize, "rows": []}
     for name in args.dtypes.split(","):
         dtype = DTYPES[name]
         limits = {"device": device.type, "matmul_flops": machine.matmul_peak(dtype, device),
                   "copy_bytes": machine.copy_bandwidth(device)}
         config, state = load_weights(args, dtype, device)
-        ours = bench_ours(config, state, dtype, device, args)
-        theirs = bench_hf(config, state, dtype, device, args) if args.compare else {}
-        del state
+        timers = [ours_timers(config, state, dtype, device, args)]
+        if args.compare:
+            timers.append(hf_timers(config, state, dtype, device, args))
+        measured = measure(timers, args.repeats)
+        ours, theirs = measured[0], (measured[1] if args.compare else {})
+        del state, timers
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
         for metric, value in ours.items():
             results["rows"].append({
                 "dtype": name, "metric": metric, "tokens_per_s": value,
-                "efficiency": efficiency(config, dtype, metric, value, limits, args.context),
+                "efficiency": efficiency(config, dtype, metric, value, limits, args.context, args.quantize),
                 "transformers_tokens_per_s": theirs.get(metric),
                 "ratio_vs_transformers": value / theirs[metric] if metric in theirs else None,
                 "matmul_peak_gflops": limits["matmul_flops"] / 1e9,

@@ -47,7 +47,9 @@ class Engine:
         self.kv = model.new_kv(max_batch_size, self.context_length)
         self._free_slots = list(range(max_batch_size - 1, -1, -1))
         c = model.config
-        self.model_id = f"{fingerprint}:{str(model.dtype).removeprefix('torch.')}"
+        # The namespace of cache entries: weights, dtype and decode quantization (reply blocks are
+        # computed by decode, so they differ with it).
+        self.model_id = f"{fingerprint}:{str(model.dtype).removeprefix('torch.')}:{model.quantize or 'none'}"
         self.prefix: PrefixReuse | None = None
         if cache_config is not None:
             self.prefix = PrefixReuse(cache_config, model_id=self.model_id, layers=c.num_layers,
@@ -66,10 +68,10 @@ class Engine:
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
                    cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
                    prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
-                   progress: bool = False) -> Engine:
+                   progress: bool = False, quantize: str | None = None) -> Engine:
         source = open_model(model)
         dev = resolve_device(device)
-        llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress)
+        llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress, quantize=quantize)
         return cls(llama, source.tokenizer, model_name=source.name, fingerprint=source.fingerprint,
                    cache_config=cache_config, max_batch_size=max_batch_size, prefill_chunk=prefill_chunk,
                    max_prefill_chunk=max_prefill_chunk, max_seq_len=max_seq_len)

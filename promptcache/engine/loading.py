@@ -37,6 +37,6 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def load_model(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
-               progress: bool = False) -> LlamaModel:
+               progress: bool = False, quantize: str | None = None) -> LlamaModel:
     state = source.load_state_dict(progress=progress)
-    return LlamaModel(source.config, state, dtype=dtype, device=device)
+    return LlamaModel(source.config, state, dtype=dtype, device=device, quantize=quantize)

@@ -40,6 +40,30 @@ class LayerWeights:
     mlp_norm: torch.Tensor  # (E,)
     gate_up: torch.Tensor  # (2 I, E)
     down: torch.Tensor  # (E, I)
+    int8: dict[str, "Int8Weight"] | None = None  # decode-time copies, by field name (quantize="int8")
+
+
+@dataclass
+class Int8Weight:
+    """Weight-only int8, one symmetric scale per output row (what torch's int8 x bf16 kernel takes)."""
+
+    values: torch.Tensor  # (out, in) int8
+    scales: torch.Tensor  # (out,) bf16
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> "Int8Weight":
+        w = weight.float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        values = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        return cls(values, scales.to(torch.bfloat16))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.values, self.scales)
+
+
+# Products of at most this many rows use the int8 copy: one-row products read half the bytes of
+# bf16 and ran 2.5x faster here; at 8 rows bf16's kernel is faster again.
+INT8_MAX_ROWS = 2
 
 
 class LlamaModel:
@@ -47,7 +71,8 @@ class LlamaModel:
     plain attributes keep the per-layer loop free of module-call overhead."""
 
     def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
-                 device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None):
+                 device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None,
+                 quantize: str | None = None):
         self.config = config
         self.dtype = dtype
         self.device = torch.device(device)
@@ -89,15 +114,35 @@ class LlamaModel:
                 down=mat(state[p + "mlp.down_proj.weight"]),
             ))
         self.cos, self.sin = rope_tables(config, config.context_length, dtype, self.device)
+        self.quantize = quantize
+        self.head_int8: Int8Weight | None = None
+        if quantize is not None:
+            self._add_int8_copies(quantize)
         c = config
         self._split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
+
+    def _add_int8_copies(self, quantize: str) -> None:
+        """Weight-only int8 copies for decode (an option: it changes logits slightly, measured in
+        docs/benchmarks.md). Prefill keeps the full-precision weights, so the KV that the prefix
+        cache stores is the same with or without it."""
+        if quantize != "int8":
+            raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
+        if self.device.type != "cpu" or self.dtype != torch.bfloat16:
+            raise ValueError("int8 weight-only decode needs the CPU and --dtype bfloat16")
+        for layer in self.layers:
+            layer.int8 = {name: Int8Weight.quantize(getattr(layer, name)) for name in ("qkv", "o", "gate_up", "down")}
+        # The output head stays bf16: quantizing the tied 49k-row embedding moved logits most.
 
     # -- shared pieces -------------------------------------------------------------------------
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (x.shape[-1],), weight, self.config.rms_norm_eps)
 
-    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                int8: Int8Weight | None = None) -> torch.Tensor:
+        if int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
+            out = int8(x)
+            return out if bias is None else out + bias
         if not self.transposed:
             return F.linear(x, weight, bias)
         return x @ weight if bias is None else torch.addmm(bias, x, weight)
@@ -106,7 +151,7 @@ class LlamaModel:
         """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the model dtype."""
         c = self.config
         T = x.shape[0]
-        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias)
+        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._q8(layer, "qkv"))
         q, k, v = qkv.split(self._split, dim=-1)
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
@@ -114,11 +159,15 @@ class LlamaModel:
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _mlp(self, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up).chunk(2, dim=-1)
-        return self._linear(F.silu(gate) * up, layer.down)
+        gate, up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up, int8=self._q8(layer, "gate_up")).chunk(2, dim=-1)
+        return self._linear(F.silu(gate) * up, layer.down, int8=self._q8(layer, "down"))
+
+    @staticmethod
+    def _q8(layer: LayerWeights, name: str) -> Int8Weight | None:
+        return layer.int8[name] if layer.int8 else None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(self._norm(x, self.norm), self.head).float()
+        return self._linear(self._norm(x, self.norm), self.head, int8=self.head_int8).float()
 
     def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
         """An empty KV cache (layers, 2, slots, Hkv, max_len, D). torch.empty leaves untouched
@@ -185,7 +234,7 @@ class LlamaModel:
             kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1).to(self.kv_dtype)  # (B, Hkv, D)
             kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1).to(self.kv_dtype)
             attn = self._decode_attention(kv, i, q.to(self.kv_dtype), positions, slots, batched)  # (B, Hq D)
-            x = x + self._linear(attn.to(self.dtype), layer.o)
+            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
             x = x + self._mlp(layer, x)
         return self._logits(x)
 

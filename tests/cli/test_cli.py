@@ -1,0 +1,59 @@
+"""The CLI on bad input: one line on stderr, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import make_tiny_llama
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "promptcache.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def _assert_clean_error(result, *needles: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for needle in needles:
+        assert needle in message
+
+
+def test_missing_model_file(tmp_path):
+    _assert_clean_error(run("generate", "--model", str(tmp_path / "nope.gguf"), "hi"), "nope.gguf")
+
+
+def test_corrupt_and_truncated_gguf(tmp_path, smollm2_path):
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + bytes(range(256)) * 40)
+    _assert_clean_error(run("info", "--model", str(corrupt)), "corrupt.gguf")
+    truncated = tmp_path / "truncated.gguf"
+    with open(smollm2_path, "rb") as f:
+        truncated.write_bytes(f.read(1 << 20))
+    _assert_clean_error(run("generate", "--model", str(truncated), "hi"), "truncated.gguf")
+
+
+def test_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 10}))
+    _assert_clean_error(run("info", "--model", str(tmp_path)), "gpt2")
+
+
+def test_empty_prompt():
+    _assert_clean_error(run("generate", "   "), "empty")
+
+
+def test_prompt_longer_than_the_context(tmp_path, smollm2_hf_tokenizer):
+    model = make_tiny_llama(tmp_path, smollm2_hf_tokenizer, max_position_embeddings=64)
+    _assert_clean_error(run("generate", "--model", str(model), "--no-chat", "word " * 200), "context length")
+
+
+@pytest.mark.slow
+def test_generate_and_info_work():
+    result = run("generate", "--max-tokens", "20", "What is the capital of France?")
+    assert result.returncode == 0 and "Paris" in result.stdout
+    info = run("info")
+    assert info.returncode == 0 and "30" in info.stdout and "46,080" in info.stdout
