@@ -6,7 +6,8 @@
 3. compute one prefill chunk of the oldest prefilling sequence (a short chunk while others are
    decoding, so a long prompt never stalls the batch for long; a long one when none is);
 4. run one decode step for every running sequence, sample, detokenize, finish;
-5. save completed blocks to the prefix cache (prompt at the end of prefill, reply at the end).
+5. save completed blocks to the prefix cache: a prompt's at the start of the step after its
+   prefill (so saving never delays its first token), a reply's when it finishes.
 
 Only one thread may call `step()`; `add_request`, `abort_request` and the admin methods are
 safe from any thread.
@@ -58,6 +59,7 @@ class Engine:
         self.scheduler = Scheduler(self._peek_cached)
         self.prefilling: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self._unsaved: list[Sequence] = []  # prefilled; prompt blocks not yet in the cache
         self._by_id: dict[str, Sequence] = {}
         self._lock = threading.RLock()  # held by step() and the admin methods
         self._inbox_lock = threading.Lock()
@@ -118,6 +120,7 @@ class Engine:
         outputs: list[RequestOutput] = []
         with self._lock:
             self._take_inbox(outputs)
+            self._save_prompts()
             self._admit()
             self._prefill_one_chunk(outputs)
             self._decode(outputs)
@@ -163,13 +166,21 @@ class Engine:
             return
         self.prefilling.popleft()
         if self.prefix is not None:
-            n_blocks = seq.num_prompt // self.prefix.block_size
-            roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
-            self.prefix.save(seq.prompt, seq.request.cache, self.kv, seq.slot, roles)
+            self._unsaved.append(seq)
         seq.status = Status.RUNNING
         self.running.append(seq)
         token = sample(logits[None], [seq.request.sampling], [seq.generator])[0]
         self._append_token(seq, token, outputs)
+
+    def _save_prompts(self) -> None:
+        for seq in self._unsaved:
+            self._save_prompt(seq)
+        self._unsaved.clear()
+
+    def _save_prompt(self, seq: Sequence) -> None:
+        n_blocks = seq.num_prompt // self.prefix.block_size
+        roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
+        self.prefix.save(seq.prompt, seq.request.cache, self.kv, seq.slot, roles)
 
     def _chunk_size(self, seq: Sequence) -> int:
         """Tokens to prefill now: small chunks while other streams wait on this step, large ones
@@ -221,7 +232,12 @@ class Engine:
             self.prefilling.remove(seq)
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
-            if save and self.prefix is not None and seq.request.cache.cache_reply:
+            save_reply = save and self.prefix is not None and seq.request.cache.cache_reply
+            if seq in self._unsaved:  # finishing before its prompt was saved: save it now
+                self._unsaved.remove(seq)
+                if not save_reply:  # (a reply's save covers its prompt)
+                    self._save_prompt(seq)
+            if save_reply:
                 # KV exists for every token but the last sampled one (never fed to the model).
                 tokens = seq.all_ids[: seq.length - 1]
                 n_blocks = len(tokens) // self.prefix.block_size

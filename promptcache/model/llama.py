@@ -16,8 +16,8 @@ and gate/up projections are fused into one matmul each, so a layer is four matmu
 
 The KV cache may be wider than the weights: on CPU it is float32 even for bfloat16 weights,
 because single-query attention over a long bf16 cache measured 2.8x slower than float32 here.
-Decode attention runs in the cache's dtype; prefill attention runs in the model's (cheaper in
-bf16), reading the cache back exactly (docs/design.md).
+Attention (and rope) run in the cache's dtype; prefill attention measured no faster in bf16
+(docs/design.md).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class LlamaModel:
                 gate_up=mat(torch.cat([state[p + "mlp.gate_proj.weight"], state[p + "mlp.up_proj.weight"]])),
                 down=mat(state[p + "mlp.down_proj.weight"]),
             ))
-        self.cos, self.sin = rope_tables(config, config.context_length, dtype, self.device)
+        self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
         self.quantize = quantize
         self.head_int8: Int8Weight | None = None
         if quantize is not None:
@@ -148,11 +148,11 @@ class LlamaModel:
         return x @ weight if bias is None else torch.addmm(bias, x, weight)
 
     def _qkv(self, layer: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the model dtype."""
+        """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the KV dtype."""
         c = self.config
         T = x.shape[0]
         qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._q8(layer, "qkv"))
-        q, k, v = qkv.split(self._split, dim=-1)
+        q, k, v = qkv.to(self.kv_dtype).split(self._split, dim=-1)
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
         v = v.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
@@ -187,9 +187,9 @@ class LlamaModel:
         A chunk that starts at position 0 uses SDPA's causal mode (which skips masked blocks);
         a later chunk uses an explicit mask over keys [0, end). Measured on CPU, a row's result
         is the same either way and whatever chunk it is computed in (docs/design.md), which is
-        what makes a prefix-cache hit bitwise equal to a cold run. Attention runs in the model
-        dtype (the KV cache may be wider; the round trip is exact). Returns the float32 logits
-        (V,) of the last position, or None when want_logits is False.
+        what makes a prefix-cache hit bitwise equal to a cold run. Attention runs in the KV
+        cache's dtype. Returns the float32 logits (V,) of the last position, or None when
+        want_logits is False.
         """
         T = tokens.shape[0]
         end = start + T
@@ -202,12 +202,11 @@ class LlamaModel:
             q, k, v = self._qkv(layer, x, cos, sin)
             kv[i, 0, slot, :, start:end] = k
             kv[i, 1, slot, :, start:end] = v
-            keys = kv[i, 0, slot, :, :end].to(self.dtype)  # (Hkv, end, D)
-            values = kv[i, 1, slot, :, :end].to(self.dtype)
             attn = F.scaled_dot_product_attention(
-                q[None], keys[None], values[None], attn_mask=mask, is_causal=mask is None, enable_gqa=True
+                q[None], kv[i, 0, slot, None, :, :end], kv[i, 1, slot, None, :, :end],
+                attn_mask=mask, is_causal=mask is None, enable_gqa=True,
             )[0]  # (Hq, T, D)
-            x = x + self._linear(attn.transpose(0, 1).reshape(T, -1), layer.o)
+            x = x + self._linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
             x = x + self._mlp(layer, x)
         if not want_logits:
             return None
@@ -231,9 +230,9 @@ class LlamaModel:
         cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D) rows are sequences
-            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1).to(self.kv_dtype)  # (B, Hkv, D)
-            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1).to(self.kv_dtype)
-            attn = self._decode_attention(kv, i, q.to(self.kv_dtype), positions, slots, batched)  # (B, Hq D)
+            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
+            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
+            attn = self._decode_attention(kv, i, q, positions, slots, batched)  # (B, Hq D)
             x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
             x = x + self._mlp(layer, x)
         return self._logits(x)
