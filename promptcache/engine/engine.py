@@ -59,7 +59,10 @@ class Engine:
         self.scheduler = Scheduler(self._peek_cached)
         self.prefilling: deque[Sequence] = deque()
         self.running: list[Sequence] = []
-        self._unsaved: list[Sequence] = []  # prefilled; prompt blocks not yet in the cache
+        # Saves to the prefix cache run at the start of the next step, after the outputs that
+        # were waiting on the KV went out: (sequence, tokens to insert, block roles, free the
+        # sequence's slot afterwards).
+        self._pending_saves: list[tuple[Sequence, list[int], list[str], bool]] = []
         self._by_id: dict[str, Sequence] = {}
         self._lock = threading.RLock()  # held by step() and the admin methods
         self._inbox_lock = threading.Lock()
@@ -105,7 +108,7 @@ class Engine:
     def has_unfinished(self) -> bool:
         with self._inbox_lock:
             pending = bool(self._inbox)
-        return pending or bool(self._by_id)
+        return pending or bool(self._by_id) or bool(self._pending_saves)
 
     def num_waiting(self) -> int:
         with self._inbox_lock:
@@ -120,7 +123,7 @@ class Engine:
         outputs: list[RequestOutput] = []
         with self._lock:
             self._take_inbox(outputs)
-            self._save_prompts()
+            self._run_pending_saves()
             self._admit()
             self._prefill_one_chunk(outputs)
             self._decode(outputs)
@@ -165,22 +168,25 @@ class Engine:
         if logits is None:
             return
         self.prefilling.popleft()
-        if self.prefix is not None:
-            self._unsaved.append(seq)
+        if self.prefix is not None and seq.request.cache.enabled:
+            n_blocks = seq.num_prompt // self.prefix.block_size
+            roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
+            self._pending_saves.append((seq, seq.prompt, roles, False))
         seq.status = Status.RUNNING
         self.running.append(seq)
         token = sample(logits[None], [seq.request.sampling], [seq.generator])[0]
         self._append_token(seq, token, outputs)
 
-    def _save_prompts(self) -> None:
-        for seq in self._unsaved:
-            self._save_prompt(seq)
-        self._unsaved.clear()
+    def _run_pending_saves(self) -> None:
+        pending, self._pending_saves = self._pending_saves, []
+        for seq, tokens, roles, free_slot in pending:
+            self.prefix.save(tokens, seq.request.cache, self.kv, seq.slot, roles)
+            if free_slot:
+                self._free_slot(seq)
 
-    def _save_prompt(self, seq: Sequence) -> None:
-        n_blocks = seq.num_prompt // self.prefix.block_size
-        roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
-        self.prefix.save(seq.prompt, seq.request.cache, self.kv, seq.slot, roles)
+    def _free_slot(self, seq: Sequence) -> None:
+        self._free_slots.append(seq.slot)
+        seq.slot = None
 
     def _chunk_size(self, seq: Sequence) -> int:
         """Tokens to prefill now: small chunks while other streams wait on this step, large ones
@@ -232,26 +238,33 @@ class Engine:
             self.prefilling.remove(seq)
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
-            save_reply = save and self.prefix is not None and seq.request.cache.cache_reply
-            if seq in self._unsaved:  # finishing before its prompt was saved: save it now
-                self._unsaved.remove(seq)
-                if not save_reply:  # (a reply's save covers its prompt)
-                    self._save_prompt(seq)
-            if save_reply:
-                # KV exists for every token but the last sampled one (never fed to the model).
-                tokens = seq.all_ids[: seq.length - 1]
-                n_blocks = len(tokens) // self.prefix.block_size
-                roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
-                roles = roles[: seq.num_prompt // self.prefix.block_size]
-                roles += ["assistant"] * (n_blocks - len(roles))
-                self.prefix.save(tokens, seq.request.cache, self.kv, seq.slot, roles)
-        if seq.slot is not None:
-            self._free_slots.append(seq.slot)
-            seq.slot = None
+        slot_kept = self._queue_final_save(seq, save) if seq.slot is not None else False
+        if seq.slot is not None and not slot_kept:
+            self._free_slot(seq)
         seq.status = Status.FINISHED
         del self._by_id[seq.request_id]
         new_ids = [last_token] if (last_token is not None and emit_token) else []
         outputs.append(self._output(seq, text, new_ids))
+
+    def _queue_final_save(self, seq: Sequence, save: bool) -> bool:
+        """Queue what a finishing sequence leaves to the cache; True if its slot must be kept
+        until that save has run. A reply's save covers its prompt's."""
+        prompt_save = next((p for p in self._pending_saves if p[0] is seq), None)
+        if prompt_save is not None:
+            self._pending_saves.remove(prompt_save)
+        if save and self.prefix is not None and seq.request.cache.enabled and seq.request.cache.cache_reply \
+                and seq.output_ids:
+            # KV exists for every token but the last sampled one (never fed to the model).
+            tokens = seq.all_ids[: seq.length - 1]
+            bs = self.prefix.block_size
+            roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
+            roles += ["assistant"] * (len(tokens) // bs - len(roles))
+            self._pending_saves.append((seq, tokens, roles, True))
+            return True
+        if prompt_save is not None:
+            self._pending_saves.append((*prompt_save[:3], True))
+            return True
+        return False
 
     def _output(self, seq: Sequence, text: str, new_ids: list[int]) -> RequestOutput:
         return RequestOutput(
@@ -283,6 +296,7 @@ class Engine:
 
     def cache_stats(self) -> dict:
         with self._lock:
+            self._run_pending_saves()  # admin sees every finished request's blocks
             if self.prefix is None:
                 return {"enabled": False}
             cache = self.prefix.cache
@@ -293,16 +307,19 @@ class Engine:
 
     def flush_cache(self, tenant: str | None = None) -> int:
         with self._lock:
+            self._run_pending_saves()  # admin sees every finished request's blocks
             return self.prefix.cache.flush(tenant) if self.prefix else 0
 
     def pin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
         with self._lock:
+            self._run_pending_saves()  # admin sees every finished request's blocks
             if self.prefix is None:
                 return 0
             return self.prefix.cache.pin(tokens, self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt)))
 
     def unpin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
         with self._lock:
+            self._run_pending_saves()  # admin sees every finished request's blocks
             if self.prefix is None:
                 return 0
             return self.prefix.cache.unpin(tokens, self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt)))
