@@ -29,6 +29,7 @@ def generate(
     system: Annotated[Optional[str], typer.Option(help="System message (with --chat).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    quantize: Annotated[Optional[str], typer.Option(help="int8: weight-only int8 decode (CPU, bfloat16).")] = None,
 ) -> None:
     """Generate a reply to PROMPT, streamed to the terminal as it is produced."""
     from promptcache.engine.api import Request, SamplingParams
@@ -37,7 +38,8 @@ def generate(
     with user_errors():
         if not prompt.strip():
             raise ValueError("the prompt is empty")
-        engine = Engine.from_model(model, device=device, dtype=dtype, max_batch_size=1, progress=True)
+        engine = Engine.from_model(model, device=device, dtype=dtype, max_batch_size=1, progress=True,
+                                   quantize=quantize)
         tokenizer = engine.tokenizer
         use_chat = tokenizer.chat_template is not None if chat is None else chat
         if use_chat:

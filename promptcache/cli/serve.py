@@ -27,6 +27,7 @@ def serve(
     model: Annotated[Optional[str], _opt("--model", "-m", env="MODEL", help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct).")] = None,
     device: Annotated[Optional[str], _opt("--device", env="DEVICE", help="auto, cpu or cuda (default: auto).")] = None,
     dtype: Annotated[Optional[str], _opt("--dtype", env="DTYPE", help="auto, float32 or bfloat16 (default: auto).")] = None,
+    quantize: Annotated[Optional[str], _opt("--quantize", env="QUANTIZE", help="int8: weight-only int8 decode (CPU, bfloat16; see docs/benchmarks.md).")] = None,
     cache_mb: Annotated[Optional[float], _opt("--cache-mb", env="CACHE_MB", help="Prefix-cache budget in MiB (default: 256).", min=0)] = None,
     no_cache: Annotated[Optional[bool], _opt("--no-cache", env="NO_CACHE", help="Disable prefix caching.")] = None,
     block_size: Annotated[Optional[int], _opt("--block-size", env="BLOCK_SIZE", help="Tokens per cache block (default: 16).", min=1)] = None,
@@ -53,7 +54,7 @@ def serve(
     with user_errors():
         settings = build_settings(
             dict(
-                host=host, port=port, model=model, device=device, dtype=dtype, cache_mb=cache_mb,
+                host=host, port=port, model=model, device=device, dtype=dtype, quantize=quantize, cache_mb=cache_mb,
                 cache_enabled=False if no_cache else None, block_size=block_size,
                 eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,
                 min_prefix_blocks=min_prefix_blocks, admit_after=admit_after,

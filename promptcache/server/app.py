@@ -34,6 +34,7 @@ def engine_from_settings(settings: ServerSettings):
         settings.model,
         device=settings.device,
         dtype=settings.dtype,
+        quantize=settings.quantize,
         cache_config=settings.cache_config(),
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk,

@@ -29,6 +29,7 @@ class ServerSettings:
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str | None = None  # "int8": weight-only int8 decode (CPU, bfloat16)
     # Prefix cache (see promptcache.cache.config.CacheConfig).
     cache_enabled: bool = True
     cache_mb: float = 256.0
