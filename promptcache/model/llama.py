@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.config import ModelConfig
+from promptcache.model.decode_graphs import DecodeGraphs
 from promptcache.model.rope import apply_rope, rope_tables
 
 
@@ -72,13 +73,15 @@ class LlamaModel:
 
     def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
                  device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None,
-                 quantize: str | None = None):
+                 quantize: str | None = None, use_cuda_graphs: bool = True):
         self.config = config
         self.dtype = dtype
         self.device = torch.device(device)
         self.kv_dtype = kv_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
-        # One masked attention call per decode step instead of one per sequence (see decode).
+        # One masked attention call per decode step instead of one per sequence, recorded as a
+        # CUDA graph on GPUs (see decode).
         self.batched_decode_attention = self.device.type != "cpu"
+        self.graphs = DecodeGraphs(self) if self.device.type == "cuda" and use_cuda_graphs else None
         # float32 matmul weights are stored transposed, (in, out): a one-row product (decode)
         # then streams the weight at twice the bandwidth of F.linear's layout on these CPUs,
         # while prefill-sized products lose ~2%. bfloat16 products measured the same either way.
@@ -170,11 +173,16 @@ class LlamaModel:
         return self._linear(self._norm(x, self.norm), self.head, int8=self.head_int8).float()
 
     def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
-        """An empty KV cache (layers, 2, slots, Hkv, max_len, D). torch.empty leaves untouched
-        pages unmapped on CPU, so memory grows with the positions actually written."""
+        """An empty KV cache (layers, 2, slots, Hkv, max_len, D).
+
+        On CPU, torch.empty leaves untouched pages unmapped, so memory grows with the positions
+        actually written; nothing there reads a position before writing it. On a GPU, graphed
+        decode reads keys up to a bucket's end under a mask, and a masked probability of 0
+        times a NaN left in fresh memory is still NaN: zero the cache once."""
         c = self.config
-        return torch.empty((c.num_layers, 2, slots, c.num_kv_heads, max_len, c.head_dim),
-                           dtype=self.kv_dtype, device=self.device)
+        shape = (c.num_layers, 2, slots, c.num_kv_heads, max_len, c.head_dim)
+        make = torch.empty if self.device.type == "cpu" else torch.zeros
+        return make(shape, dtype=self.kv_dtype, device=self.device)
 
     # -- forward passes ------------------------------------------------------------------------
 
@@ -219,12 +227,19 @@ class LlamaModel:
         Projections and the MLP run batched. On CPU, attention runs per sequence over exactly
         its own keys, so a sequence's attention does not depend on what else is in the batch
         (a masked batched call measured no faster there). On a GPU, where each call costs a
-        kernel launch, the batch attends in one masked call over the slots it spans.
+        kernel launch, the batch attends in one masked call over the slots it spans, and the
+        whole step replays as a CUDA graph (decode_graphs.py).
         Returns float32 logits (B, V).
         """
+        if self.batched_decode_attention:
+            if self.graphs is not None:
+                return self.graphs.run(tokens, positions, slots, kv)
+            span, length = max(slots) + 1, max(positions) + 1
+            return self.decode_batched(tokens, torch.tensor(positions, device=self.device),
+                                       torch.tensor(slots, device=self.device),
+                                       self.decode_mask(positions, slots, span, length).to(self.device), span, length, kv)
         B = tokens.shape[0]
         pos = torch.tensor(positions, device=self.device)
-        batched = self._batched_attention_inputs(positions, slots) if self.batched_decode_attention and B > 1 else None
         slot_idx = torch.tensor(slots, device=self.device)
         x = F.embedding(tokens, self.embed)  # (B, E)
         cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
@@ -232,36 +247,43 @@ class LlamaModel:
             q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D) rows are sequences
             kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
             kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
-            attn = self._decode_attention(kv, i, q, positions, slots, batched)  # (B, Hq D)
+            outs = []
+            for b in range(B):
+                n, s = positions[b] + 1, slots[b]
+                outs.append(F.scaled_dot_product_attention(
+                    q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
+                )[0, :, 0])  # (Hq, D)
+            attn = torch.stack(outs).reshape(B, -1)  # (B, Hq D)
             x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
             x = x + self._mlp(layer, x)
         return self._logits(x)
 
-    def _batched_attention_inputs(self, positions: list[int], slots: list[int]):
-        """Index and mask for one masked attention call over slots [0, max(slots)]: row s of the
-        padded batch is slot s; rows of slots outside the batch attend to position 0 only."""
-        span, length = max(slots) + 1, max(positions) + 1
+    @staticmethod
+    def decode_mask(positions: list[int], slots: list[int], span: int, length: int) -> torch.Tensor:
+        """(span, 1, 1, length) bool on the CPU: row s of the padded batch is slot s and sees its
+        keys [0, position]; rows of slots outside the batch see position 0 only (no empty row)."""
         lengths = torch.ones(span, dtype=torch.long)
         lengths[slots] = torch.tensor(positions) + 1
-        mask = torch.arange(length)[None, :] < lengths[:, None]  # (span, L)
-        return (torch.tensor(slots, device=self.device), span, length,
-                mask[:, None, None, :].to(self.device))
+        return (torch.arange(length)[None, :] < lengths[:, None])[:, None, None, :]
 
-    def _decode_attention(self, kv: torch.Tensor, i: int, q: torch.Tensor, positions: list[int], slots: list[int], batched) -> torch.Tensor:
-        """Attention of each batch row's single query (q is (Hq, B, D)); returns (B, Hq D)."""
-        B = q.shape[1]
-        if batched is not None:
-            slot_idx, span, length, mask = batched
-            padded = q.new_zeros((span, q.shape[0], 1, q.shape[2]))
+    def decode_batched(self, tokens: torch.Tensor, pos: torch.Tensor, slot_idx: torch.Tensor, mask: torch.Tensor,
+                       span: int, length: int, kv: torch.Tensor) -> torch.Tensor:
+        """The decode step as tensor operations only (no host values), so a CUDA graph can
+        record it: attention is one masked call over slots [0, span) and keys [0, length)."""
+        c = self.config
+        B = tokens.shape[0]
+        x = F.embedding(tokens, self.embed)  # (B, E)
+        cos, sin = self.cos[pos], self.sin[pos]  # (B, D)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D)
+            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
+            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
+            padded = q.new_zeros((span, c.num_heads, 1, c.head_dim))
             padded[slot_idx] = q.transpose(0, 1)[:, :, None]
             out = F.scaled_dot_product_attention(
-                padded, kv[i, 0, :span, :, :length], kv[i, 1, :span, :, :length],
-                attn_mask=mask, enable_gqa=True)  # (span, Hq, 1, D)
-            return out[slot_idx, :, 0].reshape(B, -1)
-        outs = []
-        for b in range(B):
-            n, s = positions[b] + 1, slots[b]
-            outs.append(F.scaled_dot_product_attention(
-                q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
-            )[0, :, 0])  # (Hq, D)
-        return torch.stack(outs).reshape(B, -1)
+                padded, kv[i, 0, :span, :, :length], kv[i, 1, :span, :, :length], attn_mask=mask, enable_gqa=True
+            )  # (span, Hq, 1, D)
+            attn = out[slot_idx, :, 0].reshape(B, -1)
+            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
+            x = x + self._mlp(layer, x)
+        return self._logits(x)
