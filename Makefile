@@ -29,7 +29,7 @@ install-test: $(VENV)/.installed-test system-deps
 
 # redis-server is needed by the storage-tier tests; installed only when missing.
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || echo "warning: redis-server could not be installed"
+	@command -v redis-server >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || echo "warning: redis-server could not be installed"
 
 serve: install
 	$(BIN)/promptcache serve --host $(HOST) --port $(PORT)
