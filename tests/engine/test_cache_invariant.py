@@ -1,9 +1,9 @@
 """The key invariant: with the prefix cache on, greedy outputs are the same as with it off.
 
-We claim more than equality within tolerance: a warm request computes its suffix with the very
-same operations as a cold one (prefill on a fixed chunk grid, at least MIN_ROWS rows per partial
-chunk), so its logits and tokens are bitwise identical. Compared exactly, so no near-tie can
-make these tests flaky.
+We claim more than equality within tolerance: a prefill row's result does not depend on how its
+prompt was split into chunks (as long as no chunk has fewer than MIN_ROWS rows), so a warm
+request computes its suffix with the very rows a cold one computes, and its logits and tokens
+are bitwise identical. Compared exactly, so no near-tie can make these tests flaky.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _common_prefix(a, b):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("length,cached", [(200, 64), (200, 128), (200, 176), (130, 112), (64, 48), (129, 128)])
 def test_cached_prefix_prefill_logits_are_bitwise_equal(tiny_llama_dir, dtype, length, cached):
-    """Cold prefill on the chunk grid vs. KV of `cached` tokens copied in and the rest computed."""
+    """Cold prefill in 64-token chunks vs. KV of `cached` tokens copied in and the rest computed."""
     engine = tiny_engine(tiny_llama_dir, dtype=dtype, cache=None)
     model, chunk = engine.model, engine.prefill_chunk
     tokens = torch.randint(3, model.config.vocab_size, (length,), generator=torch.Generator().manual_seed(length))
