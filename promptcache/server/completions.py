@@ -71,26 +71,26 @@ async def chat_completions(
         prompt_text=prompt.text,
         arrived=arrived,
     )
-    created = int(state.wall_clock())
-    model = state.engine.model_name
+    created, model = int(state.wall_clock()), state.engine.model_name
+    return await _respond(
+        gen, http, body, _chat_chunks(gen, created, model, _include_usage(body)),
+        lambda text: ChatCompletion(
+            id=gen.sub.request_id, created=created, model=model, usage=gen.usage,
+            choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=gen.finish_reason)],
+        ),
+    )
+
+
+async def _respond(gen: Generation, http: HTTPRequest, body, stream_chunks, reply_for) -> Response:
+    """The tail both endpoints share: stream server-sent events, or collect the whole text and
+    answer with `reply_for(text)`; a client that went away gets no body."""
     if body.stream:
-        return StreamingResponse(
-            gen.sse(_chat_chunks(gen, created, model, _include_usage(body))),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
+        return StreamingResponse(gen.sse(stream_chunks), media_type="text/event-stream", headers=SSE_HEADERS)
     try:
         text = await gen.collect(http)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
-    reply = ChatCompletion(
-        id=gen.sub.request_id,
-        created=created,
-        model=model,
-        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=gen.finish_reason)],
-        usage=gen.usage,
-    )
-    return JSONResponse(reply.model_dump())
+    return JSONResponse(reply_for(text).model_dump())
 
 
 def _chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
@@ -139,26 +139,14 @@ async def completions(
         prompt_text=body.prompt if isinstance(body.prompt, str) else None,
         arrived=arrived,
     )
-    created = int(state.wall_clock())
-    model = state.engine.model_name
-    if body.stream:
-        return StreamingResponse(
-            gen.sse(_text_chunks(gen, created, model, _include_usage(body))),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS,
-        )
-    try:
-        text = await gen.collect(http)
-    except ClientGone:
-        return Response(status_code=CLIENT_CLOSED)
-    reply = TextCompletion(
-        id=gen.sub.request_id,
-        created=created,
-        model=model,
-        choices=[TextChoice(text=text, finish_reason=gen.finish_reason)],
-        usage=gen.usage,
+    created, model = int(state.wall_clock()), state.engine.model_name
+    return await _respond(
+        gen, http, body, _text_chunks(gen, created, model, _include_usage(body)),
+        lambda text: TextCompletion(
+            id=gen.sub.request_id, created=created, model=model, usage=gen.usage,
+            choices=[TextChoice(text=text, finish_reason=gen.finish_reason)],
+        ),
     )
-    return JSONResponse(reply.model_dump())
 
 
 def _text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
