@@ -69,3 +69,74 @@ class DecodeGraphs:
             logits = step()
         kv[:, :, :, :, 0] = saved
         return _Graph(graph, tokens, positions, slots, mask, logits)
+
+
+PREFILL_ROWS = 32  # suffix-length granularity: a graphed prefill computes up to 31 padding rows
+MAX_GRAPHED_PREFILL = 256  # longer chunks have enough work per kernel to hide the launches
+
+
+@dataclass
+class _PrefillGraph:
+    graph: torch.cuda.CUDAGraph
+    tokens: torch.Tensor  # (rows,) static inputs, padded with token 0 ...
+    positions: torch.Tensor  # (rows,) start, start + 1, ...
+    mask: torch.Tensor  # (rows, length)
+    last: torch.Tensor  # (1,) index of the last real row
+    logits: torch.Tensor  # (1, V) static output
+
+
+class PrefillGraphs:
+    """CUDA graphs for short prefill chunks that follow cached KV (a prefix-cache hit's suffix).
+
+    Such a chunk on a large model is launch-bound as a decode step is. Rows are padded to a
+    multiple of PREFILL_ROWS with token 0: the padding rows write K/V past the prompt's end,
+    where nothing reads before a later step overwrites it, and never reach the prefix cache
+    (which saves prompt positions only).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._graphs: dict[tuple, _PrefillGraph] = {}
+
+    def fits(self, start: int, count: int, kv: torch.Tensor) -> bool:
+        rows = -(-count // PREFILL_ROWS) * PREFILL_ROWS
+        return 0 < start and count <= MAX_GRAPHED_PREFILL and start + rows <= kv.shape[4]
+
+    def run(self, tokens: torch.Tensor, start: int, slot: int, kv: torch.Tensor) -> torch.Tensor:
+        count = tokens.shape[0]
+        rows = -(-count // PREFILL_ROWS) * PREFILL_ROWS
+        length = min(-(-(start + rows) // BUCKET) * BUCKET, kv.shape[4])
+        key = (kv.data_ptr(), slot, rows, length)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = self._record(kv, slot, rows, length)
+        g.tokens.zero_()
+        g.tokens[:count].copy_(tokens)
+        g.positions.copy_(torch.arange(start, start + rows), non_blocking=True)
+        mask = torch.arange(length)[None, :] <= torch.arange(start, start + rows)[:, None]
+        g.mask.copy_(mask, non_blocking=True)
+        g.last.fill_(count - 1)
+        g.graph.replay()
+        return g.logits[0].clone()
+
+    def _record(self, kv: torch.Tensor, slot: int, rows: int, length: int) -> _PrefillGraph:
+        device = kv.device
+        tokens = torch.zeros(rows, dtype=torch.long, device=device)
+        positions = torch.arange(length - rows, length, dtype=torch.long, device=device)  # past the end
+        mask = torch.ones(rows, length, dtype=torch.bool, device=device)
+        last = torch.zeros(1, dtype=torch.long, device=device)
+        saved = kv[:, :, slot, :, length - rows:length].clone()  # the warm-up writes there
+
+        def step() -> torch.Tensor:
+            return self.model.prefill_static(tokens, positions, mask, last, slot, length, kv)
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits = step()
+        kv[:, :, slot, :, length - rows:length] = saved
+        return _PrefillGraph(graph, tokens, positions, mask, last, logits)

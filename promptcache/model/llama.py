@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.config import ModelConfig
-from promptcache.model.decode_graphs import DecodeGraphs
+from promptcache.model.decode_graphs import DecodeGraphs, PrefillGraphs
 from promptcache.model.rope import apply_rope, rope_tables
 
 
@@ -82,6 +82,7 @@ class LlamaModel:
         # CUDA graph on GPUs (see decode).
         self.batched_decode_attention = self.device.type != "cpu"
         self.graphs = DecodeGraphs(self) if self.device.type == "cuda" and use_cuda_graphs else None
+        self.prefill_graphs = PrefillGraphs(self) if self.graphs is not None else None
         # float32 matmul weights are stored transposed, (in, out): a one-row product (decode)
         # then streams the weight at twice the bandwidth of F.linear's layout on these CPUs,
         # while prefill-sized products lose ~2%. bfloat16 products measured the same either way.
@@ -201,6 +202,8 @@ class LlamaModel:
         """
         T = tokens.shape[0]
         end = start + T
+        if want_logits and self.prefill_graphs is not None and self.prefill_graphs.fits(start, T, kv):
+            return self.prefill_graphs.run(tokens, start, slot, kv)  # a short suffix on a GPU
         x = F.embedding(tokens, self.embed)  # (T, E)
         cos, sin = self.cos[start:end], self.sin[start:end]  # (T, D)
         mask = None
@@ -219,6 +222,25 @@ class LlamaModel:
         if not want_logits:
             return None
         return self._logits(x[-1:])[0]
+
+    def prefill_static(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
+                       slot: int, length: int, kv: torch.Tensor) -> torch.Tensor:
+        """A prefill chunk as tensor operations only, for CUDA graph recording: rows at
+        `positions` of `slot`, attending to keys [0, length) under `mask` (rows, length);
+        returns the float32 logits (1, V) of row `last`."""
+        x = F.embedding(tokens, self.embed)  # (R, E)
+        cos, sin = self.cos[positions], self.sin[positions]  # (R, D)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._qkv(layer, x, cos, sin)
+            kv[i, 0, slot][:, positions] = k  # (Hkv, R, D)
+            kv[i, 1, slot][:, positions] = v
+            attn = F.scaled_dot_product_attention(
+                q[None], kv[i, 0, slot, None, :, :length], kv[i, 1, slot, None, :, :length],
+                attn_mask=mask, enable_gqa=True,
+            )[0]  # (Hq, R, D)
+            x = x + self._linear(attn.transpose(0, 1).reshape(tokens.shape[0], -1).to(self.dtype), layer.o)
+            x = x + self._mlp(layer, x)
+        return self._logits(x[last])
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: list[int], slots: list[int], kv: torch.Tensor) -> torch.Tensor:
