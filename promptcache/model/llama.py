@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from promptcache.model.config import ModelConfig
-from promptcache.model.decode_graphs import DecodeGraphs, PrefillGraphs
+from promptcache.model.cuda_graphs import DecodeGraphs, PrefillGraphs
 from promptcache.model.rope import apply_rope, rope_tables
 
 
@@ -250,7 +250,7 @@ class LlamaModel:
         its own keys, so a sequence's attention does not depend on what else is in the batch
         (a masked batched call measured no faster there). On a GPU, where each call costs a
         kernel launch, the batch attends in one masked call over the slots it spans, and the
-        whole step replays as a CUDA graph (decode_graphs.py).
+        whole step replays as a CUDA graph (cuda_graphs.py).
         Returns float32 logits (B, V).
         """
         if self.batched_decode_attention:

@@ -1,4 +1,4 @@
-"""CUDA graphs for decode steps.
+"""CUDA graphs for decode steps and for short prefills after a prefix-cache hit.
 
 On a GPU a decode step of a 32-layer model is ~800 kernel launches, and launching them from
 Python took longer (~15 ms on the 8B shape) than the GPU's work for batch 1 (~10 ms of weight
