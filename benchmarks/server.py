@@ -95,8 +95,10 @@ def system_prompt(target_tokens: int = 1000) -> str:
 
 
 def user_turn(conv: int, turn: int) -> str:
-    # About 90 tokens of new text per turn, different for every conversation and turn.
-    items = ", ".join(f"item {conv}-{turn}-{k} in size {k * 3}" for k in range(9))
+    # 81 tokens of new text per turn, different for every conversation and turn; with the chat
+    # template and the previous reply's unfinished block, about 90 tokens to compute per turn
+    # (the probe: ~90 new tokens on top of ~1,400 cached).
+    items = ", ".join(f"item {conv}-{turn}-{k} in size {k * 3}" for k in range(5))
     return f"Conversation {conv}, turn {turn}: where do I find {items}? Please list aisles."
 
 
