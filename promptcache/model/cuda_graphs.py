@@ -19,6 +19,20 @@ import torch
 BUCKET = 256  # key-length granularity: attention reads at most BUCKET - 1 masked keys too
 
 
+def _record(step) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Run `step` once on a side stream (to settle allocations and library workspaces, as CUDA
+    graph capture requires), then capture it; returns the graph and its static output."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = step()
+    return graph, output
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -40,7 +54,7 @@ class DecodeGraphs:
         key = (kv.data_ptr(), len(slots), span, length)
         g = self._graphs.get(key)
         if g is None:
-            g = self._graphs[key] = self._record(kv, len(slots), span, length)
+            g = self._graphs[key] = self._new_graph(kv, len(slots), span, length)
         g.tokens.copy_(tokens)
         g.positions.copy_(torch.tensor(positions), non_blocking=True)
         g.slots.copy_(torch.tensor(slots), non_blocking=True)
@@ -48,7 +62,7 @@ class DecodeGraphs:
         g.graph.replay()
         return g.logits.clone()
 
-    def _record(self, kv: torch.Tensor, batch: int, span: int, length: int) -> _Graph:
+    def _new_graph(self, kv: torch.Tensor, batch: int, span: int, length: int) -> _Graph:
         device = kv.device
         tokens = torch.zeros(batch, dtype=torch.long, device=device)
         positions = torch.zeros(batch, dtype=torch.long, device=device)
@@ -56,17 +70,7 @@ class DecodeGraphs:
         mask = torch.ones(span, 1, 1, length, dtype=torch.bool, device=device)
         saved = kv[:, :, :, :, 0].clone()  # warm-up runs write position 0 of these slots
 
-        def step() -> torch.Tensor:
-            return self.model.decode_batched(tokens, positions, slots, mask, span, length, kv)
-
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            step()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = step()
+        graph, logits = _record(lambda: self.model.decode_batched(tokens, positions, slots, mask, span, length, kv))
         kv[:, :, :, :, 0] = saved
         return _Graph(graph, tokens, positions, slots, mask, logits)
 
@@ -109,7 +113,7 @@ class PrefillGraphs:
         key = (kv.data_ptr(), slot, rows, length)
         g = self._graphs.get(key)
         if g is None:
-            g = self._graphs[key] = self._record(kv, slot, rows, length)
+            g = self._graphs[key] = self._new_graph(kv, slot, rows, length)
         g.tokens.zero_()
         g.tokens[:count].copy_(tokens)
         g.positions.copy_(torch.arange(start, start + rows), non_blocking=True)
@@ -119,7 +123,7 @@ class PrefillGraphs:
         g.graph.replay()
         return g.logits[0].clone()
 
-    def _record(self, kv: torch.Tensor, slot: int, rows: int, length: int) -> _PrefillGraph:
+    def _new_graph(self, kv: torch.Tensor, slot: int, rows: int, length: int) -> _PrefillGraph:
         device = kv.device
         tokens = torch.zeros(rows, dtype=torch.long, device=device)
         positions = torch.arange(length - rows, length, dtype=torch.long, device=device)  # past the end
@@ -127,16 +131,6 @@ class PrefillGraphs:
         last = torch.zeros(1, dtype=torch.long, device=device)
         saved = kv[:, :, slot, :, length - rows:length].clone()  # the warm-up writes there
 
-        def step() -> torch.Tensor:
-            return self.model.prefill_static(tokens, positions, mask, last, slot, length, kv)
-
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            step()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = step()
+        graph, logits = _record(lambda: self.model.prefill_static(tokens, positions, mask, last, slot, length, kv))
         kv[:, :, slot, :, length - rows:length] = saved
         return _PrefillGraph(graph, tokens, positions, mask, last, logits)
