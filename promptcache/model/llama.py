@@ -10,6 +10,8 @@ everything already in that slot before `start`, wherever it came from.
 Two entry points, as gpt-fast has them, so the hot decode loop stays small:
 - `prefill(tokens, start, slot, kv)`: one chunk of one sequence; logits of its last position only.
 - `decode(tokens, positions, slots, kv)`: one new token for each of a batch of sequences.
+On a GPU both can run as CUDA graphs (cuda_graphs.py), through `decode_batched` and
+`prefill_static`: the same steps written as tensor operations only.
 
 Checkpoint quirks (GGUF's Q/K row permutation, tied heads) are fixed at load time, and the Q/K/V
 and gate/up projections are fused into one matmul each, so a layer is four matmuls.
