@@ -300,7 +300,7 @@ class Engine:
             if self.prefix is None:
                 return {"enabled": False}
             cache = self.prefix.cache
-            stats = dict(cache.stats.as_dict()) if hasattr(cache.stats, "as_dict") else dict(vars(cache.stats))
+            stats = cache.stats.as_dict()
             stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=self.prefix.pool.block_nbytes,
                          max_bytes=self.prefix.pool.num_blocks * self.prefix.pool.block_nbytes)
             return stats
@@ -311,15 +311,16 @@ class Engine:
             return self.prefix.cache.flush(tenant) if self.prefix else 0
 
     def pin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
-        with self._lock:
-            self._run_pending_saves()  # admin sees every finished request's blocks
-            if self.prefix is None:
-                return 0
-            return self.prefix.cache.pin(tokens, self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt)))
+        return self._pinning(tokens, tenant, salt, pin=True)
 
     def unpin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
+        return self._pinning(tokens, tenant, salt, pin=False)
+
+    def _pinning(self, tokens: list[int], tenant: str, salt: str | None, *, pin: bool) -> int:
         with self._lock:
             self._run_pending_saves()  # admin sees every finished request's blocks
             if self.prefix is None:
                 return 0
-            return self.prefix.cache.unpin(tokens, self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt)))
+            namespace = self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt))
+            cache = self.prefix.cache
+            return cache.pin(tokens, namespace) if pin else cache.unpin(tokens, namespace)

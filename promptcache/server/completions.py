@@ -93,14 +93,21 @@ async def _respond(gen: Generation, http: HTTPRequest, body, stream_chunks, repl
     return JSONResponse(reply_for(text).model_dump())
 
 
-def _chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
-    def chunk(choices: list[ChunkChoice], usage=None) -> dict:
-        body = ChatCompletionChunk(
-            id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage
-        ).model_dump()
+def _chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool):
+    """Builds one streamed chunk of `shape` (a pydantic model); OpenAI's chunks carry `usage`
+    only when the client asked for it with stream_options.include_usage."""
+
+    def chunk(choices: list, usage=None) -> dict:
+        body = shape(id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage).model_dump()
         if not include_usage:
             body.pop("usage")
         return body
+
+    return chunk
+
+
+def _chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+    chunk = _chunk_maker(ChatCompletionChunk, gen, created, model, include_usage)
 
     def render(out: RequestOutput | None) -> list[dict]:
         if out is None:  # OpenAI's first chunk names the role and has empty content
@@ -150,13 +157,7 @@ async def completions(
 
 
 def _text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
-    def chunk(choices: list[TextChoice], usage=None) -> dict:
-        body = TextCompletion(
-            id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage
-        ).model_dump()
-        if not include_usage:
-            body.pop("usage")
-        return body
+    chunk = _chunk_maker(TextCompletion, gen, created, model, include_usage)
 
     def render(out: RequestOutput | None) -> list[dict]:
         if out is None:
