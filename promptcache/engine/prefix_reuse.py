@@ -95,11 +95,10 @@ class PrefixReuse:
             return block_id
 
         self.cache.insert(tokens, self.namespace(options), store, roles=roles, ttl_s=options.ttl_s)
-        # New blocks come in path order; copy each run of consecutive indices in one go.
-        run: list[tuple[int, int]] = []
-        for index, block_id in new + [(-2, -1)]:
-            if run and index != run[-1][0] + 1:
-                self.pool.write([b for _, b in run], kv, slot, run[0][0])
-                run = []
-            run.append((index, block_id))
+        if new:
+            # An insert extends the cached path from where it stopped matching, so the new
+            # blocks are one run of consecutive indices: one copy out of the slot.
+            first = new[0][0]
+            assert [index for index, _ in new] == list(range(first, first + len(new)))
+            self.pool.write([block_id for _, block_id in new], kv, slot, first)
         return len(new)
