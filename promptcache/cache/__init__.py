@@ -5,11 +5,12 @@ an opaque payload per block; the cache decides what stays and tells the engine w
 """
 
 from promptcache.cache.config import CacheConfig
+from promptcache.cache.errors import PinBudgetExceeded
 from promptcache.cache.keys import BlockKey, Namespace, block_keys
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.cache.results import InsertResult, PrefixMatch
 from promptcache.cache.stats import CacheStats
 
 __all__ = [
-    "BlockKey", "CacheConfig", "CacheStats", "InsertResult", "Namespace", "PrefixCache", "PrefixMatch", "block_keys",
+    "BlockKey", "CacheConfig", "CacheStats", "InsertResult", "Namespace", "PinBudgetExceeded", "PrefixCache", "PrefixMatch", "block_keys",
 ]

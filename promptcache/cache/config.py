@@ -17,7 +17,12 @@ class CacheConfig:
     default_ttl_s: time-to-live of inserted blocks when the insert names none (None: no expiry).
     min_prefix_blocks: prompts with fewer full blocks than this are not inserted.
     admit_after: a new block is stored only once its key has been offered this many times.
-    tenant_quotas: tenant -> byte cap; tenants not named are capped by max_bytes only.
+    tenant_quotas: tenant -> byte cap.
+    default_tenant_share: the cap of every tenant not named in tenant_quotas, as a share of the
+        cache capacity, in (0, 1]. 0.5 by default, so no tenant can take the whole cache; a
+        deployment with a single tenant may set 1.0.
+    pin_quota_fraction: a tenant may pin at most this share of its quota, in [0, 1].
+    max_pinned_fraction: all tenants together may pin at most this share of the capacity, in [0, 1].
     """
 
     block_size: int = 16
@@ -28,6 +33,9 @@ class CacheConfig:
     min_prefix_blocks: int = 0
     admit_after: int = 1
     tenant_quotas: Mapping[str, int] = field(default_factory=dict)
+    default_tenant_share: float = 0.5
+    pin_quota_fraction: float = 0.5
+    max_pinned_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's later edit to its dict must not change the cache.
@@ -46,3 +54,8 @@ class CacheConfig:
             raise ValueError("admit_after must be at least 1")
         if any(quota < 0 for quota in self.tenant_quotas.values()):
             raise ValueError("tenant quotas must be >= 0")
+        if not 0 < self.default_tenant_share <= 1:  # also refuses NaN
+            raise ValueError("default_tenant_share must be in (0, 1]")
+        for name in ("pin_quota_fraction", "max_pinned_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")

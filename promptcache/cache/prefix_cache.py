@@ -12,9 +12,12 @@ When the cache drops a node it calls `on_evict(payload)` exactly once, so the ow
 
 Eviction rules: only leaves are dropped (a parent after its children); a node with a reference
 (held by a match or by an insert in progress) or a pin is never dropped. Expired blocks (TTL) are
-misses and are collected at the next match/insert/expire when free, whatever the policy. Under
-pressure, a tenant over its quota loses its own leaves; otherwise tenants over their fair share
-lose theirs first, then anyone by policy order.
+misses and are collected at the next match/insert/expire when free, whatever the policy. Every
+tenant has a quota (its own or the default share); a tenant over it loses its own leaves. Under
+global pressure an insert may evict only blocks of tenants over their fair share (capacity /
+tenants holding blocks) and then its own: a tenant within its share never loses a block to
+another tenant's insert, and when that leaves no room the new blocks are not cached. Pins are
+capped per tenant and in all (`pins.py`); a pin past either budget raises PinBudgetExceeded.
 
 NOTE: not thread-safe; the engine calls it from its one step() loop.
 """
@@ -31,6 +34,7 @@ from promptcache.cache.config import CacheConfig
 from promptcache.cache.eviction import EvictionQueue
 from promptcache.cache.expiry import ExpiryQueue
 from promptcache.cache.keys import Namespace, iter_block_keys, pack_tokens
+from promptcache.cache.pins import PinBudget
 from promptcache.cache.policies import ROLES, TIER_RANK, make_policy
 from promptcache.cache.results import InsertResult, Lease, PrefixMatch
 from promptcache.cache.stats import CacheStats
@@ -51,7 +55,9 @@ class PrefixCache:
         self._trie = BlockTrie()
         self._queue = EvictionQueue(self._policy)
         self._expiry = ExpiryQueue()
-        self._budget = Budget(config.max_bytes, config.max_blocks, block_nbytes, config.tenant_quotas)
+        self._budget = Budget(config.max_bytes, config.max_blocks, block_nbytes, config.tenant_quotas,
+                              config.default_tenant_share)
+        self._pins = PinBudget(self._budget, config.pin_quota_fraction, config.max_pinned_fraction)
         self._admission = Admission(config.admit_after)
         self._stats = CacheStats()
         self._on_evict = on_evict
@@ -127,9 +133,10 @@ class PrefixCache:
         Blocks already cached are touched, their role raised to the more persistent of old and
         new, and their TTL extended to max(old, new). For each new admitted block, room is made
         first (evicting per policy) and then `store(block_index)` is called; it returns the
-        payload. If room cannot be made for all of them (everything else held or pinned), the
-        leading blocks that fit are stored and `reason` says so. New blocks that alone exceed
-        the budget or the tenant quota are not cached at all (nothing is evicted for them).
+        payload. If room cannot be made for all of them (the rest of the cache is held, pinned,
+        or within other tenants' fair shares), the leading blocks that fit are stored and
+        `reason` says so. New blocks that alone exceed the budget or the tenant quota are not
+        cached at all (nothing is evicted for them).
         """
         now = self._clock()
         self._collect_expired(now)
@@ -192,7 +199,7 @@ class PrefixCache:
         if (why := self._budget.too_large(tenant, wanted)) is not None:
             logger.debug("not caching %d new blocks for tenant %r: %s", wanted, tenant, why)
             return 0, why
-        fit = self._make_room(tenant, wanted)
+        fit, short = self._make_room(tenant, wanted)
         add_child, offer_expiry = self._trie.add_child, self._expiry.offer
         has_ttl = expires_at != INF
         stored = 0
@@ -210,7 +217,7 @@ class PrefixCache:
             if stored:
                 self._queue.offer(parent)
         if stored < wanted:
-            return stored, f"room for only {stored} of {wanted} new blocks (the rest of the cache is held or pinned)"
+            return stored, short
         if stored < len(new):
             return stored, f"not admitted yet (admit_after={self._admission.admit_after})"
         return stored, None
@@ -226,32 +233,52 @@ class PrefixCache:
             admitted += run
         return admitted
 
-    def _make_room(self, tenant: str, wanted: int) -> int:
-        """Evict until `wanted` more blocks fit for `tenant` (or nothing more can go); returns how many fit."""
-        budget = self._budget
-        quota = budget.quota(tenant)
-        if quota is not None:
-            excess = budget.tenant_blocks.get(tenant, 0) + wanted - quota
-            if excess > 0:
-                self._evict(excess, "quota", lambda: (tenant,))
-            # no point evicting others for blocks the quota won't take
-            wanted = min(wanted, max(0, quota - budget.tenant_blocks.get(tenant, 0)))
-        excess = budget.blocks + wanted - budget.capacity
-        if excess > 0:
-            def candidates():
-                return budget.over_fair_share(tenant, wanted) if len(budget.tenant_blocks) > 1 else None
-            self._evict(excess, "policy", candidates)
-        return min(wanted, budget.room(tenant))
+    def _make_room(self, tenant: str, wanted: int) -> tuple[int, str | None]:
+        """Evict until `wanted` more blocks fit for `tenant`, or until nothing more may go.
 
-    def _evict(self, count: int, reason: str, candidates: Callable[[], tuple | list | None]) -> int:
-        """Drop up to `count` leaves in policy order, first from the tenants `candidates()` names
-        (all tenants when it returns None, and as a fallback). Returns how many were dropped."""
+        Returns how many fit and, when not all do, why. First the tenant's quota: over it, the
+        tenant loses its own leaves. Then the global budget: the insert evicts, in policy order,
+        leaves of tenants over their fair share (the tenant itself among them when the insert
+        puts it over), then its own leaves, and never a block of a tenant within its share.
+        """
+        budget = self._budget
+        own = (tenant,)
+        quota = budget.quota(tenant)
+        allowed = wanted
+        if quota < budget.capacity:  # a quota of the whole cache is the global budget's job
+            excess = budget.held(tenant) + wanted - quota
+            if excess > 0:
+                self._evict(excess, "quota", lambda: own)
+            # no point evicting others for blocks the quota won't take
+            allowed = min(wanted, max(0, quota - budget.held(tenant)))
+        excess = budget.blocks + allowed - budget.capacity
+        if excess > 0:
+            if budget.tenant_blocks.keys() - own:
+                excess -= self._evict(excess, "policy", lambda: budget.over_fair_share(tenant, allowed),
+                                      lambda victim: budget.over_share(victim, tenant, allowed))
+            if excess > 0:
+                self._evict(excess, "policy", lambda: own)
+        fit = min(allowed, budget.room(tenant))
+        if fit == wanted:
+            return fit, None
+        if fit < allowed and budget.over_share(tenant, tenant, wanted):
+            return fit, (f"room for only {fit} of {wanted} new blocks: tenant {tenant!r} is over its fair share of "
+                         f"{budget.fair_share(tenant):.0f} blocks and the rest of the cache is held, pinned, "
+                         f"or within other tenants' shares")
+        if fit == allowed:
+            return fit, (f"room for only {fit} of {wanted} new blocks within tenant {tenant!r}'s quota of {quota} "
+                         f"blocks (the rest of its blocks are held or pinned)")
+        return fit, (f"room for only {fit} of {wanted} new blocks (the rest of the cache is held, pinned, "
+                     f"or within other tenants' fair shares)")
+
+    def _evict(self, count: int, reason: str, candidates: Callable[[], tuple | list],
+               may_evict: Callable[[str], bool] | None = None) -> int:
+        """Drop up to `count` leaves in policy order from the tenants `candidates()` names (asked
+        again before each pop, since shares move as blocks go). `may_evict(tenant)`, when given, is
+        checked again before a chain walks up to the next block. Returns how many were dropped."""
         queue, dropped = self._queue, 0
         while dropped < count:
-            tenants = candidates()
-            popped = queue.pop(tenants)
-            if popped is None and tenants is not None:
-                popped = queue.pop()
+            popped = queue.pop(candidates())
             if popped is None:
                 break
             key, victim = popped
@@ -260,7 +287,9 @@ class PrefixCache:
                 dropped += 1
                 if parent is None:
                     break
-                parent_key = queue.next_in_line(parent, key) if dropped < count else None
+                parent_key = None
+                if dropped < count and (may_evict is None or may_evict(parent.tenant)):
+                    parent_key = queue.next_in_line(parent, key)
                 if parent_key is None:
                     queue.offer(parent)
                     break
@@ -272,11 +301,16 @@ class PrefixCache:
     def pin(self, tokens: Sequence[int], namespace: Namespace) -> int:
         """Pin every cached block along `tokens`' prefix: never evicted nor expired until unpinned.
 
-        Pins nest (each pin needs an unpin). Returns the number of blocks pinned.
+        Pins nest (each pin needs an unpin). Returns the number of blocks pinned. Raises
+        PinBudgetExceeded, pinning nothing, if the blocks not pinned yet would take the tenant past
+        its pin budget or the cache past its global one (blocks already pinned cost nothing).
         """
         path = self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock())
+        new = sum(1 for node in path if not node.pins)
+        self._pins.check(namespace.tenant, new)
         for node in path:
             node.pins += 1
+        self._pins.add(namespace.tenant, new)
         return len(path)
 
     def unpin(self, tokens: Sequence[int], namespace: Namespace) -> int:
@@ -288,6 +322,7 @@ class PrefixCache:
                 node.pins -= 1
                 unpinned += 1
                 if not node.pins:
+                    self._pins.remove(node.tenant)
                     self._requeue(node, now)
         return unpinned
 
@@ -306,9 +341,20 @@ class PrefixCache:
         path = self._structural_path(tokens, namespace)
         return self._drop_subtree(path[-1], "removed") if len(path) == total else 0
 
-    def flush(self, tenant: str | None = None) -> int:
-        """Drop every block nobody holds or pins (of `tenant` only, when given); returns the count."""
-        dropped = sum(self._drop_subtree(root, "flush") for root in self._trie.roots(tenant))
+    def flush(self, tenant: str | None = None, include_pinned: bool = False) -> int:
+        """Drop every block nobody holds or pins (of `tenant` only, when given); returns the count.
+
+        With `include_pinned`, every pin of those blocks is released first (all nesting levels),
+        so pinned blocks go too; a block a match holds stays, unpinned, until it is released.
+        """
+        roots = self._trie.roots(tenant)
+        if include_pinned:
+            for root in roots:
+                for node in BlockTrie.postorder(root):
+                    if node.pins:
+                        node.pins = 0
+                        self._pins.remove(node.tenant)
+        dropped = sum(self._drop_subtree(root, "flush") for root in roots)
         self._queue.forget_empty()
         return dropped
 
@@ -379,24 +425,42 @@ class PrefixCache:
         self._stats.bytes_held = budget.bytes_held()
         self._stats.blocks_held = budget.blocks
         self._stats.tenant_bytes = {t: n * budget.block_nbytes for t, n in budget.tenant_blocks.items()}
+        self._stats.pinned_bytes = self._pins.bytes_pinned()
+        self._stats.tenant_pinned_bytes = {t: n * budget.block_nbytes for t, n in self._pins.tenant_blocks.items()}
         return self._stats.snapshot()
 
     def bytes_held(self, tenant: str | None = None) -> int:
         return self._budget.bytes_held(tenant)
+
+    def pinned_bytes(self, tenant: str | None = None) -> int:
+        """Bytes of blocks carrying at least one pin (of `tenant` only, when given)."""
+        return self._pins.bytes_pinned(tenant)
+
+    def quota_bytes(self, tenant: str) -> int:
+        """The tenant's byte cap: its configured quota, else the default share of the capacity."""
+        return self._budget.quota(tenant) * self._budget.block_nbytes
+
+    def pin_budget_bytes(self, tenant: str | None = None) -> int:
+        """How many bytes `tenant` may keep pinned (the whole cache's pin budget when None)."""
+        blocks = self._pins.global_limit if tenant is None else self._pins.limit(tenant)
+        return blocks * self._budget.block_nbytes
 
     def __len__(self) -> int:
         return self._trie.num_blocks
 
     def check_invariants(self) -> None:
         """Assert the books balance (for tests): counts, reference counts, budget, structure."""
-        budget = self._budget
+        budget, pins = self._budget, self._pins
         per_tenant: dict[str, int] = {}
+        pinned: dict[str, int] = {}
         count = 0
         for root in self._trie.roots():
             assert root.children, "an empty namespace root was left behind"
             for node in BlockTrie.postorder(root):
                 count += 1
                 per_tenant[node.tenant] = per_tenant.get(node.tenant, 0) + 1
+                if node.pins:
+                    pinned[node.tenant] = pinned.get(node.tenant, 0) + 1
                 assert node.alive and node.refcount >= 0 and node.pins >= 0
                 assert node.parent is not None and node.parent.children.get(node.key) is node
                 assert node.tenant == root.tenant
@@ -404,5 +468,7 @@ class PrefixCache:
         assert per_tenant == budget.tenant_blocks
         assert 0 <= budget.blocks <= budget.capacity
         for tenant, held in budget.tenant_blocks.items():
-            quota = budget.quota(tenant)
-            assert quota is None or held <= quota, (tenant, held, quota)
+            assert held <= budget.quota(tenant), (tenant, held, budget.quota(tenant))
+        assert pinned == pins.tenant_blocks and sum(pinned.values()) == pins.blocks <= pins.global_limit
+        for tenant, held in pinned.items():
+            assert held <= pins.limit(tenant), (tenant, held, pins.limit(tenant))

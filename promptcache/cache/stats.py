@@ -19,6 +19,7 @@ class CacheStats:
     too large, no room, below the minimum prefix).
     evictions: blocks dropped, by reason (policy, ttl, flush, quota, removed).
     bytes_held / blocks_held / tenant_bytes: holdings when the snapshot was taken.
+    pinned_bytes / tenant_pinned_bytes: bytes of blocks carrying a pin, in all and per tenant.
     """
 
     lookups: int = 0
@@ -31,6 +32,8 @@ class CacheStats:
     bytes_held: int = 0
     blocks_held: int = 0
     tenant_bytes: dict[str, int] = field(default_factory=dict)
+    pinned_bytes: int = 0
+    tenant_pinned_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def token_hit_ratio(self) -> float:

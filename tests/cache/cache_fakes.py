@@ -41,11 +41,16 @@ class FakePool:
 
 def make_cache(clock: FakeClock | None = None, pool: FakePool | None = None, *, max_blocks_held: int = 1000,
                **config) -> tuple[PrefixCache, FakePool, FakeClock]:
-    """A cache with room for `max_blocks_held` blocks of NBYTES, a fake pool and a fake clock."""
+    """A cache with room for `max_blocks_held` blocks of NBYTES, a fake pool and a fake clock.
+
+    Unless a test passes its own `default_tenant_share`, a tenant without a quota may fill the
+    whole cache (share 1.0, not CacheConfig's 0.5), so single-tenant tests see the global budget.
+    """
     clock = clock or FakeClock()
     pool = pool or FakePool()
     config.setdefault("block_size", 4)
     config.setdefault("max_bytes", max_blocks_held * NBYTES)
+    config.setdefault("default_tenant_share", 1.0)
     cache = PrefixCache(CacheConfig(**config), NBYTES, on_evict=pool.on_evict, clock=clock)
     return cache, pool, clock
 

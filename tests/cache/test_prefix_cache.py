@@ -219,7 +219,7 @@ def test_a_reinsert_revives_an_expired_held_block():
 
 
 def test_pinned_prefixes_survive_pressure_and_ttl_until_unpinned():
-    cache, pool, clock = make_cache(max_blocks_held=3, default_ttl_s=5)
+    cache, pool, clock = make_cache(max_blocks_held=3, default_ttl_s=5, pin_quota_fraction=1, max_pinned_fraction=1)
     cache.insert(blocks(1, 2), NS, pool.store)
     assert cache.pin(blocks(1, 2), NS) == 2 and cache.pin(blocks(1), NS) == 1
     clock.advance(10)
