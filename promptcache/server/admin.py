@@ -1,45 +1,58 @@
 """Cache administration: /v1/cache/stats, /v1/cache/flush, /v1/cache/pin, /v1/cache/unpin.
 
-With any key configured, stats and flush need the admin key. Pin and unpin act on the
-caller's own tenant (a tenant key pins for its tenant; the admin key may name any tenant),
-because pinning is how a tenant keeps its system prompt warm, and must never let one tenant
-reach into another's namespace.
+Who may do what (the caller was authenticated from the headers by guard.py):
+- stats: the admin sees everything; a tenant sees only its own figures and its own
+  prompt_cache_key rows, since other tenants' names, sizes and keys are theirs.
+- flush: the admin only. `include_pinned` also releases pins (how an admin takes back a
+  cache some tenant pinned full).
+- pin and unpin act on the caller's own tenant (the admin may name a configured one), because
+  pinning is how a tenant keeps its system prompt warm, and must never let one tenant reach
+  into another's namespace or invent tenants (and with them metric label values).
 
-The engine's admin calls take its lock, which the stepping thread holds during a step, so
-they run in the thread pool rather than stalling the event loop.
+A pin past the tenant's or the cache's pin budget is a 409 with the figures (errors.py). The
+engine's admin calls take its lock, which the stepping thread holds during a step, so they run
+in the thread pool rather than stalling the event loop.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
 from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.chat import prompt_from_completion
-from promptcache.server.completions import server_state
-from promptcache.server.errors import bad_request
-from promptcache.server.generation import warm_prefix
-from promptcache.server.openai_schema import ChatMessage, Text, TokenIds, OpenAIBody
-from promptcache.server.tenants import DEFAULT_TENANT
+from promptcache.server.completions import caller_of, off_loop, server_state
+from promptcache.server.errors import bad_request, unauthorized
+from promptcache.server.generation import namespace_salt, warm_prefix
+from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages
+from promptcache.server.openai_schema import ChatMessage, OpenAIBody, Text, TokenIds
+from promptcache.server.request_id import request_id_of
+from promptcache.server.state import ServerState
+from promptcache.server.tenants import DEFAULT_TENANT, Caller
 
 router = APIRouter(prefix="/v1/cache")
 
 
 class FlushRequest(OpenAIBody):
     tenant: Text | None = None  # None: every tenant
+    include_pinned: bool = False  # also drop pinned blocks (releasing their pins)
 
 
 class PinRequest(OpenAIBody):
     """The prefix to pin, as chat messages (rendered without the assistant header, so every
     conversation that starts with them hits) or as a completion prompt. Pinning first
-    prefills the prefix if it is not cached yet, so a pin works on a cold server too."""
+    prefills the prefix if it is not cached yet, so a pin works on a cold server too.
+    With --isolate-by user, `user` (or `safety_identifier`) picks the end user's namespace."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     prompt: Text | TokenIds | None = None
     cache_salt: Text | None = None
+    user: Text | None = None
+    safety_identifier: Text | None = None
     tenant: Text | None = None  # admin only: the tenant to pin for
 
     @model_validator(mode="after")
@@ -49,35 +62,61 @@ class PinRequest(OpenAIBody):
         return self
 
 
-def _pin_target(http: HTTPRequest, body: PinRequest, authorization: str | None) -> str:
+def _known_tenant(state: ServerState, name: str) -> str:
+    """A tenant the admin names must be configured (or "default" on an open server)."""
+    check_label(name, state.settings.limits.max_tenant_chars, "tenant")
+    known = {t.name for t in state.keys.tenants} or {DEFAULT_TENANT}
+    if name not in known:
+        raise bad_request(f"there is no tenant {name!r}", param="tenant")
+    return name
+
+
+def _pin_target(state: ServerState, caller: Caller, body: PinRequest) -> str:
     """The tenant a pin acts on: the admin names it; anyone else gets their own."""
-    keys = server_state(http).keys
-    if keys.is_admin(authorization):
-        return body.tenant or DEFAULT_TENANT
-    tenant = keys.tenant(authorization).name  # 401 for an unknown key
-    if body.tenant is not None and body.tenant != tenant:
+    if caller.admin:
+        return _known_tenant(state, body.tenant or (caller.tenant.name if caller.tenant else DEFAULT_TENANT))
+    if caller.tenant is None:
+        raise unauthorized("This key cannot pin; use a tenant's API key or the admin key.")
+    if body.tenant is not None and body.tenant != caller.tenant.name:
         raise bad_request("only the admin key may pin for another tenant", param="tenant")
-    return tenant
+    return caller.tenant.name
 
 
-async def _prefix_tokens(http: HTTPRequest, body: PinRequest) -> list[int]:
+async def _prefix(http: HTTPRequest, caller: Caller, body: PinRequest) -> tuple[str, list[int], str | None]:
+    """(tenant, prefix tokens, namespace salt) of a pin or unpin, after every limit."""
     state = server_state(http)
+    tenant = _pin_target(state, caller, body)
+    for name in LABEL_FIELDS[1:]:  # cache_salt, user, safety_identifier
+        check_label(getattr(body, name), state.settings.limits.max_label_chars, name)
+    check_messages(body.messages, state.settings.limits)
     if body.messages is not None:
-        tokens = await run_in_threadpool(state.renderer.render_prefix, body.messages)
+        tokens = await off_loop(state, state.renderer.render_prefix, body.messages)
     else:
-        tokens = await run_in_threadpool(prompt_from_completion, state.engine.tokenizer, body.prompt)
+        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
     if not tokens:
         raise bad_request("the prefix to pin is empty", param="prompt")
-    return tokens
+    end_user = body.safety_identifier if body.safety_identifier is not None else body.user
+    return tenant, tokens, namespace_salt(state, body.cache_salt, end_user)
+
+
+def _own_view(stats: dict, tenant: str) -> dict:
+    """What a tenant may see of the cache: its own bytes, none of the others' names."""
+    by_tenant = stats.get("bytes_by_tenant") or stats.get("tenant_bytes") or {}
+    return {"tenant": tenant, "tenant_bytes": {tenant: by_tenant.get(tenant, 0)}}
 
 
 @router.get("/stats")
-async def cache_stats(http: HTTPRequest, authorization: str | None = Header(default=None)) -> dict:
+async def cache_stats(http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
-    state.keys.require_admin(authorization)
-    stats = await run_in_threadpool(state.engine.cache_stats)
+    if not caller.admin and caller.tenant is None:
+        raise unauthorized("This endpoint needs a tenant's API key or the admin key.")
+    stats = await run_in_threadpool(state.engine.cache_stats) or {}
+    if not caller.admin:
+        tenant = caller.tenant.name
+        return {**_own_view(stats, tenant), "enabled": state.settings.cache_enabled,
+                "prompt_cache_keys": state.key_stats.snapshot(tenant)}
     return {
-        **(stats or {}),
+        **stats,
         "enabled": state.settings.cache_enabled,
         "prompt_cache_keys": state.key_stats.snapshot(),
         "queue": {"waiting": state.engine.num_waiting(), "running": state.engine.num_running()},
@@ -85,34 +124,33 @@ async def cache_stats(http: HTTPRequest, authorization: str | None = Header(defa
 
 
 @router.post("/flush")
-async def cache_flush(
-    http: HTTPRequest, body: FlushRequest | None = None, authorization: str | None = Header(default=None)
-) -> dict:
+async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
-    state.keys.require_admin(authorization)
-    tenant = body.tenant if body else None
-    flushed = await run_in_threadpool(state.engine.flush_cache, tenant)
-    return {"flushed_blocks": flushed, "tenant": tenant}
+    if not caller.admin:
+        raise unauthorized("This endpoint needs the admin key.")
+    body = body or FlushRequest()
+    tenant = None if body.tenant is None else _known_tenant(state, body.tenant)
+    if body.include_pinned:
+        if "include_pinned" not in inspect.signature(state.engine.flush_cache).parameters:
+            raise bad_request("this engine cannot release pins on flush", param="include_pinned")
+        flushed = await run_in_threadpool(lambda: state.engine.flush_cache(tenant, include_pinned=True))
+    else:  # the keyword is left out so an engine without pin budgets still flushes
+        flushed = await run_in_threadpool(state.engine.flush_cache, tenant)
+    return {"flushed_blocks": flushed, "tenant": tenant, "include_pinned": body.include_pinned}
 
 
 @router.post("/pin")
-async def cache_pin(
-    body: PinRequest, http: HTTPRequest, authorization: str | None = Header(default=None)
-) -> dict:
-    tenant = _pin_target(http, body, authorization)
-    tokens = await _prefix_tokens(http, body)
+async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
-    await warm_prefix(state, tokens, tenant, body.cache_salt)
-    blocks = await run_in_threadpool(state.engine.pin_prefix, tokens, tenant, body.cache_salt)
+    tenant, tokens, salt = await _prefix(http, caller, body)
+    await warm_prefix(state, tokens, tenant, salt, request_id_of(http.scope))
+    blocks = await run_in_threadpool(state.engine.pin_prefix, tokens, tenant, salt)
     return {"pinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}
 
 
 @router.post("/unpin")
-async def cache_unpin(
-    body: PinRequest, http: HTTPRequest, authorization: str | None = Header(default=None)
-) -> dict:
-    tenant = _pin_target(http, body, authorization)
-    tokens = await _prefix_tokens(http, body)
-    engine = server_state(http).engine
-    blocks = await run_in_threadpool(engine.unpin_prefix, tokens, tenant, body.cache_salt)
+async def cache_unpin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
+    state = server_state(http)
+    tenant, tokens, salt = await _prefix(http, caller, body)
+    blocks = await run_in_threadpool(state.engine.unpin_prefix, tokens, tenant, salt)
     return {"unpinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}

@@ -3,6 +3,10 @@
 The app owns the engine loop's lifetime through its lifespan: the stepping thread starts
 when the server starts and is stopped (aborting whatever is in flight) when it shuts down,
 so an app that is never served never starts a thread.
+
+Middleware, outermost first: request ids, request counting, CORS (only with
+--allowed-origin), the header guard (Host, Origin, content type, API key), the body size
+limit. Everything that can refuse a request from its headers does so before its body is read.
 """
 
 from __future__ import annotations
@@ -10,18 +14,24 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from fastapi import FastAPI
+import anyio
+from fastapi import Depends, FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
+from starlette.middleware.cors import CORSMiddleware
 
 from promptcache.server import admin, completions
+from promptcache.server.body_limit import BodyLimit
 from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop
-from promptcache.server.errors import install_error_handlers
+from promptcache.server.errors import install_error_handlers, unauthorized
+from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.openai_schema import ModelCard, ModelList
+from promptcache.server.request_id import RequestIds
 from promptcache.server.settings import ServerSettings
-from promptcache.server.state import ServerState
+from promptcache.server.state import PromptCacheKeyStats, ServerState
+from promptcache.server.tenants import Caller
 
 log = logging.getLogger("promptcache.server")
 
@@ -46,14 +56,19 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     """An OpenAI-compatible app serving `engine`. The engine must not be stepped by anyone
     else while the app runs: the app's loop thread is its only stepper."""
     settings = settings or ServerSettings()
+    keys = settings.key_ring()
+    # The plaintext keys are dropped: the running server keeps only the key ring's digests.
+    settings = settings.without_secrets()
     metrics = ServerMetrics(engine)
     state = ServerState(
         engine=engine,
         loop=EngineLoop(engine, max_queue=settings.max_queue),
         settings=settings,
-        keys=settings.key_ring(),
+        keys=keys,
         renderer=ChatRenderer(engine.tokenizer),
         metrics=metrics,
+        key_stats=PromptCacheKeyStats(settings.limits.max_keys_per_tenant),
+        render_limiter=anyio.CapacityLimiter(settings.render_threads),
     )
     started_at = int(state.wall_clock())
 
@@ -61,10 +76,10 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state.loop.start()
         log.info(
-            "serving %s (context %d) with %d API key(s), prefix cache %s",
+            "serving %s (context %d) with %r, prefix cache %s",
             engine.model_name,
             engine.context_length,
-            len(settings.api_keys),
+            keys,
             "on" if settings.cache_enabled else "off",
         )
         try:
@@ -75,7 +90,19 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="promptcache", version="0.1.0", lifespan=lifespan)
     app.state.promptcache = state
     install_error_handlers(app)
+    # add_middleware wraps: the last added runs first.
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(
+        RequestGuard, keys=keys, bind_host=settings.host, allowed_hosts=settings.allowed_hosts,
+        allowed_origins=settings.allowed_origins, metrics_public=settings.metrics_public,
+    )
+    if settings.allowed_origins:  # answers the preflights of the origins allowed above
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"], expose_headers=["x-request-id"],
+        )
     app.add_middleware(RequestCounter, metrics=metrics)
+    app.add_middleware(RequestIds)
     app.include_router(completions.router)
     app.include_router(admin.router)
 
@@ -84,13 +111,15 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         return {"status": "ok", "model": engine.model_name}
 
     @app.get("/v1/models", response_model=ModelList)
-    async def models(http: HTTPRequest) -> ModelList:
-        completions.tenant_of(http, http.headers.get("authorization"))
+    async def models(caller: Caller = Depends(completions.caller_of)) -> ModelList:
         card = ModelCard(id=engine.model_name, created=started_at, context_length=engine.context_length)
         return ModelList(data=[card])
 
     @app.get("/metrics")
-    def prometheus_metrics() -> Response:  # sync: scraping takes the engine lock
+    def prometheus_metrics(http: HTTPRequest) -> Response:  # sync: a scrape reads the engine
+        caller = http.scope.get(CALLER)  # None: --metrics-public made the path public
+        if caller is not None and not (caller.metrics or caller.admin):
+            raise unauthorized("/metrics needs the admin key or the metrics key (or --metrics-public).")
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app

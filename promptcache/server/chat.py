@@ -4,11 +4,16 @@ The prompt is the model's chat template rendered over the whole conversation wit
 assistant header appended, tokenized once. That full render is the only thing the model sees.
 
 The per-token roles are for the cache's role-tiered eviction (assistant turns are evicted
-before user turns, user before system), and are best-effort: the conversation is re-rendered
-over growing prefixes of the message list, and the tokens each message adds are given its
-role. Templates are free to make a message's rendering depend on what follows it, and BPE
-merges can straddle a boundary, so the boundaries are clipped to stay monotonic and within
-the prompt; a misplaced boundary only moves one block between eviction tiers.
+before user turns, user before system), and are best-effort. They come from the same single
+render: each message's content is found in the rendered text, in order, and its region ends
+after its content plus the template's closing text for a turn (learned once from a probe
+render). The regions are tokenized separately only to count their tokens, which are clipped
+to stay monotonic and within the prompt; a misplaced boundary only moves one block between
+eviction tiers.
+
+This used to re-render the conversation over every prefix of the message list, which is
+quadratic: 2,000 one-character messages took 26.6 s of CPU before any size check. Now a
+request costs one render and two tokenizations of its text (benchmarks/render.py).
 """
 
 from __future__ import annotations
@@ -56,11 +61,18 @@ def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return [{"role": _ROLE_FOR_TEMPLATE[m.role], "content": m.text()} for m in messages]
 
 
+_PROBE = "\x00probe\x00"
+# A message's content is looked for at most this far past where the previous one ended (a
+# header, a default system prompt), so that contents the template rewrote cost no scan of the
+# whole text each: the search stays linear in the size of the conversation.
+_SEARCH_SLACK = 4096
+
+
 class ChatRenderer:
     """Renders and tokenizes conversations for one tokenizer.
 
-    Whether the template itself writes the BOS token is decided once, from a probe render:
-    if it does, encoding must not add a second one (a doubled BOS silently changes the
+    Whether the rendered text starts with the BOS token is checked on every render: if the
+    template wrote it, encoding must not add a second one (a doubled BOS silently changes the
     model's output and splits the cache between clients that do and don't send it).
     """
 
@@ -68,10 +80,26 @@ class ChatRenderer:
         self.tokenizer = tokenizer
         bos_id = getattr(tokenizer, "bos_token_id", None)
         self._bos_text = tokenizer.decode([bos_id]) if bos_id is not None else ""
+        self._closing = self._probe_closing()
+
+    def _probe_closing(self) -> str:
+        """What the template writes after a turn's content ('<|im_end|>\\n' for ChatML), so that
+        it is counted with its message as a re-render of the prefix would; '' if unknown."""
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": _PROBE}], add_generation_prompt=False, tools=None
+            )
+        except Exception:  # a template may refuse a lone user turn; roles are best-effort
+            return ""
+        at = text.find(_PROBE)
+        return text[at + len(_PROBE):] if at >= 0 else ""
+
+    def _special(self, text: str) -> bool:
+        """Whether encoding `text` should add BOS: not when the template already wrote it."""
+        return not (bool(self._bos_text) and text.startswith(self._bos_text))
 
     def _encode_rendered(self, text: str) -> list[int]:
-        template_has_bos = bool(self._bos_text) and text.startswith(self._bos_text)
-        return self.tokenizer.encode(text, add_special_tokens=not template_has_bos)
+        return self.tokenizer.encode(text, add_special_tokens=self._special(text))
 
     def _render(self, messages: list[dict[str, Any]], generation_prompt: bool, tools: Any) -> str:
         try:
@@ -82,11 +110,12 @@ class ChatRenderer:
             raise bad_request(f"The messages could not be rendered: {exc}", param="messages") from exc
 
     def render(self, messages: Sequence[ChatMessage], tools: Any = None) -> ChatPrompt:
-        """The prompt for `messages`, ending in the assistant header."""
+        """The prompt for `messages`, ending in the assistant header: one render, linear in
+        the size of the conversation."""
         dicts = template_messages(messages)
         text = self._render(dicts, True, tools)
         tokens = self._encode_rendered(text)
-        roles = self._roles(dicts, len(tokens), tools)
+        roles = self._roles(text, dicts, len(tokens))
         return ChatPrompt(tokens=tokens, roles=roles, text=text)
 
     def render_prefix(self, messages: Sequence[ChatMessage]) -> list[int]:
@@ -94,12 +123,34 @@ class ChatRenderer:
         header): what a pin must cover so that later conversations extending it hit."""
         return self._encode_rendered(self._render(template_messages(messages), False, None))
 
-    def _roles(self, dicts: list[dict[str, Any]], total: int, tools: Any) -> list[Role]:
+    def _message_ends(self, text: str, dicts: list[dict[str, Any]]) -> list[int]:
+        """For each message, the offset in `text` where its region ends (monotonic)."""
+        ends: list[int] = []
+        pos = 0
+        for message in dicts:
+            content = message["content"]
+            window = pos + len(content) + _SEARCH_SLACK
+            at = text.find(content, pos, window) if content else -1
+            if at < 0 and content.strip():
+                content = content.strip()  # templates often trim
+                at = text.find(content, pos, window)
+            if at >= 0:
+                pos = at + len(content)
+                if self._closing and text.startswith(self._closing, pos):
+                    pos += len(self._closing)
+            ends.append(pos)
+        return ends
+
+    def _roles(self, text: str, dicts: list[dict[str, Any]], total: int) -> list[Role]:
         roles: list[Role] = []
-        for end in range(1, len(dicts) + 1):
-            boundary = len(self._encode_rendered(self._render(dicts[:end], False, tools)))
-            boundary = min(max(boundary, len(roles)), total)
-            roles.extend([dicts[end - 1]["role"]] * (boundary - len(roles)))
+        start, count = 0, 0
+        for message, end in zip(dicts, self._message_ends(text, dicts)):
+            if end > start:
+                region = text[start:end]
+                count += len(self.tokenizer.encode(region, add_special_tokens=start == 0 and self._special(text)))
+                start = end
+            boundary = min(max(count, len(roles)), total)
+            roles.extend([message["role"]] * (boundary - len(roles)))
         # What follows the last message is the assistant header of the turn being generated.
         roles.extend(["assistant"] * (total - len(roles)))
         return roles

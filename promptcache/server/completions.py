@@ -1,18 +1,26 @@
-"""POST /v1/chat/completions and POST /v1/completions, in OpenAI's request/response shapes."""
+"""POST /v1/chat/completions and POST /v1/completions, in OpenAI's request/response shapes.
+
+Order of work in both: the caller was authenticated from the headers (guard.py) and the body's
+size bounded (body_limit.py) before the body was parsed; then the cheap limits (limits.py);
+only then the prompt is rendered and tokenized, in a worker thread so the event loop keeps
+serving, and at most `render_threads` at a time so a burst of large prompts cannot take every
+thread and core.
+"""
 
 from __future__ import annotations
 
-import uuid
-
-from fastapi import APIRouter, Depends, Header
+from anyio import to_thread
+from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from promptcache.engine.api import RequestOutput
 from promptcache.server.chat import prompt_from_completion
-from promptcache.server.errors import bad_request
+from promptcache.server.errors import bad_request, unauthorized
 from promptcache.server.generation import ClientGone, Generation, check_model, start
+from promptcache.server.guard import CALLER
+from promptcache.server.limits import check_chat, check_sampling
+from promptcache.server.request_id import request_id_of
 from promptcache.server.openai_schema import (
     AssistantMessage,
     ChatChoice,
@@ -26,7 +34,7 @@ from promptcache.server.openai_schema import (
     TextCompletion,
 )
 from promptcache.server.state import ServerState
-from promptcache.server.tenants import Tenant
+from promptcache.server.tenants import Caller, Tenant
 
 router = APIRouter()
 
@@ -39,12 +47,25 @@ def server_state(http: HTTPRequest) -> ServerState:
     return http.app.state.promptcache
 
 
-def tenant_of(
-    http: HTTPRequest, authorization: str | None = Header(default=None)
-) -> Tenant:
-    """Authentication runs as a dependency so that a missing key is a 401 before the body
-    is even validated, as with OpenAI."""
-    return server_state(http).keys.tenant(authorization)
+def caller_of(http: HTTPRequest) -> Caller:
+    """The caller the guard authenticated from the headers (before the body was read)."""
+    caller = http.scope.get(CALLER)
+    if caller is None:  # only on public paths, which never ask
+        raise unauthorized()
+    return caller
+
+
+def tenant_of(http: HTTPRequest) -> Tenant:
+    """The caller's tenant; the admin and metrics keys are nobody's tenant (401)."""
+    caller = caller_of(http)
+    if caller.tenant is None:
+        raise unauthorized("This key cannot make requests; use a tenant's API key.")
+    return caller.tenant
+
+
+async def off_loop(state: ServerState, fn, *args):
+    """Run CPU-bound prompt work (render, tokenize) in a worker thread, bounded."""
+    return await to_thread.run_sync(fn, *args, limiter=state.render_limiter)
 
 
 def _include_usage(body) -> bool:
@@ -58,11 +79,14 @@ async def chat_completions(
     state = server_state(http)
     arrived = state.clock()
     check_model(state, body.model)
-    prompt = await run_in_threadpool(state.renderer.render, body.messages, body.tools)
+    check_chat(body, state.settings.limits)
+    prompt = await off_loop(state, state.renderer.render, body.messages, body.tools)
+    http_id = request_id_of(http.scope)
     gen = start(
         state,
         endpoint="chat",
-        request_id=f"chatcmpl-{uuid.uuid4().hex}",
+        request_id=f"chatcmpl-{http_id.removeprefix('req_')}",
+        http_id=http_id,
         tenant=tenant.name,
         body=body,
         tokens=prompt.tokens,
@@ -133,11 +157,14 @@ async def completions(
     check_model(state, body.model)
     if body.echo:
         raise bad_request("echo is not supported", param="echo")
-    tokens = await run_in_threadpool(prompt_from_completion, state.engine.tokenizer, body.prompt)
+    check_sampling(body, state.settings.limits)
+    tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
+    http_id = request_id_of(http.scope)
     gen = start(
         state,
         endpoint="completions",
-        request_id=f"cmpl-{uuid.uuid4().hex}",
+        request_id=f"cmpl-{http_id.removeprefix('req_')}",
+        http_id=http_id,
         tenant=tenant.name,
         body=body,
         tokens=tokens,

@@ -127,9 +127,12 @@ class EngineLoop:
                 continue
             try:
                 outputs = self.engine.step()
-            except Exception as exc:  # keep serving: fail this batch, not the server
-                log.exception("engine step failed; failing %d in-flight requests", self.in_flight)
-                self._fail_all(EngineFailure(f"the engine failed: {type(exc).__name__}"))
+            except Exception:  # keep serving: fail this batch, not the server
+                with self._lock:
+                    ids = " ".join(self._streams)
+                log.exception("engine step failed; failing the requests in flight: %s", ids or "none")
+                # The class and text of `exc` stay in the log: a client is told only its request id.
+                self._fail_all(EngineFailure("the engine failed"))
                 self._stopping.wait(0.05)  # no hot loop if the engine keeps failing
                 continue
             self._dispatch(outputs)

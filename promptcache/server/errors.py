@@ -5,6 +5,9 @@ read `error.message`, `error.param` and `error.code`), so a bare FastAPI `{"deta
 422 would surface as an opaque failure. The handlers installed here turn every way a request
 can go wrong (malformed JSON, a wrong type, an out-of-range number, an unknown route, a full
 queue, an engine refusal) into that shape, and bad input is always a 4xx, never a 500.
+
+Every error is logged as one line with the request id (see `request_id.py`). A 5xx body names
+that id and nothing about the failure itself: no exception class, no path, no stack.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptcache.engine.api import EngineInputError
+from promptcache.server.logs import log_event
+from promptcache.server.request_id import request_id_of
+
+try:  # the cache's pin budgets; absent from older cache layers
+    from promptcache.cache.errors import PinBudgetExceeded
+except ImportError:  # pragma: no cover
+
+    class PinBudgetExceeded(Exception):  # type: ignore[no-redef]
+        """Stand-in that nothing raises."""
 
 log = logging.getLogger("promptcache.server")
 
@@ -27,6 +39,7 @@ _TYPE_BY_STATUS = {
     403: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_exceeded",
@@ -68,6 +81,13 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def unauthorized(message: str = "Incorrect or missing API key.") -> APIError:
     return APIError(401, message, code="invalid_api_key")
+
+
+def server_error(request_id: str, code: str | None = None, status: int = 500) -> APIError:
+    """A failure on our side: the body says which request, the log line (same id) says why."""
+    what = "The engine failed while running" if code == "engine_failure" else "The server had an error processing"
+    return APIError(status, f"{what} your request. Quote request id {request_id} when reporting it.",
+                    type="server_error", code=code)
 
 
 def model_not_found(model: str) -> APIError:
@@ -124,31 +144,54 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
     return error_response(bad_request(message, param=param))
 
 
+def _logged(request: Request, err: APIError) -> APIError:
+    log_event(log, "error", req=request_id_of(request.scope), status=err.status, code=err.code,
+              param=err.param, path=request.url.path)
+    return err
+
+
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return error_response(exc)
+    return error_response(_logged(request, exc))
 
 
 async def _engine_input_error(request: Request, exc: EngineInputError) -> JSONResponse:
-    return error_response(bad_request(str(exc), param=exc.param))
+    return error_response(_logged(request, bad_request(str(exc), param=exc.param)))
+
+
+PIN_FIGURES = ("tenant", "requested_bytes", "tenant_pinned_bytes", "tenant_budget_bytes",
+               "global_pinned_bytes", "global_budget_bytes")
+
+
+async def _pin_budget(request: Request, exc: PinBudgetExceeded) -> JSONResponse:
+    """409: the pin would pass the tenant's or the cache's pin budget. The figures (bytes) tell
+    the caller how much it may still pin: unpin something, or ask the admin for a flush."""
+    err = _logged(request, APIError(409, str(exc), code="pin_budget_exceeded"))
+    body = error_body(err.message, err.type, err.param, err.code)
+    body["error"].update({name: getattr(exc, name, None) for name in PIN_FIGURES})
+    return JSONResponse(body, status_code=409)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    err = APIError(exc.status_code, str(exc.detail))
+    err = _logged(request, APIError(exc.status_code, str(exc.detail)))
     return error_response(err, headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _validation_response(request, exc)
+    response = _validation_response(request, exc)
+    log_event(log, "error", req=request_id_of(request.scope), status=400, path=request.url.path)
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s", request.url.path)
-    return error_response(APIError(500, "The server had an error processing your request."))
+    rid = request_id_of(request.scope)
+    log.error("unhandled error req=%s on %s", rid, request.url.path, exc_info=exc)
+    return error_response(server_error(rid))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(EngineInputError, _engine_input_error)
+    app.add_exception_handler(PinBudgetExceeded, _pin_budget)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

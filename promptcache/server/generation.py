@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,9 +18,12 @@ from fastapi import Request as HTTPRequest
 
 from promptcache.engine.api import CacheOptions, Request, RequestOutput, Role, SamplingParams
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission
-from promptcache.server.errors import APIError, error_body, model_not_found, queue_full
+from promptcache.server.errors import APIError, error_body, model_not_found, queue_full, server_error
+from promptcache.server.logs import log_event
 from promptcache.server.openai_schema import Usage, SamplingFields
 from promptcache.server.state import ServerState
+
+log = logging.getLogger("promptcache.server")
 
 RETENTION_TTL_S = {"in_memory": None, "24h": 86_400.0}
 DISCONNECT_POLL_S = 0.25
@@ -39,6 +43,7 @@ class Generation:
     body: SamplingFields
     sub: Submission
     prompt_text: str | None
+    http_id: str  # the HTTP request's id, in logs and in a 5xx message
     last: RequestOutput | None = None
 
     @property
@@ -74,7 +79,7 @@ class Generation:
                 except TimeoutError:
                     continue
                 if isinstance(item, EngineFailure):
-                    raise APIError(503, str(item), type="server_error", code="engine_failure")
+                    raise server_error(self.http_id, code="engine_failure", status=503)
                 now = state.clock()
                 if sub.first_token_at is None and item.new_token_ids:
                     sub.first_token_at = now
@@ -85,6 +90,8 @@ class Generation:
                         endpoint=self.endpoint,
                         tenant=self.tenant,
                         cache_key=self.body.prompt_cache_key,
+                        user=self.body.end_user(),
+                        http_id=self.http_id,
                         sub=sub,
                         last=item,
                         prompt_text=self.prompt_text,
@@ -112,12 +119,13 @@ class Generation:
             async for out in self.outputs(None):
                 for chunk in render(out):
                     yield event(chunk)
-        except APIError as err:
+        except APIError as err:  # the status line has gone out: the error is an event
+            log_event(log, "error", req=self.http_id, status=err.status, code=err.code, streaming=True)
             yield event(error_body(err.message, err.type, err.param, err.code))
         yield "data: [DONE]\n\n"
 
 
-async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: str | None) -> None:
+async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: str | None, http_id: str) -> None:
     """Prefill `tokens` once through the engine loop so their KV is in the cache (a pin can
     only hold blocks that exist). One token is generated and thrown away."""
     request = Request(
@@ -133,7 +141,7 @@ async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: 
     while True:
         item = await sub.queue.get()
         if isinstance(item, EngineFailure):
-            raise APIError(503, str(item), type="server_error", code="engine_failure")
+            raise server_error(http_id, code="engine_failure", status=503)
         if item.finished:
             return
 
@@ -166,13 +174,22 @@ def sampling_params(state: ServerState, body: SamplingFields, limit: int | None,
     return params
 
 
-def cache_options(tenant: str, body: SamplingFields) -> CacheOptions:
+def namespace_salt(state: ServerState, salt: str | None, end_user: str | None) -> str | None:
+    """The salt the cache sees. With --isolate-by user it is (end user, salt) as one JSON
+    string, always, so that no salt a client sends can equal another user's namespace; the
+    requests that name no user share one namespace of their own."""
+    if state.settings.isolate_by != "user":
+        return salt
+    return json.dumps([end_user, salt], ensure_ascii=False)
+
+
+def cache_options(state: ServerState, tenant: str, body: SamplingFields) -> CacheOptions:
     """The tenant comes from the API key, never the body; the salt partitions inside it."""
     retention = body.prompt_cache_retention or "in_memory"
     return CacheOptions(
         enabled=body.caching.enabled if body.caching is not None else True,
         tenant=tenant,
-        salt=body.cache_salt,
+        salt=namespace_salt(state, body.cache_salt, body.end_user()),
         ttl_s=RETENTION_TTL_S[retention],
         cache_key=body.prompt_cache_key,
     )
@@ -183,6 +200,7 @@ def start(
     *,
     endpoint: str,
     request_id: str,
+    http_id: str,
     tenant: str,
     body: SamplingFields,
     tokens: list[int],
@@ -196,7 +214,7 @@ def start(
         request_id=request_id,
         prompt_tokens=tokens,
         sampling=sampling_params(state, body, limit, len(tokens)),
-        cache=cache_options(tenant, body),
+        cache=cache_options(state, tenant, body),
         token_roles=roles,
     )
     try:
@@ -204,4 +222,4 @@ def start(
     except QueueFullError:
         raise queue_full(state.loop.max_queue) from None
     sub.submitted_at = arrived
-    return Generation(state, endpoint, tenant, body, sub, prompt_text)
+    return Generation(state, endpoint, tenant, body, sub, prompt_text, http_id)

@@ -81,6 +81,13 @@ class SamplingFields(OpenAIBody):
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     cache_salt: Text | None = None
     caching: CachingOptions | None = None
+    # End-user identifiers: logged, and with --isolate-by user they partition the cache.
+    user: Text | None = None
+    safety_identifier: Text | None = None
+
+    def end_user(self) -> str | None:
+        """The end user a request is for: OpenAI's newer `safety_identifier`, else `user`."""
+        return self.safety_identifier if self.safety_identifier is not None else self.user
 
     @field_validator("n")
     @classmethod

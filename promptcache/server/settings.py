@@ -14,12 +14,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptcache.server.tenants import KeyRing, Tenant, load_keys_file, tenant_for_plain_key, tenant_quotas
+from promptcache.server.limits import LIMIT_NAMES, Limits
+from promptcache.server.tenants import UNNAMED, KeyRing, Tenant, load_keys_file, name_plain_keys, tenant_quotas
 
 if TYPE_CHECKING:
     from promptcache.cache.config import CacheConfig
 
 EVICTION_POLICIES = ("lru", "lfu", "ttl", "tier")
+ISOLATE_BY = ("user",)
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -43,29 +47,50 @@ class ServerSettings:
     prefill_chunk: int = 512
     max_queue: int = 64  # waiting (not yet running) requests; past it: 429
     default_max_tokens: int = 1024  # when a request names none (clipped to the context)
-    # Access.
-    api_keys: Mapping[str, Tenant] = field(default_factory=dict)
-    admin_key: str | None = None
-    # Logging: prompt text is never logged unless this is set.
+    render_threads: int = 2  # chat renders and tokenizations running at once (off the event loop)
+    limits: Limits = field(default_factory=Limits)
+    # Access. Keys are secrets: kept out of repr, and turned into digests by `key_ring()`.
+    api_keys: Mapping[str, Tenant] = field(default_factory=dict, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    metrics_key: str | None = field(default=None, repr=False)
+    metrics_public: bool = False  # /metrics without a key even when keys are configured
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback ones
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS)
+    isolate_by: str | None = None  # "user": the request's user field salts its cache namespace
+    # Logging: prompt text is never logged unless log_prompts is set.
     log_prompts: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object per line
 
     def __post_init__(self) -> None:
-        if self.eviction_policy not in EVICTION_POLICIES:
-            raise ValueError(f"eviction_policy must be one of {', '.join(EVICTION_POLICIES)}")
+        choices = {"eviction_policy": EVICTION_POLICIES, "log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+        if self.isolate_by is not None and self.isolate_by not in ISOLATE_BY:
+            raise ValueError(f"isolate_by must be one of {', '.join(ISOLATE_BY)}")
         if not 0 < self.port < 65536:
             raise ValueError("port must be in 1..65535")
-        for name in ("cache_mb",):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        for name in ("block_size", "max_batch_size", "prefill_chunk", "admit_after", "default_max_tokens"):
+        if self.cache_mb < 0 or self.min_prefix_blocks < 0:
+            raise ValueError("cache_mb and min_prefix_blocks must be >= 0")
+        # Each of these at 0 would refuse every request (max_queue = 0 turned every one into a 429).
+        for name in ("block_size", "max_batch_size", "prefill_chunk", "admit_after", "default_max_tokens",
+                     "max_queue", "render_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.max_queue < 0 or self.min_prefix_blocks < 0:
-            raise ValueError("max_queue and min_prefix_blocks must be >= 0")
+                raise ValueError(f"{name} must be at least 1 (0 would refuse every request)")
+        for tenant in self.api_keys.values():
+            if not tenant.name or len(tenant.name) > self.limits.max_tenant_chars or not tenant.name.isprintable():
+                raise ValueError(
+                    f"tenant names must be 1..{self.limits.max_tenant_chars} printable characters"
+                )
 
     def key_ring(self) -> KeyRing:
-        return KeyRing(dict(self.api_keys), self.admin_key)
+        """The keys as digests; the server keeps only this (see `create_app`)."""
+        return KeyRing(self.api_keys, admin_key=self.admin_key, metrics_key=self.metrics_key)
+
+    def without_secrets(self) -> ServerSettings:
+        """These settings with every key removed (the key ring keeps their digests)."""
+        return replace(self, api_keys={}, admin_key=None, metrics_key=None)
 
     def cache_config(self) -> CacheConfig | None:
         """The engine's CacheConfig, or None when prefix caching is switched off."""
@@ -84,7 +109,7 @@ class ServerSettings:
         )
 
 
-_FIELD_NAMES = {f.name for f in fields(ServerSettings)}
+_FIELD_NAMES = {f.name for f in fields(ServerSettings)} - {"limits"} | LIMIT_NAMES
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -116,17 +141,15 @@ def _keys_from_config(value: Any) -> dict[str, Tenant]:
     if isinstance(value, Mapping):
         quota = lambda e: None if e.get("quota_mb") is None else int(e["quota_mb"] * 2**20)  # noqa: E731
         return {
-            k: Tenant(e.get("tenant") or tenant_for_plain_key(k), quota(e))
-            if isinstance(e, Mapping)
-            else Tenant(str(e))
+            k: Tenant(e.get("tenant") or UNNAMED, quota(e)) if isinstance(e, Mapping) else Tenant(str(e))
             for k, e in value.items()
         }
     raise ValueError("api_keys must be a list of keys or a table key -> {tenant, quota_mb}")
 
 
 def plain_keys(keys: list[str]) -> dict[str, Tenant]:
-    """Keys given on the command line: each its own tenant."""
-    return {k: Tenant(tenant_for_plain_key(k)) for k in keys}
+    """Keys given on the command line: each its own tenant, named by `name_plain_keys`."""
+    return {k: Tenant(UNNAMED) for k in keys}
 
 
 def build_settings(
@@ -139,7 +162,8 @@ def build_settings(
     """Merge defaults <- config file <- overrides (None values in overrides are 'not given').
 
     Keys from every source are merged rather than replaced: a config file's keys and a
-    `--api-key` on the command line both stay valid.
+    `--api-key` on the command line both stay valid. Keys without a tenant name are named
+    key-1, key-2, ... in the order given (files first), never after the key itself.
     """
     values: dict[str, Any] = load_config_file(config_file) if config_file else {}
     keys: dict[str, Tenant] = dict(values.pop("api_keys", {}))
@@ -152,5 +176,10 @@ def build_settings(
             raise ValueError(f"unknown setting {name!r}")
         if value is not None:
             values[name] = value
+    keys = name_plain_keys(keys)
     tenant_quotas(keys.values())
-    return replace(ServerSettings(), **values, api_keys=keys)
+    limits = {name: values.pop(name) for name in list(values) if name in LIMIT_NAMES}
+    for name in ("allowed_hosts", "allowed_origins"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return replace(ServerSettings(), **values, limits=Limits(**limits), api_keys=keys)

@@ -13,36 +13,45 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from promptcache.engine.api import RequestOutput
 from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop, Submission
+from promptcache.server.logs import PROMPT_CHARS, log_event, quoted
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.settings import ServerSettings
 from promptcache.server.tenants import KeyRing
 
 log = logging.getLogger("promptcache.server.requests")
 
-MAX_TRACKED_CACHE_KEYS = 10_000
+MAX_KEYS_PER_TENANT = 1000
 OTHER_KEYS = "(other)"
 
 
 class PromptCacheKeyStats:
     """Requests, prompt tokens and cached tokens per (tenant, prompt_cache_key).
 
-    Keys are client-chosen strings, so the table is capped; once full, new keys are counted
-    together under "(other)" rather than growing memory without bound.
+    Keys are client-chosen strings, so the table is capped, per tenant: once a tenant has
+    `max_keys_per_tenant` rows, its new keys are counted together under "(other)". A global cap
+    let one tenant fill the table and push every other tenant's keys into "(other)". Tenants
+    come from the configured keys, so their number is bounded by the configuration.
     """
 
-    def __init__(self, max_keys: int = MAX_TRACKED_CACHE_KEYS):
-        self.max_keys = max_keys
+    def __init__(self, max_keys_per_tenant: int = MAX_KEYS_PER_TENANT):
+        self.max_keys_per_tenant = max_keys_per_tenant
         self._counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._per_tenant: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def record(self, tenant: str, key: str | None, prompt: int, cached: int) -> None:
         slot = (tenant, key if key is not None else "(none)")
         with self._lock:
-            if slot not in self._counts and len(self._counts) >= self.max_keys:
-                slot = (tenant, OTHER_KEYS)
+            if slot not in self._counts:
+                if self._per_tenant.get(tenant, 0) >= self.max_keys_per_tenant:
+                    slot = (tenant, OTHER_KEYS)
+                if slot not in self._counts:
+                    self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
             counts = self._counts.setdefault(
                 slot, {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0}
             )
@@ -69,6 +78,7 @@ class ServerState:
     renderer: ChatRenderer
     metrics: ServerMetrics
     key_stats: PromptCacheKeyStats = field(default_factory=PromptCacheKeyStats)
+    render_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
 
@@ -80,6 +90,8 @@ class ServerState:
         cache_key: str | None,
         sub: Submission,
         last: RequestOutput,
+        http_id: str | None = None,
+        user: str | None = None,
         prompt_text: str | None = None,
     ) -> None:
         ttft = None if sub.first_token_at is None else sub.first_token_at - sub.submitted_at
@@ -95,18 +107,10 @@ class ServerState:
             tpot_s=tpot,
         )
         self.key_stats.record(tenant, cache_key, last.num_prompt_tokens, last.num_cached_tokens)
-        log.info(
-            "%s id=%s tenant=%s cache_key=%s prompt_tokens=%d cached_tokens=%d "
-            "completion_tokens=%d finish=%s ttft_ms=%s",
-            endpoint,
-            sub.request_id,
-            tenant,
-            cache_key,
-            last.num_prompt_tokens,
-            last.num_cached_tokens,
-            n,
-            last.finish_reason,
-            "-" if ttft is None else f"{ttft * 1000:.1f}",
+        log_event(
+            log, endpoint, id=sub.request_id, req=http_id, tenant=tenant, cache_key=cache_key, user=user,
+            prompt_tokens=last.num_prompt_tokens, cached_tokens=last.num_cached_tokens, completion_tokens=n,
+            finish=last.finish_reason, ttft_ms=None if ttft is None else round(ttft * 1000, 1),
         )
         if self.settings.log_prompts and prompt_text is not None:
-            log.info("prompt id=%s text=%r", sub.request_id, prompt_text)
+            log.info("prompt id=%s text=%s", sub.request_id, quoted(prompt_text, PROMPT_CHARS))

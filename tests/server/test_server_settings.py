@@ -8,7 +8,7 @@ import pytest
 
 from promptcache.server.errors import APIError, param_path
 from promptcache.server.settings import ServerSettings, build_settings, load_config_file
-from promptcache.server.tenants import KeyRing, Tenant, load_keys_file, tenant_for_plain_key, tenant_quotas
+from promptcache.server.tenants import KeyRing, Tenant, load_keys_file, tenant_quotas
 
 
 def test_overrides_beat_the_config_file_which_beats_defaults(tmp_path):
@@ -39,7 +39,7 @@ def test_keys_file_gives_tenants_and_quotas(tmp_path, suffix):
     keys = load_keys_file(path)
     assert keys == {"k1": Tenant("a", 2**20), "k2": Tenant("b"), "k3": Tenant("a", 2**20)}
     settings = build_settings({"model": "x"}, keys_file=path, api_keys=["plain"])
-    assert settings.key_ring().tenant("Bearer plain").name == tenant_for_plain_key("plain")
+    assert settings.key_ring().tenant("Bearer plain").name == "key-1"
     assert settings.cache_config().tenant_quotas == {"a": 2**20}
 
 

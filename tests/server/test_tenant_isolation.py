@@ -63,12 +63,25 @@ def test_openai_client_raises_authentication_error(keyed_server):
         keyed_server.client("nope").models.list()
 
 
-@pytest.mark.parametrize("path", ["/v1/cache/stats"])
-def test_admin_endpoints_need_the_admin_key(keyed_server, path):
-    assert httpx.get(keyed_server.url + path, headers=auth("key-alice")).status_code == 401
-    assert httpx.get(keyed_server.url + path, headers=auth(ADMIN_KEY)).status_code == 200
+def test_stats_show_a_tenant_only_its_own_keys(keyed_server):
+    for key, label in (("key-alice", "alice-label"), ("key-bob", "bob-label")):
+        keyed_server.client(key).chat.completions.create(
+            model=keyed_server.model, messages=chat("a", "b"), max_tokens=1, prompt_cache_key=label
+        )
+    mine = httpx.get(keyed_server.url + "/v1/cache/stats", headers=auth("key-alice")).json()
+    assert set(mine["prompt_cache_keys"]) == {"alice"} and "alice-label" in mine["prompt_cache_keys"]["alice"]
+    assert set(mine["tenant_bytes"]) == {"alice"} and "bob" not in str(mine)
+    everything = httpx.get(keyed_server.url + "/v1/cache/stats", headers=auth(ADMIN_KEY)).json()
+    assert {"alice", "bob"} <= set(everything["prompt_cache_keys"])
+    assert "bob-label" in everything["prompt_cache_keys"]["bob"]
+
+
+def test_flush_needs_the_admin_key(keyed_server):
     flush = httpx.post(keyed_server.url + "/v1/cache/flush", json={"tenant": "bob"}, headers=auth("key-bob"))
     assert flush.status_code == 401
+    assert httpx.get(keyed_server.url + "/v1/cache/stats").status_code == 401
+    unknown = httpx.post(keyed_server.url + "/v1/cache/flush", json={"tenant": "nobody"}, headers=auth(ADMIN_KEY))
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "tenant"
 
 
 def test_pin_keeps_a_tenants_prefix_through_a_flush(keyed_server):
