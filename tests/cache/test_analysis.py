@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache_fakes import NS, FakePool, make_cache
+from cache_fakes import NS, make_cache
 from promptcache.cache.analysis import SharedPrefix, analyze_batch
 
 SYSTEM = list(range(1000))
@@ -56,5 +56,11 @@ def test_matches_an_unbounded_prefix_cache_replaying_the_batch(batch, size):
         reused += match.num_tokens
         cache.release(match)
         cache.insert(tokens, NS, pool.store)
-    assert analyze_batch(batch, block_size=size).reused_tokens == reused
-    assert isinstance(pool, FakePool) and pool.freed == []  # the analysis itself touched no cache
+    frozen = [tuple(tokens) for tokens in batch]
+    result = analyze_batch(batch, block_size=size)
+    assert result.reused_tokens == reused == cache.stats.hit_tokens
+    assert result.total_tokens == sum(map(len, batch)) == cache.stats.hit_tokens + cache.stats.miss_tokens
+    # Every distinct full-block prefix is one block of the real cache (nothing was evicted).
+    distinct = {tuple(tokens[: (i + 1) * size]) for tokens in batch for i in range(len(tokens) // size)}
+    assert len(cache) == len(distinct) and result.computed_tokens == result.total_tokens - reused
+    assert [tuple(tokens) for tokens in batch] == frozen  # read-only: the batch is unchanged

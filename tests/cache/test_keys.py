@@ -69,8 +69,48 @@ def test_bad_input():
         pack_tokens([2**32])
 
 
-def test_block_key_is_a_distinct_bytes_type():
-    assert BlockKey(b"x") == b"x"
+def test_keys_are_16_raw_bytes_of_the_distinct_block_key_type():
+    # BlockKey is a NewType over bytes: free at runtime, distinct for the type checker.
+    assert BlockKey.__supertype__ is bytes and BlockKey.__name__ == "BlockKey"
+    keys = [NS.root_key(), *block_keys(list(range(32)), 16, NS), chain_key(b"\0" * 16, b"")]
+    assert all(type(k) is bytes and len(k) == 16 for k in keys)  # raw digests, not hex text or ints
+    assert len(set(keys)) == len(keys)
+
+
+# Known answers for scheme v1: these keys name blocks in every process, on every machine, in every
+# version that says v1. If one changes, every stored block (memory, disk, redis) is lost or, worse,
+# read under a different meaning: bump the domain string instead of editing these values.
+KNOWN_ANSWERS = [
+    (Namespace("llama-3-8b@bf16"), "20f6094ead1305a26cc77b31575f6a7b", [
+        "5269d2ea71582cf094a9f76f72eea9f5", "5c4e88d8296496e920e3972f02dbe476", "a3daf971dec615cf0dc6be3150a249f9"]),
+    (Namespace("llama-3-8b@bf16", "acme", "s1"), "9a138366d64949b1f8672ef62291f7b7", [
+        "912f21094478d18aae24740475e851bb", "b72382451a812382ab6f3db08f816c4f", "5b52f8ae21cc698cd08c99d961ffb610"]),
+]
+
+
+@pytest.mark.parametrize("namespace,root_hex,keys_hex", KNOWN_ANSWERS)
+def test_known_answer_vector(namespace, root_hex, keys_hex):
+    tokens = list(range(48)) + [7]  # three full blocks of 16 and a partial one, which gets no key
+    assert namespace.root_key().hex() == root_hex
+    assert [k.hex() for k in block_keys(tokens, 16, namespace)] == keys_hex
+
+
+def test_known_answers_follow_the_documented_layout():
+    """The vector above, rebuilt byte by byte from the scheme in keys.py and docs/design.md."""
+    from xxhash import xxh3_128_digest
+
+    def field(text: str) -> bytes:
+        return len(text.encode()).to_bytes(4, "little") + text.encode()
+
+    root = xxh3_128_digest(b"promptcache/block-key/v1" + field("llama-3-8b@bf16") + field("acme") + b"\x01" + field("s1"))
+    assert root.hex() == KNOWN_ANSWERS[1][1]
+    key = root
+    for block, expected in enumerate(KNOWN_ANSWERS[1][2]):
+        tokens = b"".join(t.to_bytes(4, "little") for t in range(16 * block, 16 * block + 16))
+        key = xxh3_128_digest(key + tokens)
+        assert key.hex() == expected
+    unsalted = b"promptcache/block-key/v1" + field("llama-3-8b@bf16") + field("default") + b"\x00"
+    assert xxh3_128_digest(unsalted).hex() == KNOWN_ANSWERS[0][1]
 
 
 @settings(max_examples=50, deadline=None)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
-from cache_fakes import NBYTES, NS, FakeClock, FakePool, blocks, make_cache
+from cache_fakes import NBYTES, NS, FakePool, blocks, make_cache
 from promptcache.cache import CacheConfig, Namespace, PrefixCache
 
 
@@ -286,7 +287,14 @@ def test_config_is_frozen_and_validated():
         PrefixCache(CacheConfig(), block_nbytes=0)
 
 
-def test_real_clock_default_works():
+def test_the_default_clock_is_monotonic_seconds():
     cache = PrefixCache(CacheConfig(block_size=4), block_nbytes=10)
-    cache.insert(blocks(1), NS, lambda i: i)
-    assert cache.peek(blocks(1), NS) == 1 and FakeClock().advance(2) == 1002.0
+    before = time.monotonic()
+    cache.insert(blocks(1), NS, lambda i: f"block {i}", ttl_s=3600)
+    after = time.monotonic()
+    match = cache.match(blocks(1), NS)
+    assert match.payloads == ("block 0",)
+    (node,) = match.lease.nodes
+    assert before + 3600 <= node.expires_at <= after + 3600  # TTLs count from time.monotonic()
+    assert before <= node.last_access <= time.monotonic()
+    cache.release(match)
