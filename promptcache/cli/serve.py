@@ -2,11 +2,12 @@
 
 Every option has a PROMPTCACHE_* environment variable; `--config FILE.toml` supplies the rest.
 An option or variable that is given wins over the file (see promptcache.server.settings).
+Request limits (max_body_bytes, max_messages, ...) are set in the file or the environment
+only; docs/security.md lists them.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,22 +37,32 @@ def serve(
     min_prefix_blocks: Annotated[Optional[int], _opt("--min-prefix-blocks", env="MIN_PREFIX_BLOCKS", help="Cache only prompts with at least this many full blocks (default: 0).", min=0)] = None,
     admit_after: Annotated[Optional[int], _opt("--admit-after", env="ADMIT_AFTER", help="Store a block once it has been seen this many times (default: 1).", min=1)] = None,
     max_batch_size: Annotated[Optional[int], _opt("--max-batch-size", env="MAX_BATCH_SIZE", help="Sequences decoded together (default: 8).", min=1)] = None,
-    max_queue: Annotated[Optional[int], _opt("--max-queue", env="MAX_QUEUE", help="Waiting requests before 429 (default: 64).", min=0)] = None,
+    max_queue: Annotated[Optional[int], _opt("--max-queue", env="MAX_QUEUE", help="Waiting requests before 429 (default: 64).")] = None,
     default_max_tokens: Annotated[Optional[int], _opt("--default-max-tokens", env="DEFAULT_MAX_TOKENS", help="Reply limit when a request sets none (default: 1024).", min=1)] = None,
     config: Annotated[Optional[Path], _opt("--config", env="CONFIG", help="TOML file with any of these settings.", exists=True, dir_okay=False)] = None,
     api_key: Annotated[Optional[list[str]], _opt("--api-key", env="API_KEY", help="Accepted API key (repeatable); each is its own tenant.")] = None,
     keys_file: Annotated[Optional[Path], _opt("--keys-file", env="KEYS_FILE", help="TOML/JSON: key -> {tenant, quota_mb}.", exists=True, dir_okay=False)] = None,
-    admin_key: Annotated[Optional[str], _opt("--admin-key", env="ADMIN_KEY", help="Key for /v1/cache/* admin endpoints.")] = None,
+    admin_key: Annotated[Optional[str], _opt("--admin-key", env="ADMIN_KEY", help="Key for /v1/cache/* admin endpoints and /metrics.")] = None,
+    metrics_key: Annotated[Optional[str], _opt("--metrics-key", env="METRICS_KEY", help="Key that may read /metrics (and nothing else).")] = None,
+    metrics_public: Annotated[Optional[bool], _opt("--metrics-public", env="METRICS_PUBLIC", help="Serve /metrics without a key even when keys are configured.")] = None,
+    allowed_host: Annotated[Optional[list[str]], _opt("--allowed-host", env="ALLOWED_HOST", help="Host name accepted besides loopback ones (repeatable; '*.example.com', '*').")] = None,
+    allowed_origin: Annotated[Optional[list[str]], _opt("--allowed-origin", env="ALLOWED_ORIGIN", help="Browser origin allowed to call the API (repeatable; e.g. https://app.example.com).")] = None,
+    isolate_by: Annotated[Optional[str], _opt("--isolate-by", env="ISOLATE_BY", help="user: partition each tenant's cache by the request's user / safety_identifier.")] = None,
     log_prompts: Annotated[Optional[bool], _opt("--log-prompts", env="LOG_PROMPTS", help="Debug: log prompt text (never logged otherwise).")] = None,
     log_level: Annotated[Optional[str], _opt("--log-level", env="LOG_LEVEL", help="debug, info, warning or error (default: info).")] = None,
+    log_format: Annotated[Optional[str], _opt("--log-format", env="LOG_FORMAT", help="text or json (one JSON object per line) (default: text).")] = None,
 ) -> None:
     """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
     import uvicorn
 
     from promptcache.server.app import create_app, engine_from_settings
+    from promptcache.server.logs import configure_logging
     from promptcache.server.settings import build_settings
 
     with user_errors():
+        # Provisional, so that warnings while reading the settings (a keys file readable by
+        # others) are shown; reconfigured from the settings below.
+        configure_logging("warning", log_format if log_format in ("text", "json") else "text")
         settings = build_settings(
             dict(
                 host=host, port=port, model=model, device=device, dtype=dtype, quantize=quantize, cache_mb=cache_mb,
@@ -59,21 +70,22 @@ def serve(
                 eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,
                 min_prefix_blocks=min_prefix_blocks, admit_after=admit_after,
                 max_batch_size=max_batch_size, max_queue=max_queue,
-                default_max_tokens=default_max_tokens, admin_key=admin_key,
-                log_prompts=log_prompts, log_level=log_level,
+                default_max_tokens=default_max_tokens, admin_key=admin_key, metrics_key=metrics_key,
+                metrics_public=metrics_public, allowed_hosts=allowed_host or None,
+                allowed_origins=allowed_origin or None, isolate_by=isolate_by,
+                log_prompts=log_prompts, log_level=log_level, log_format=log_format,
             ),
             config_file=config,
             api_keys=api_key,
             keys_file=keys_file,
         )
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         engine = engine_from_settings(settings)
     uvicorn.run(
         create_app(engine, settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours (escaped, text or JSON)
         timeout_graceful_shutdown=5,
     )
