@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from promptcache.model.chat_template import ChatTemplate
 from promptcache.model.tokenizer import Tokenizer
 from promptcache.server.chat import ChatRenderer, prompt_from_completion
 from promptcache.server.openai_schema import ChatMessage
@@ -63,3 +64,62 @@ def test_completion_prompts(renderer):
     tok = renderer.tokenizer
     assert prompt_from_completion(tok, "hi") == prompt_from_completion(tok, ["hi"]) == tok.encode("hi")
     assert prompt_from_completion(tok, [5, 6]) == prompt_from_completion(tok, [[5, 6]]) == [5, 6]
+
+
+BOS_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def bos_adding_renderer(real: Tokenizer, template_writes_bos: bool) -> ChatRenderer:
+    """The real vocabulary, but a tokenizer that adds BOS and a template that may write it too
+    (as Llama 3's does): the combination that doubles BOS if nobody looks."""
+    bos_id = real.token_to_id("<|endoftext|>")
+    source = BOS_TEMPLATE if template_writes_bos else BOS_TEMPLATE.removeprefix("{{ bos_token }}")
+    template = ChatTemplate(source, {"bos_token": "<|endoftext|>"})
+    tok = Tokenizer(real.backend, bos_token_id=bos_id, eos_token_ids=[bos_id], add_bos=True, chat_template=template)
+    return ChatRenderer(tok)
+
+
+@pytest.mark.parametrize("template_writes_bos", [True, False])
+def test_exactly_one_bos_with_a_tokenizer_that_adds_it(renderer, template_writes_bos):
+    r = bos_adding_renderer(renderer.tokenizer, template_writes_bos)
+    bos = r.tokenizer.bos_token_id
+    assert bos is not None and r.tokenizer.add_bos
+    prompt = r.render(msgs(("system", "S"), ("user", "U")))
+    assert prompt.tokens[0] == bos and prompt.tokens[1] != bos
+    assert prompt.tokens.count(bos) == 1
+    assert len(prompt.roles) == len(prompt.tokens) and prompt.roles[0] == "system"
+    assert r.render_prefix(msgs(("system", "S"))).count(bos) == 1
+
+
+class CountingTokenizer:
+    """Counts what rendering costs: template renders, and characters tokenized."""
+
+    def __init__(self, inner):
+        self.inner, self.renders, self.encoded_chars = inner, 0, 0
+        self.bos_token_id = inner.bos_token_id
+
+    def apply_chat_template(self, messages, add_generation_prompt=True, tools=None):
+        self.renders += 1
+        return self.inner.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+
+    def encode(self, text, add_special_tokens=True):
+        self.encoded_chars += len(text)
+        return self.inner.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids):
+        return self.inner.decode(ids)
+
+
+@pytest.mark.parametrize("n", [10, 2000])
+def test_render_is_one_template_call_and_linear_tokenization(renderer, n):
+    counting = CountingTokenizer(renderer.tokenizer)
+    r = ChatRenderer(counting)
+    counting.renders = counting.encoded_chars = 0  # the probe at construction is once per server
+    conversation = [ChatMessage(role="user" if i % 2 == 0 else "assistant", content="x") for i in range(n)]
+    prompt = r.render(conversation)
+    assert counting.renders == 1
+    assert counting.encoded_chars <= 2 * len(prompt.text)  # the prompt once, its message regions once
+    assert prompt.roles.count("user") >= n // 2 and len(prompt.roles) == len(prompt.tokens)

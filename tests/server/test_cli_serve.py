@@ -8,6 +8,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from live_server import free_port
 
 CLI = [sys.executable, "-c", "from promptcache.cli.main import app; app()"]
@@ -29,7 +30,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
     port = free_port()
     config = tmp_path / "server.toml"
-    config.write_text('max-queue = 3\neviction_policy = "lfu"\nport = 1\n')
+    config.write_text('max-queue = 3\neviction_policy = "lfu"\nport = 1\nblock_size = 32\ndefault_max_tokens = 3\n')
     keys = tmp_path / "keys.toml"
     keys.write_text('[keys]\nsecret-a = { tenant = "team-a", quota_mb = 2 }\n')
     env = {**os.environ, "PROMPTCACHE_PORT": str(port), "PROMPTCACHE_CACHE_MB": "8"}
@@ -42,21 +43,32 @@ def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
     try:
         wait_healthy(url, proc)
         assert httpx.get(url + "/v1/models").status_code == 401
-        models = httpx.get(url + "/v1/models", headers={"Authorization": "Bearer secret-a"}).json()
+        tenant = {"Authorization": "Bearer secret-a"}
+        models = httpx.get(url + "/v1/models", headers=tenant).json()
+        reply = httpx.post(url + "/v1/completions", headers=tenant, json={
+            "model": models["data"][0]["id"], "prompt": "Once upon a time " * 4, "ignore_eos": True}).json()
         stats = httpx.get(url + "/v1/cache/stats", headers={"Authorization": "Bearer root"}).json()
-        assert models["data"][0]["id"]
-        assert stats["max_bytes"] <= 8 * 2**20
+        assert reply["usage"]["completion_tokens"] == 3  # the file's default_max_tokens
+        assert stats["block_size"] == 32  # the file's block_size
+        assert 7 * 2**20 < stats["max_bytes"] <= 8 * 2**20  # the environment's cache_mb
+        assert "alice" not in stats["prompt_cache_keys"] and "team-a" in stats["prompt_cache_keys"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def test_serve_rejects_a_bad_setting(tmp_path):
+@pytest.mark.parametrize("text, expected", [
+    ("no_such_setting = 1\n", "no_such_setting"),
+    ("max_queue = 0\n", "max_queue must be at least 1"),
+    ("max_messages = 0\n", "max_messages must be"),
+    ('log_format = "xml"\n', "log_format must be one of"),
+])
+def test_serve_rejects_a_bad_setting_in_one_line(tmp_path, text, expected):
     config = tmp_path / "server.toml"
-    config.write_text("no_such_setting = 1\n")
+    config.write_text(text)
     proc = subprocess.run(
         [*CLI, "serve", "--config", str(config)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 1
-    assert "no_such_setting" in proc.stderr
+    assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
