@@ -12,5 +12,6 @@ from promptcache.cache.results import InsertResult, PrefixMatch
 from promptcache.cache.stats import CacheStats
 
 __all__ = [
-    "BlockKey", "CacheConfig", "CacheStats", "InsertResult", "Namespace", "PinBudgetExceeded", "PrefixCache", "PrefixMatch", "block_keys",
+    "BlockKey", "CacheConfig", "CacheStats", "InsertResult", "Namespace", "PinBudgetExceeded", "PrefixCache",
+    "PrefixMatch", "block_keys",
 ]

@@ -102,7 +102,8 @@ def test_known_answers_follow_the_documented_layout():
     def field(text: str) -> bytes:
         return len(text.encode()).to_bytes(4, "little") + text.encode()
 
-    root = xxh3_128_digest(b"promptcache/block-key/v1" + field("llama-3-8b@bf16") + field("acme") + b"\x01" + field("s1"))
+    domain = b"promptcache/block-key/v1"
+    root = xxh3_128_digest(domain + field("llama-3-8b@bf16") + field("acme") + b"\x01" + field("s1"))
     assert root.hex() == KNOWN_ANSWERS[1][1]
     key = root
     for block, expected in enumerate(KNOWN_ANSWERS[1][2]):

@@ -208,7 +208,8 @@ class CacheModel(RuleBasedStateMachine):
             assert (err.tenant, err.requested_bytes) == (ns.tenant, new * NBYTES)
             assert (err.tenant_pinned_bytes, err.tenant_budget_bytes) == (
                 tenant_pinned * NBYTES, self.pin_limit(ns.tenant) * NBYTES)
-            assert (err.global_pinned_bytes, err.global_budget_bytes) == (all_pinned * NBYTES, self.pin_limit() * NBYTES)
+            assert (err.global_pinned_bytes, err.global_budget_bytes) == (
+                all_pinned * NBYTES, self.pin_limit() * NBYTES)
             return  # and the invariants check that nothing was pinned
         assert self.cache.pin(tokens_of(seq), ns) == len(expected)
         for prefix in expected:
