@@ -4,7 +4,6 @@ that goes away stops its generation."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
@@ -103,48 +102,85 @@ def narrow_server(tiny_llama_dir):
     server.stop()
 
 
-def long_request(server, results, **extra):
-    body = {"model": server.model, "messages": chat("a", "b"), "max_tokens": 400, "ignore_eos": True, **extra}
-    results.append(httpx.post(server.base_url + "/chat/completions", json=body, timeout=60))
+class EngineEvents:
+    """Events set from the engine's own calls, so that tests wait on what happened rather
+    than sleeping and hoping: a request was queued; a step left the engine idle. With `hold`
+    set, the stepping thread stops after the first step that produced a token (`held`) until
+    `release` is set: the running request keeps its slot however fast the model is."""
+
+    def __init__(self, engine, monkeypatch):
+        self.added = threading.Semaphore(0)
+        self.idle = threading.Event()
+        self.hold, self.held, self.release = threading.Event(), threading.Event(), threading.Event()
+        real_add, real_step = engine.add_request, engine.step
+
+        def add_request(request):
+            real_add(request)
+            self.added.release()
+
+        def step():
+            outputs = real_step()
+            if self.hold.is_set() and any(o.new_token_ids for o in outputs):
+                self.hold.clear()
+                self.held.set()
+                self.release.wait(30)
+            if not engine.has_unfinished():
+                self.idle.set()
+            return outputs
+
+        monkeypatch.setattr(engine, "add_request", add_request)
+        monkeypatch.setattr(engine, "step", step)
 
 
-def test_full_queue_is_429_in_openai_shape(narrow_server):
-    results: list[httpx.Response] = []
-    threads = [threading.Thread(target=long_request, args=(narrow_server, results)) for _ in range(5)]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)
-    for t in threads:
-        t.join()
-    codes = sorted(r.status_code for r in results)
-    assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
-    rejected = next(r for r in results if r.status_code == 429)
+def stream_until_tokens(server, **extra):
+    """Open a streaming request and return once it is generating (a token has arrived)."""
+    body = {"model": server.model, "messages": chat("a", "b"), "max_tokens": 1500, "ignore_eos": True,
+            "stream": True, **extra}
+    return httpx.stream("POST", server.base_url + "/chat/completions", json=body, timeout=60)
+
+
+def read_first_token(response) -> None:
+    for line in response.iter_lines():
+        if '"content":' in line and '"content":""' not in line:
+            return
+    raise AssertionError("the stream ended before any token")
+
+
+def test_full_queue_is_429_in_openai_shape(narrow_server, monkeypatch):
+    events = EngineEvents(narrow_server.engine, monkeypatch)
+    events.hold.set()
+    queued: list[httpx.Response] = []
+    body = {"model": narrow_server.model, "messages": chat("a", "b"), "max_tokens": 2}
+    with stream_until_tokens(narrow_server) as running:  # takes the one batch slot
+        assert events.held.wait(30)  # ... and keeps it: the engine is paused after its first token
+        waiting = threading.Thread(target=lambda: queued.append(
+            httpx.post(narrow_server.base_url + "/chat/completions", json=body, timeout=60)))
+        waiting.start()
+        assert events.added.acquire(timeout=30) and events.added.acquire(timeout=30)  # both queued
+        rejected = httpx.post(narrow_server.base_url + "/chat/completions", json=body)
+        events.release.set()
+        read_first_token(running)
+    waiting.join(timeout=60)
     check(rejected, 429, None)
     assert rejected.json()["error"]["code"] == "rate_limit_exceeded"
+    assert [r.status_code for r in queued] == [200]  # the waiting one ran once the slot was free
 
 
-def wait_idle(server, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not server.engine.has_unfinished():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def test_streaming_disconnect_aborts_generation(narrow_server):
-    body = {"model": narrow_server.model, "messages": chat("a", "b"), "max_tokens": 1500,
-            "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", narrow_server.base_url + "/chat/completions", json=body) as r:
-        lines = r.iter_lines()
-        next(lines)
-        next(lines)
+def test_streaming_disconnect_aborts_generation(narrow_server, monkeypatch):
+    events = EngineEvents(narrow_server.engine, monkeypatch)
+    with stream_until_tokens(narrow_server) as r:
+        read_first_token(r)
         assert narrow_server.engine.has_unfinished()
-    assert wait_idle(narrow_server)
+        events.idle.clear()
+    assert events.idle.wait(10)
+    assert not narrow_server.engine.has_unfinished()
 
 
-def test_non_streaming_disconnect_aborts_generation(narrow_server):
+def test_non_streaming_disconnect_aborts_generation(narrow_server, monkeypatch):
+    events = EngineEvents(narrow_server.engine, monkeypatch)
     body = {"model": narrow_server.model, "messages": chat("a", "b"), "max_tokens": 1500, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(narrow_server.base_url + "/chat/completions", json=body, timeout=0.5)
-    assert wait_idle(narrow_server)
+    assert events.added.acquire(timeout=10)
+    assert events.idle.wait(10)
+    assert not narrow_server.engine.has_unfinished()

@@ -4,6 +4,7 @@ not, usage with cached_tokens, and prompt-cache request fields."""
 from __future__ import annotations
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from server_prompts import SYSTEM_PROMPT, chat
 
 
@@ -93,20 +94,43 @@ def test_completion_accepts_token_ids_and_max_tokens_gives_length(tiny_server):
     assert reply.usage.completion_tokens == 4 and reply.choices[0].finish_reason == "length"
 
 
-def test_text_parts_developer_role_and_retention(tiny_server):
+def cache_key_requests(server, key: str) -> int:
+    stats = httpx.get(server.url + "/v1/cache/stats").json()
+    return stats["prompt_cache_keys"].get("default", {}).get(key, {}).get("requests", 0)
+
+
+def test_every_supported_field_has_its_effect(tiny_server):
     messages = [
-        {"role": "developer", "content": [{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}]},
+        {"role": "developer", "content": [{"type": "text", "text": "Be"}, {"type": "text", "text": "brief. " * 40}]},
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Hello!"},
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
         {"role": "user", "content": "And?"},
     ]
-    reply = tiny_server.client().chat.completions.create(
-        model=tiny_server.model, messages=messages, max_tokens=3, seed=7, temperature=0.8, top_p=0.9,
-        stop=["\n\n"], prompt_cache_key="k", prompt_cache_retention="24h",
-        extra_body={"cache_salt": "s1"},
-    )
-    assert reply.usage.completion_tokens <= 3
+    client = tiny_server.client()
+
+    def ask(salt: str, **kw):
+        return client.chat.completions.create(
+            model=tiny_server.model, messages=messages, max_tokens=8, seed=7, temperature=0.8, top_p=0.9,
+            prompt_cache_key="eight", prompt_cache_retention="24h", extra_body={"cache_salt": salt, "ignore_eos": True},
+            **kw,
+        )
+
+    before = cache_key_requests(tiny_server, "eight")
+    free = ask("s1")
+    text = free.choices[0].message.content
+    assert free.usage.completion_tokens == 8 and free.choices[0].finish_reason == "length"  # max_tokens
+    assert free.usage.prompt_tokens_details.cached_tokens == 0
+    again = ask("s1")
+    assert again.choices[0].message.content == text  # seed: the same sample again
+    assert again.usage.prompt_tokens_details.cached_tokens > 0  # same salt: the prefix is reused
+    assert ask("s2").usage.prompt_tokens_details.cached_tokens == 0  # another salt: its own partition
+    stop = text[len(text) // 2:][:2]  # two characters from the middle of the reply
+    assert stop.strip()
+    cut = ask("s1", stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)]  # cut before the stop string
+    assert cut.choices[0].finish_reason == "stop"
+    assert cache_key_requests(tiny_server, "eight") - before >= 3  # prompt_cache_key is counted
 
 
 def test_seeded_sampling_is_reproducible(tiny_server):
@@ -117,20 +141,40 @@ def test_seeded_sampling_is_reproducible(tiny_server):
     assert ask() == ask()
 
 
-def test_health_and_metrics(tiny_server):
+def scrape(server) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}."""
+    text = httpx.get(server.url + "/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def delta(after: dict, before: dict, name: str, **labels) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_health_and_metrics_count_what_happened(tiny_server):
     assert httpx.get(tiny_server.url + "/health").json()["status"] == "ok"
-    text = httpx.get(tiny_server.url + "/metrics").text
-    for name in (
-        "promptcache_requests_total",
-        "promptcache_prompt_tokens_total",
-        "promptcache_cached_tokens_total",
-        "promptcache_completion_tokens_total",
-        "promptcache_cache_hit_ratio",
-        "promptcache_cache_blocks_held",
-        "promptcache_cache_bytes_held",
-        "promptcache_cache_evictions_total",
-        "promptcache_time_to_first_token_seconds_bucket",
-        "promptcache_time_per_output_token_seconds_bucket",
-        'promptcache_queue_requests{state="waiting"}',
-    ):
-        assert name in text, name
+    before = scrape(tiny_server)
+    reply = tiny_server.client().chat.completions.create(
+        model=tiny_server.model, messages=chat(SYSTEM_PROMPT, "Count me"), max_tokens=4, temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    after = scrape(tiny_server)
+    usage = reply.usage
+    assert delta(after, before, "promptcache_requests_total", endpoint="/v1/chat/completions", status="200") == 1
+    assert delta(after, before, "promptcache_prompt_tokens_total") == usage.prompt_tokens
+    assert delta(after, before, "promptcache_cached_tokens_total") == usage.prompt_tokens_details.cached_tokens
+    assert delta(after, before, "promptcache_completion_tokens_total") == usage.completion_tokens == 4
+    assert delta(after, before, "promptcache_time_to_first_token_seconds_count") == 1
+    assert delta(after, before, "promptcache_time_per_output_token_seconds_count") == 1
+    assert after[("promptcache_queue_requests", (("state", "waiting"),))] == 0
+    stats = httpx.get(tiny_server.url + "/v1/cache/stats").json()
+    blocks = after[("promptcache_cache_blocks_held", ())]
+    assert blocks == stats["blocks_held"] > 0
+    assert after[("promptcache_cache_bytes_held", ())] == blocks * stats["block_nbytes"]
+    assert after[("promptcache_cache_tenant_bytes_held", (("tenant", "default"),))] == blocks * stats["block_nbytes"]
+    assert 0 < after[("promptcache_cache_hit_ratio", ())] <= 1
