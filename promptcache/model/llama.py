@@ -29,9 +29,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from promptcache.model.attention import grid_end, grid_prefill_attention
 from promptcache.model.config import ModelConfig
 from promptcache.model.cuda_graphs import DecodeGraphs, PrefillGraphs
 from promptcache.model.rope import apply_rope, rope_tables
+from promptcache.model.row_invariance import invariant_rows, pad_rows, padded_rows
 
 
 @dataclass
@@ -64,6 +66,36 @@ class Int8Weight:
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.values, self.scales)
 
 
+class OutputHead:
+    """The output projection, float32 in and out.
+
+    On CPU the weight is held in float32 and multiplied by oneDNN's float32 kernel, which
+    measured as fast as the bfloat16 head at 4-8 rows, where MKL's float32 GEMM was 2-3x slower
+    (benchmarks/head.py). On a GPU a bfloat16 weight is multiplied with float32 accumulation and
+    output, which needs no second copy of a large vocabulary's head.
+    """
+
+    def __init__(self, weight: torch.Tensor, device: torch.device, dtype: torch.dtype):
+        self.weight = weight.to(device=device, dtype=torch.float32).contiguous()  # (V, E)
+        self._mixed = False
+        self._onednn = device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if device.type == "cuda" and dtype != torch.float32:
+            low = weight.to(device=device, dtype=dtype).contiguous()
+            try:
+                torch.mm(low[:1], low[:2].t(), out_dtype=torch.float32)
+            except (RuntimeError, TypeError):
+                return  # keep the float32 copy
+            self.weight, self._mixed, self.low_dtype = low, True, dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x (rows, E) float32 -> logits (rows, V) float32."""
+        if self._mixed:
+            return torch.mm(x.to(self.low_dtype), self.weight.t(), out_dtype=torch.float32)
+        if self._onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        return F.linear(x, self.weight)
+
+
 # Products of at most this many rows use the int8 copy: one-row products read half the bytes of
 # bf16 and ran 2.5x faster here; at 8 rows bf16's kernel is faster again.
 INT8_MAX_ROWS = 2
@@ -75,8 +107,12 @@ class LlamaModel:
 
     def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
                  device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None,
-                 quantize: str | None = None, use_cuda_graphs: bool = True):
+                 quantize: str | None = None, use_cuda_graphs: bool = True, deterministic: bool = True):
         self.config = config
+        # Batch invariance on CPU (docs/design.md): products padded to row counts probed
+        # invariant, and int8 decode at every batch size. Chunk invariance, which the prefix
+        # cache's guarantee needs, is always on: prefill attention on a fixed grid (attention.py).
+        self.deterministic = deterministic
         self.dtype = dtype
         self.device = torch.device(device)
         self.kv_dtype = kv_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
@@ -98,11 +134,12 @@ class LlamaModel:
             return t.t().contiguous() if self.transposed else t.contiguous()
 
         self.embed = w("model.embed_tokens.weight")  # (V, E)
-        if config.tie_word_embeddings and not self.transposed:
-            self.head = self.embed  # tied, same layout: one tensor
-        else:  # untied, or tied but stored transposed for the matmul (a second copy)
-            self.head = mat(state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"])
-        self.norm = w("model.norm.weight")
+        # Logits are float32 in every path: the final norm and the head run in float32, so no
+        # logit is ever rounded to bfloat16 (whose step near 25 is 0.125: near-ties became exact
+        # ties, broken differently by each CPU kernel family). Cost in docs/benchmarks.md.
+        head = state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+        self.head = OutputHead(head, self.device, dtype)
+        self.norm_f32 = state["model.norm.weight"].to(device=self.device, dtype=torch.float32)
         self.layers: list[LayerWeights] = []
         for i in range(config.num_layers):
             p = f"model.layers.{i}."
@@ -121,11 +158,33 @@ class LlamaModel:
             ))
         self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
         self.quantize = quantize
-        self.head_int8: Int8Weight | None = None
         if quantize is not None:
             self._add_int8_copies(quantize)
         c = config
         self._split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
+        self.grid_attention = self.device.type == "cpu"
+        self._invariant: dict[str, frozenset[int]] = {}
+        if deterministic and self.device.type == "cpu":
+            self._probe_row_invariance()
+
+    def _probe_row_invariance(self) -> None:
+        """Row counts at which each kind of product is batch-invariant (row_invariance.py)."""
+        layer = self.layers[0]
+        E = self.config.hidden_size
+        weights = {"qkv": layer.qkv, "o": layer.o, "gate_up": layer.gate_up, "down": layer.down}
+        found = None
+        for name, weight in weights.items():
+            in_features = weight.shape[0] if self.transposed else weight.shape[1]
+            rows = invariant_rows(lambda x, w=weight: self._matmul(x, w, None), in_features, self.dtype, self.device)
+            found = rows if found is None else found & rows
+        self._invariant["dense"] = found
+        if layer.int8 is not None:
+            found = None
+            for name, q8 in layer.int8.items():
+                rows = invariant_rows(q8, q8.values.shape[1], self.dtype, self.device)
+                found = rows if found is None else found & rows
+            self._invariant["int8"] = found
+        self._invariant["head"] = invariant_rows(self.head, E, torch.float32, self.device)
 
     def _add_int8_copies(self, quantize: str) -> None:
         """Weight-only int8 copies for decode (an option: it changes logits slightly, measured in
@@ -137,7 +196,7 @@ class LlamaModel:
             raise ValueError("int8 weight-only decode needs the CPU and --dtype bfloat16")
         for layer in self.layers:
             layer.int8 = {name: Int8Weight.quantize(getattr(layer, name)) for name in ("qkv", "o", "gate_up", "down")}
-        # The output head stays bf16: quantizing the tied 49k-row embedding moved logits most.
+        # The output head stays float32: quantizing the tied 49k-row embedding moved logits most.
 
     # -- shared pieces -------------------------------------------------------------------------
 
@@ -146,34 +205,53 @@ class LlamaModel:
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 int8: Int8Weight | None = None) -> torch.Tensor:
-        if int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
-            out = int8(x)
-            return out if bias is None else out + bias
+        """x (rows, in) times a weight. `int8` is given by decode only: the int8 copy is then used
+        at every batch size when deterministic (else up to INT8_MAX_ROWS rows, where it is
+        faster). Products whose row count was probed not batch-invariant are padded."""
+        rows = x.shape[0]
+        use_int8 = int8 is not None and (self.deterministic or rows <= INT8_MAX_ROWS)
+        invariant = self._invariant.get("int8" if use_int8 else "dense")
+        padded = rows if invariant is None else padded_rows(rows, invariant)
+        x = pad_rows(x, padded)
+        out = int8(x.contiguous()) if use_int8 else self._matmul(x, weight, None)
+        out = out[:rows]
+        return out if bias is None else out + bias
+
+    def _matmul(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not self.transposed:
             return F.linear(x, weight, bias)
         return x @ weight if bias is None else torch.addmm(bias, x, weight)
 
-    def _qkv(self, layer: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+
+    def _qkv(self, layer: LayerWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, decode: bool = False):
         """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the KV dtype."""
         c = self.config
         T = x.shape[0]
-        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._q8(layer, "qkv"))
+        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._q8(layer, "qkv", decode))
         q, k, v = qkv.to(self.kv_dtype).split(self._split, dim=-1)
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
         v = v.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def _mlp(self, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up, int8=self._q8(layer, "gate_up")).chunk(2, dim=-1)
-        return self._linear(F.silu(gate) * up, layer.down, int8=self._q8(layer, "down"))
+    def _mlp(self, layer: LayerWeights, x: torch.Tensor, decode: bool = False) -> torch.Tensor:
+        gate_up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up, int8=self._q8(layer, "gate_up", decode))
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self._linear(F.silu(gate) * up, layer.down, int8=self._q8(layer, "down", decode))
 
     @staticmethod
-    def _q8(layer: LayerWeights, name: str) -> Int8Weight | None:
-        return layer.int8[name] if layer.int8 else None
+    def _q8(layer: LayerWeights, name: str, decode: bool) -> Int8Weight | None:
+        """The int8 copy of a weight, for decode only: prefill keeps full precision, so the KV that
+        the prefix cache stores is the same with or without quantization."""
+        return layer.int8[name] if layer.int8 and decode else None
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self._linear(self._norm(x, self.norm), self.head, int8=self.head_int8).float()
+        """float32 logits (rows, V) of hidden states x (rows, E), computed in float32."""
+        h = F.rms_norm(x.float(), (x.shape[-1],), self.norm_f32, self.config.rms_norm_eps)
+        rows = h.shape[0]
+        invariant = self._invariant.get("head")
+        padded = rows if invariant is None else padded_rows(rows, invariant)
+        return self.head(pad_rows(h, padded))[:rows]
 
     def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
         """An empty KV cache (layers, 2, slots, Hkv, max_len, D).
@@ -183,6 +261,8 @@ class LlamaModel:
         decode reads keys up to a bucket's end under a mask, and a masked probability of 0
         times a NaN left in fresh memory is still NaN: zero the cache once."""
         c = self.config
+        if self.grid_attention:  # grid prefill reads keys up to the next grid line
+            max_len = grid_end(max_len)
         shape = (c.num_layers, 2, slots, c.num_kv_heads, max_len, c.head_dim)
         make = torch.empty if self.device.type == "cpu" else torch.zeros
         return make(shape, dtype=self.kv_dtype, device=self.device)
@@ -209,16 +289,21 @@ class LlamaModel:
         x = F.embedding(tokens, self.embed)  # (T, E)
         cos, sin = self.cos[start:end], self.sin[start:end]  # (T, D)
         mask = None
-        if start > 0:
+        if self.grid_attention:  # keys past `end` up to the grid are read (masked): make them finite
+            kv[:, :, slot, :, end:grid_end(end)] = 0
+        elif start > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)
             kv[i, 0, slot, :, start:end] = k
             kv[i, 1, slot, :, start:end] = v
-            attn = F.scaled_dot_product_attention(
-                q[None], kv[i, 0, slot, None, :, :end], kv[i, 1, slot, None, :, :end],
-                attn_mask=mask, is_causal=mask is None, enable_gqa=True,
-            )[0]  # (Hq, T, D)
+            if self.grid_attention:
+                attn = grid_prefill_attention(q, kv[i, 0, slot], kv[i, 1, slot], start)  # (Hq, T, D)
+            else:
+                attn = F.scaled_dot_product_attention(
+                    q[None], kv[i, 0, slot, None, :, :end], kv[i, 1, slot, None, :, :end],
+                    attn_mask=mask, is_causal=mask is None, enable_gqa=True,
+                )[0]  # (Hq, T, D)
             x = x + self._linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
             x = x + self._mlp(layer, x)
         if not want_logits:
@@ -268,7 +353,7 @@ class LlamaModel:
         x = F.embedding(tokens, self.embed)  # (B, E)
         cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D) rows are sequences
+            q, k, v = self._qkv(layer, x, cos, sin, decode=True)  # q (Hq, B, D) rows are sequences
             kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
             kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
             outs = []
@@ -278,8 +363,8 @@ class LlamaModel:
                     q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
                 )[0, :, 0])  # (Hq, D)
             attn = torch.stack(outs).reshape(B, -1)  # (B, Hq D)
-            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
-            x = x + self._mlp(layer, x)
+            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o", True))
+            x = x + self._mlp(layer, x, decode=True)
         return self._logits(x)
 
     @staticmethod
@@ -299,7 +384,7 @@ class LlamaModel:
         x = F.embedding(tokens, self.embed)  # (B, E)
         cos, sin = self.cos[pos], self.sin[pos]  # (B, D)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, cos, sin)  # q (Hq, B, D)
+            q, k, v = self._qkv(layer, x, cos, sin, decode=True)  # q (Hq, B, D)
             kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
             kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
             padded = q.new_zeros((span, c.num_heads, 1, c.head_dim))
@@ -308,6 +393,6 @@ class LlamaModel:
                 padded, kv[i, 0, :span, :, :length], kv[i, 1, :span, :, :length], attn_mask=mask, enable_gqa=True
             )  # (span, Hq, 1, D)
             attn = out[slot_idx, :, 0].reshape(B, -1)
-            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o"))
-            x = x + self._mlp(layer, x)
+            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o", True))
+            x = x + self._mlp(layer, x, decode=True)
         return self._logits(x)
