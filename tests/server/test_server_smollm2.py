@@ -46,3 +46,11 @@ def test_streamed_multi_turn_reuses_the_conversation(smol_server):
     )
     usage = chunks[-1].usage
     assert usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 16
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    uncached = client.chat.completions.create(
+        model=smol_server.model, messages=messages, max_tokens=8, temperature=0,
+        extra_body={"caching": {"enabled": False}},
+    )
+    assert uncached.usage.prompt_tokens_details.cached_tokens == 0
+    assert streamed == uncached.choices[0].message.content  # the reused turns change nothing
+    assert streamed.strip()
