@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 
 import httpx
 import pytest
@@ -154,3 +155,43 @@ def test_default_limits_refuse_more_messages_than_allowed_before_rendering(tiny_
 def test_settings_that_would_refuse_everything_are_rejected(values):
     with pytest.raises(ValueError, match="must be"):
         build_settings(values)
+
+
+def test_rendering_runs_off_the_event_loop_and_bounded(tiny_llama_dir, monkeypatch):
+    """A render in progress stalls neither /health nor other requests' event loop, and no more
+    than render_threads renders run at once."""
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), render_threads=1, default_max_tokens=1))
+    tokenizer = server.engine.tokenizer
+    real = tokenizer.apply_chat_template
+    started, release = threading.Semaphore(0), threading.Event()
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_render(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        started.release()
+        release.wait(30)
+        with lock:
+            running[0] -= 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", slow_render)
+    results: list[int] = []
+    post = lambda: results.append(httpx.post(server.base_url + "/chat/completions",  # noqa: E731
+                                             json=body(server), timeout=60).status_code)
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        assert started.acquire(timeout=30)  # one render is blocked inside the template
+        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+        assert not started.acquire(timeout=0.2)  # the second waits for the one render thread
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert results == [200, 200] and most[0] == 1
+    finally:
+        release.set()
+        server.stop()
