@@ -42,6 +42,11 @@ class ServerSettings:
     default_ttl_s: float | None = None
     min_prefix_blocks: int = 0
     admit_after: int = 1
+    # Fair shares (None: the cache's own defaults, see docs/cache.md): the quota of a tenant
+    # given none, and the shares of a quota and of the cache that pins may take.
+    default_tenant_share: float | None = None
+    pin_quota_fraction: float | None = None
+    max_pinned_fraction: float | None = None
     # Scheduling.
     max_batch_size: int = 8
     prefill_chunk: int = 512
@@ -98,7 +103,9 @@ class ServerSettings:
 
         if not self.cache_enabled:
             return None
+        shares = {name: getattr(self, name) for name in _SHARE_NAMES if getattr(self, name) is not None}
         return CacheConfig(
+            **shares,
             block_size=self.block_size,
             max_bytes=int(self.cache_mb * 2**20),
             policy=self.eviction_policy,
@@ -109,6 +116,7 @@ class ServerSettings:
         )
 
 
+_SHARE_NAMES = ("default_tenant_share", "pin_quota_fraction", "max_pinned_fraction")
 _FIELD_NAMES = {f.name for f in fields(ServerSettings)} - {"limits"} | LIMIT_NAMES
 
 

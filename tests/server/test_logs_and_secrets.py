@@ -7,7 +7,6 @@ import json
 import logging
 
 import httpx
-import pytest
 from live_server import start_server
 from server_prompts import chat
 

@@ -90,3 +90,12 @@ def test_key_ring_admin_is_separate_from_tenants():
 )
 def test_param_path_spells_openai_params(loc, param):
     assert param_path(loc) == param
+
+
+def test_fair_share_settings_reach_the_cache_config(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("default_tenant_share = 0.2\npin_quota_fraction = 0.25\nmax_pinned_fraction = 0.4\n")
+    cache = build_settings({}, config_file=config).cache_config()
+    assert (cache.default_tenant_share, cache.pin_quota_fraction, cache.max_pinned_fraction) == (0.2, 0.25, 0.4)
+    defaults = ServerSettings().cache_config()
+    assert defaults.pin_quota_fraction == type(defaults)().pin_quota_fraction  # the cache's own default
