@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +37,8 @@ def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
     env = {**os.environ, "PROMPTCACHE_PORT": str(port), "PROMPTCACHE_CACHE_MB": "8"}
     proc = subprocess.Popen(
         [*CLI, "serve", "--model", str(tiny_llama_dir),
-         "--config", str(config), "--keys-file", str(keys), "--admin-key", "root", "--log-level", "warning"],
+         "--config", str(config), "--keys-file", str(keys), "--admin-key", "root", "--log-level", "warning",
+         "--log-format", "json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"  # the env port wins over the file's
@@ -54,7 +56,9 @@ def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
         assert "alice" not in stats["prompt_cache_keys"] and "team-a" in stats["prompt_cache_keys"]
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        output = proc.communicate(timeout=30)[0]
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # every line is JSON
+    assert any(e["level"] == "warning" and "readable by other users" in e["message"] for e in lines), output
 
 
 @pytest.mark.parametrize("text, expected", [
