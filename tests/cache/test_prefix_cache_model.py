@@ -168,16 +168,23 @@ class CacheModel(RuleBasedStateMachine):
             self.nothing_left_to_evict_for(ns.tenant, {(ns, tuple(seq[: i + 1])) for i in range(len(seq))})
 
     def nothing_left_to_evict_for(self, tenant: str, own_path: set[tuple]) -> None:
-        """After an insert that found too little room: no leaf it was entitled to evict is left."""
+        """After an insert that found too little room: no leaf it was entitled to evict is left.
+
+        Its own leaves it may always evict (for its quota or for the cache). Unless its quota is
+        what stopped it, the cache is full, and no leaf of a tenant over its fair share is left."""
         protected = self.protected()
         parents = {(ns, seq[:-1]) for ns, seq in self.cached}
         holders = len({ns.tenant for ns, _ in self.cached} | {tenant})
+        below_quota = self.blocks_of(tenant) < self.quota(tenant)
+        if below_quota:
+            assert len(self.cached) == CAP, f"{tenant} skipped blocks below its quota with room in the cache"
         for prefix in self.cached:
             if prefix in protected or prefix in parents or prefix in own_path:
                 continue
             owner = prefix[0].tenant
             assert owner != tenant, f"{tenant} skipped blocks but could have evicted its own {prefix}"
-            assert self.blocks_of(owner) * holders <= CAP, f"{tenant} skipped blocks but {owner} is over its share"
+            if below_quota:
+                assert self.blocks_of(owner) * holders <= CAP, f"{tenant} skipped blocks but {owner} is over its share"
 
     @rule(ns=namespaces, seq=sequences, cap=st.none() | st.integers(0, 5))
     def match(self, ns, seq, cap):
