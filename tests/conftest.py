@@ -48,7 +48,7 @@ def smollm2_hf_tokenizer(smollm2_path):
     return AutoTokenizer.from_pretrained(smollm2_path.parent, gguf_file=smollm2_path.name)
 
 
-def make_tiny_llama(directory: Path, hf_tokenizer, seed: int = 0, **overrides) -> Path:
+def make_tiny_llama(directory: Path, hf_tokenizer, seed: int = 0, weight_scale: float = 4.0, **overrides) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -59,11 +59,12 @@ def make_tiny_llama(directory: Path, hf_tokenizer, seed: int = 0, **overrides) -
         **{**TINY_CONFIG, **overrides},
     )
     model = LlamaForCausalLM(config).to(torch.float32).eval()
-    # Random init gives tiny weights and flat logits; scale up so greedy choices are decisive.
+    # Random init gives tiny weights and flat logits; scaled up, greedy choices are decisive (tests
+    # that compare logits bitwise also run unscaled, where near-ties are everywhere).
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
-                p.mul_(4.0)
+                p.mul_(weight_scale)
     model.save_pretrained(directory, safe_serialization=True)
     hf_tokenizer.save_pretrained(directory)
     return directory
@@ -72,6 +73,11 @@ def make_tiny_llama(directory: Path, hf_tokenizer, seed: int = 0, **overrides) -
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, smollm2_hf_tokenizer) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_hf_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_unscaled_dir(tmp_path_factory, smollm2_hf_tokenizer) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-unscaled"), smollm2_hf_tokenizer, weight_scale=1.0)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -30,6 +30,7 @@ def generate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     quantize: Annotated[Optional[str], typer.Option(help="int8: weight-only int8 decode (CPU, bfloat16).")] = None,
+    deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Batch-invariant decoding (docs/design.md).")] = True,
 ) -> None:
     """Generate a reply to PROMPT, streamed to the terminal as it is produced."""
     from promptcache.engine.api import Request, SamplingParams
@@ -39,13 +40,17 @@ def generate(
         if not prompt.strip():
             raise ValueError("the prompt is empty")
         engine = Engine.from_model(model, device=device, dtype=dtype, max_batch_size=1, progress=True,
-                                   quantize=quantize)
+                                   quantize=quantize, deterministic=deterministic)
         tokenizer = engine.tokenizer
         use_chat = tokenizer.chat_template is not None if chat is None else chat
         if use_chat:
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-            ids = tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True),
-                                   add_special_tokens=False)
+            # The server's renderer: the same messages give the same tokens (and cache keys).
+            from promptcache.server.chat import ChatRenderer
+            from promptcache.server.openai_schema import ChatMessage
+
+            messages = ([ChatMessage(role="system", content=system)] if system else []) + [
+                ChatMessage(role="user", content=prompt)]
+            ids = ChatRenderer(tokenizer).render(messages).tokens
         else:
             ids = tokenizer.encode(prompt)
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

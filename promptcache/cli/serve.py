@@ -29,6 +29,8 @@ def serve(
     device: Annotated[Optional[str], _opt("--device", env="DEVICE", help="auto, cpu or cuda (default: auto).")] = None,
     dtype: Annotated[Optional[str], _opt("--dtype", env="DTYPE", help="auto, float32 or bfloat16 (default: auto).")] = None,
     quantize: Annotated[Optional[str], _opt("--quantize", env="QUANTIZE", help="int8: weight-only int8 decode (CPU, bfloat16; see docs/benchmarks.md).")] = None,
+    deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", env="DETERMINISTIC", help="Batch-invariant decoding: a reply never depends on what else is in the batch (default: on; docs/design.md).")] = None,
+    share_kv_across_numerics: Annotated[Optional[bool], _opt("--share-kv-across-numerics", env="SHARE_KV_ACROSS_NUMERICS", help="Reuse cached KV made by other CPU kernel families or GPUs; a hit may then change the output.")] = None,
     cache_mb: Annotated[Optional[float], _opt("--cache-mb", env="CACHE_MB", help="Prefix-cache budget in MiB (default: 256).", min=0)] = None,
     no_cache: Annotated[Optional[bool], _opt("--no-cache", env="NO_CACHE", help="Disable prefix caching.")] = None,
     block_size: Annotated[Optional[int], _opt("--block-size", env="BLOCK_SIZE", help="Tokens per cache block (default: 16).", min=1)] = None,
@@ -66,6 +68,7 @@ def serve(
         settings = build_settings(
             dict(
                 host=host, port=port, model=model, device=device, dtype=dtype, quantize=quantize, cache_mb=cache_mb,
+                deterministic=deterministic, share_kv_across_numerics=share_kv_across_numerics,
                 cache_enabled=False if no_cache else None, block_size=block_size,
                 eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,
                 min_prefix_blocks=min_prefix_blocks, admit_after=admit_after,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "error"]
 
 
 class EngineInputError(ValueError):
@@ -26,9 +26,15 @@ class EngineInputError(ValueError):
         self.param = param
 
 
+# Temperatures below this are greedy, as in vLLM: dividing logits by 1e-40 overflowed to inf and
+# made the sampler raise inside the engine step.
+MIN_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick each next token. temperature == 0 means greedy (argmax)."""
+    """How to pick each next token. Temperatures below MIN_TEMPERATURE (0 included) mean greedy:
+    argmax of the float32 logits, the lowest token id winning a tie, on every device."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -37,13 +43,18 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    skip_special_tokens: bool = True  # as in vLLM: special tokens are not part of the text
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
 
     def validate(self) -> None:
         if self.max_tokens < 1:
             raise EngineInputError("max_tokens must be at least 1", "max_tokens")
-        if not 0.0 <= self.temperature <= 2.0:
+        if not 0.0 <= self.temperature <= 2.0:  # also refuses NaN
             raise EngineInputError("temperature must be between 0 and 2", "temperature")
-        if not 0.0 < self.top_p <= 1.0:
+        if not 0.0 < self.top_p <= 1.0:  # also refuses NaN
             raise EngineInputError("top_p must be in (0, 1]", "top_p")
         if self.top_k < 0:
             raise EngineInputError("top_k must be >= 0", "top_k")
@@ -64,7 +75,10 @@ class CacheOptions:
     salt: str | None = None
     ttl_s: float | None = None  # time-to-live of entries this request inserts (None: default)
     cache_key: str | None = None  # OpenAI's prompt_cache_key: kept in stats and logs only
-    cache_reply: bool = True  # also insert the full blocks of the generated reply
+    # Also insert the full blocks of the generated reply. Off by default: decode computes those
+    # rows one at a time, so a later turn reusing them matches a cold prefill only within float
+    # tolerance, not bitwise (docs/design.md); the next turn's prefill caches them exactly.
+    cache_reply: bool = False
 
 
 @dataclass
@@ -94,6 +108,7 @@ class RequestOutput:
     num_prompt_tokens: int
     num_cached_tokens: int  # prompt tokens whose KV came from the prefix cache
     num_generated_tokens: int
+    error: str | None = None  # with finish_reason "error": what failed (no internals: safe to show)
 
 
 @dataclass

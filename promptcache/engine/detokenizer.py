@@ -17,8 +17,9 @@ _REPLACEMENT = "\ufffd"
 class IncrementalDetokenizer:
     """Owns the text emitted so far for one sequence; `push` returns the next safe delta."""
 
-    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...] = ()):
+    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...] = (), skip_special_tokens: bool = True):
         self._tokenizer = tokenizer
+        self._skip_special = skip_special_tokens
         self._ids: list[int] = []
         self._prefix_offset = 0  # window start: tokens before it are fully emitted
         self._read_offset = 0  # tokens up to here have been turned into text
@@ -31,10 +32,13 @@ class IncrementalDetokenizer:
         if self.stopped:
             return ""
         self._ids.append(token_id)
-        prefix = self._tokenizer.decode(self._ids[self._prefix_offset:self._read_offset])
-        full = self._tokenizer.decode(self._ids[self._prefix_offset:])
-        if full.endswith(_REPLACEMENT) or len(full) <= len(prefix):
+        prefix = self._tokenizer.decode(self._ids[self._prefix_offset:self._read_offset], self._skip_special)
+        full = self._tokenizer.decode(self._ids[self._prefix_offset:], self._skip_special)
+        if full.endswith(_REPLACEMENT):
             return ""  # an incomplete UTF-8 character: wait for the next token
+        if len(full) <= len(prefix):  # no new text (a skipped special token): move on
+            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+            return ""
         self._pending += full[len(prefix):]
         self._prefix_offset = self._read_offset
         self._read_offset = len(self._ids)

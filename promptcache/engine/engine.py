@@ -1,13 +1,17 @@
 """The engine: requests in, token deltas out, one `step()` at a time.
 
 `step()` reads as schedule -> run -> postprocess:
-1. take in new requests and aborts (other threads hand them over through a locked inbox);
-2. admit waiting sequences into free KV slots (cache-aware order), copying cached prefixes in;
-3. compute one prefill chunk of the oldest prefilling sequence (a short chunk while others are
-   decoding, so a long prompt never stalls the batch for long; a long one when none is);
-4. run one decode step for every running sequence, sample, detokenize, finish;
-5. save completed blocks to the prefix cache: a prompt's at the start of the step after its
-   prefill (so saving never delays its first token), a reply's when it finishes.
+1. take in new requests and aborts (other threads hand them over through a locked inbox), and
+   run the saves to the prefix cache queued by the previous step;
+2. schedule: the scheduler admits waiting sequences into free KV slots (copying cached prefixes
+   in) and plans at most one prefill chunk plus one decode step for every running sequence;
+3. run the plan on the model;
+4. postprocess: sample, detokenize, finish; queue the saves of completed blocks.
+
+Failures stay with their request. A fault that belongs to one sequence (its cache load, its
+sampling, detokenizing or stop strings, the save of its blocks) finishes that sequence alone
+with finish_reason "error". A fault of the model run itself fails the sequences of that plan
+and frees their slots; the others wait, and the loop goes on.
 
 Only one thread may call `step()`; `add_request`, `abort_request` and the admin methods are
 safe from any thread.
@@ -15,9 +19,10 @@ safe from any thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import deque
+
 import torch
 
 from promptcache.cache.config import CacheConfig
@@ -25,44 +30,43 @@ from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, 
                                     SamplingParams)
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
-from promptcache.engine.prefix_reuse import MIN_ROWS, PrefixReuse, block_roles
+from promptcache.engine.prefix_reuse import PrefixReuse, block_roles
 from promptcache.engine.sampler import new_generator, sample
-from promptcache.engine.scheduler import Scheduler
+from promptcache.engine.save_queue import PendingSave, SaveQueue
+from promptcache.engine.scheduler import Scheduler, StepPlan
 from promptcache.engine.sequence import Sequence, Status
 from promptcache.model.llama import LlamaModel
+from promptcache.model.numerics import model_id, numerics_class
 from promptcache.model.source import open_model
 from promptcache.model.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
 
 
 class Engine:
     def __init__(self, model: LlamaModel, tokenizer: Tokenizer, *, model_name: str, fingerprint: str,
                  cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
-                 prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None):
+                 prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
+                 share_kv_across_numerics: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.context_length = min(max_seq_len or model.config.context_length, model.config.context_length)
-        self.prefill_chunk = prefill_chunk  # tokens per step while other sequences decode
-        self.max_prefill_chunk = max(max_prefill_chunk, prefill_chunk)  # when none does
         self.max_batch_size = max_batch_size
         self.kv = model.new_kv(max_batch_size, self.context_length)
-        self._free_slots = list(range(max_batch_size - 1, -1, -1))
         c = model.config
-        # The namespace of cache entries: weights, dtype and decode quantization (reply blocks are
-        # computed by decode, so they differ with it).
-        self.model_id = f"{fingerprint}:{str(model.dtype).removeprefix('torch.')}:{model.quantize or 'none'}"
+        # The namespace of cache entries: weights plus numerics (dtype, decode quantization, kernel
+        # family), since KV from another numerics class is not bitwise the same (numerics.py).
+        self.numerics = numerics_class(model.dtype, model.quantize, model.device)
+        self.model_id = model_id(fingerprint, self.numerics, share_across_numerics=share_kv_across_numerics)
         self.prefix: PrefixReuse | None = None
         if cache_config is not None:
             self.prefix = PrefixReuse(cache_config, model_id=self.model_id, layers=c.num_layers,
                                       kv_heads=c.num_kv_heads, head_dim=c.head_dim, kv_dtype=model.kv_dtype,
                                       device=model.device)
-        self.scheduler = Scheduler(self._peek_cached)
-        self.prefilling: deque[Sequence] = deque()
-        self.running: list[Sequence] = []
-        # Saves to the prefix cache run at the start of the next step, after the outputs that
-        # were waiting on the KV went out: (sequence, tokens to insert, block roles, free the
-        # sequence's slot afterwards).
-        self._pending_saves: list[tuple[Sequence, list[int], list[str], bool]] = []
+        self.scheduler = Scheduler(max_batch_size, self._peek_cached, prefill_chunk=prefill_chunk,
+                                   max_prefill_chunk=max_prefill_chunk)
+        self.saves = SaveQueue()
         self._by_id: dict[str, Sequence] = {}
         self._lock = threading.RLock()  # held by step() and the admin methods
         self._inbox_lock = threading.Lock()
@@ -73,18 +77,23 @@ class Engine:
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
                    cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
                    prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
-                   progress: bool = False, quantize: str | None = None) -> Engine:
+                   progress: bool = False, quantize: str | None = None, deterministic: bool = True,
+                   share_kv_across_numerics: bool = False) -> Engine:
         source = open_model(model)
         dev = resolve_device(device)
-        llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress, quantize=quantize)
+        llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress, quantize=quantize,
+                           deterministic=deterministic)
         return cls(llama, source.tokenizer, model_name=source.name, fingerprint=source.fingerprint,
                    cache_config=cache_config, max_batch_size=max_batch_size, prefill_chunk=prefill_chunk,
-                   max_prefill_chunk=max_prefill_chunk, max_seq_len=max_seq_len)
+                   max_prefill_chunk=max_prefill_chunk, max_seq_len=max_seq_len,
+                   share_kv_across_numerics=share_kv_across_numerics)
 
     # -- requests in ---------------------------------------------------------------------------
 
     def validate(self, request: Request) -> None:
-        """Raise EngineInputError for a request that cannot run; cheap, no state touched."""
+        """Raise EngineInputError for a request that cannot run; cheap, no state touched. The
+        error names the engine's own fields (prompt, max_tokens, ...); a server maps them to
+        its dialect's parameter names."""
         request.sampling.validate()
         if not request.prompt_tokens:
             raise EngineInputError("the prompt is empty", "prompt")
@@ -94,7 +103,7 @@ class Engine:
         if n + m > self.context_length:
             raise EngineInputError(
                 f"this model's context length is {self.context_length} tokens; the prompt has {n} "
-                f"and max_tokens is {m}", "max_tokens" if n < self.context_length else "messages")
+                f"and max_tokens is {m}", "max_tokens" if n < self.context_length else "prompt")
 
     def add_request(self, request: Request) -> None:
         self.validate(request)
@@ -108,14 +117,14 @@ class Engine:
     def has_unfinished(self) -> bool:
         with self._inbox_lock:
             pending = bool(self._inbox)
-        return pending or bool(self._by_id) or bool(self._pending_saves)
+        return pending or bool(self._by_id) or bool(self.saves)
 
     def num_waiting(self) -> int:
         with self._inbox_lock:
-            return len(self._inbox) + len(self.scheduler)
+            return len(self._inbox) + self.scheduler.num_waiting()
 
     def num_running(self) -> int:
-        return len(self.running) + len(self.prefilling)
+        return self.scheduler.num_active()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -123,10 +132,16 @@ class Engine:
         outputs: list[RequestOutput] = []
         with self._lock:
             self._take_inbox(outputs)
-            self._run_pending_saves()
-            self._admit()
-            self._prefill_one_chunk(outputs)
-            self._decode(outputs)
+            self._run_saves(outputs)
+            plan = self.scheduler.schedule(lambda seq: self._load_cached(seq, outputs))
+            try:
+                prefill_logits, decode_logits = self._run(plan)
+            except Exception:  # noqa: BLE001 - a fault of the whole step: fail its sequences only
+                logger.exception("engine step failed; failing the %d sequences of this step", len(plan.sequences))
+                for seq in plan.sequences:
+                    self._fail(seq, "the engine failed while computing this request", outputs, save=False)
+                return outputs
+            self._postprocess(plan, prefill_logits, decode_logits, outputs)
         return outputs
 
     def _take_inbox(self, outputs: list[RequestOutput]) -> None:
@@ -134,7 +149,9 @@ class Engine:
             requests, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, set()
         for request in requests:
-            seq = Sequence(request, IncrementalDetokenizer(self.tokenizer, request.sampling.stop),
+            detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling.stop,
+                                                 request.sampling.skip_special_tokens)
+            seq = Sequence(request, detokenizer,
                            new_generator(request.sampling))
             self._by_id[request.request_id] = seq
             self.scheduler.add(seq)
@@ -144,77 +161,72 @@ class Engine:
                 self._finish(seq, "abort", outputs, save=False)
 
     def _peek_cached(self, seq: Sequence) -> int:
-        return self.prefix.peek(seq.prompt, seq.request.cache) if self.prefix else 0
+        try:
+            return self.prefix.peek(seq.prompt, seq.request.cache) if self.prefix else 0
+        except Exception:  # noqa: BLE001 - a failing peek only loses the cache-aware order
+            logger.exception("prefix cache peek failed for request %s", seq.request_id)
+            return 0
 
-    def _admit(self) -> None:
-        while self._free_slots and len(self.scheduler):
-            seq = self.scheduler.pop_next()
-            seq.slot = self._free_slots.pop()
-            seq.status = Status.PREFILL
-            if self.prefix is not None:
-                seq.num_cached = self.prefix.load(seq.prompt, seq.request.cache, self.kv, seq.slot)
-            seq.num_computed = seq.num_cached
-            self.prefilling.append(seq)
-
-    def _prefill_one_chunk(self, outputs: list[RequestOutput]) -> None:
-        if not self.prefilling:
+    def _load_cached(self, seq: Sequence, outputs: list[RequestOutput]) -> None:
+        """Copy seq's cached prefix into its new slot; a failing load costs only the hit."""
+        if self.prefix is None:
             return
-        seq = self.prefilling[0]
-        start = seq.num_computed
-        end = start + self._chunk_size(seq)
-        tokens = torch.tensor(seq.prompt[start:end], device=self.model.device)
-        logits = self.model.prefill(tokens, start, seq.slot, self.kv, want_logits=end == seq.num_prompt)
-        seq.num_computed = end
-        if logits is None:
-            return
-        self.prefilling.popleft()
-        if self.prefix is not None and seq.request.cache.enabled:
-            n_blocks = seq.num_prompt // self.prefix.block_size
-            roles = block_roles(seq.request.token_roles, n_blocks, self.prefix.block_size)
-            self._pending_saves.append((seq, seq.prompt, roles, False))
-        seq.status = Status.RUNNING
-        self.running.append(seq)
-        token = sample(logits[None], [seq.request.sampling], [seq.generator])[0]
-        self._append_token(seq, token, outputs)
+        try:
+            seq.num_cached = self.prefix.load(seq.prompt, seq.request.cache, self.kv, seq.slot)
+        except Exception:  # noqa: BLE001 - the request runs cold instead
+            logger.exception("prefix cache load failed for request %s; computing it cold", seq.request_id)
+            seq.num_cached = 0
 
-    def _run_pending_saves(self) -> None:
-        pending, self._pending_saves = self._pending_saves, []
-        for seq, tokens, roles, free_slot in pending:
-            self.prefix.save(tokens, seq.request.cache, self.kv, seq.slot, roles)
-            if free_slot:
-                self._free_slot(seq)
+    def _run(self, plan: StepPlan) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The model's part of a step: one prefill chunk, one decode step."""
+        prefill_logits = decode_logits = None
+        if plan.prefill is not None:
+            chunk = plan.prefill
+            tokens = torch.tensor(chunk.seq.prompt[chunk.start:chunk.end], device=self.model.device)
+            prefill_logits = self.model.prefill(tokens, chunk.start, chunk.seq.slot, self.kv, want_logits=chunk.last)
+            chunk.seq.num_computed = chunk.end
+        if plan.decode:
+            tokens = torch.tensor([s.output_ids[-1] for s in plan.decode], device=self.model.device)
+            positions = [s.length - 1 for s in plan.decode]
+            decode_logits = self.model.decode(tokens, positions, [s.slot for s in plan.decode], self.kv)
+        return prefill_logits, decode_logits
 
-    def _free_slot(self, seq: Sequence) -> None:
-        self._free_slots.append(seq.slot)
-        seq.slot = None
+    def _postprocess(self, plan: StepPlan, prefill_logits: torch.Tensor | None, decode_logits: torch.Tensor | None,
+                     outputs: list[RequestOutput]) -> None:
+        if plan.prefill is not None and plan.prefill.last:
+            seq = plan.prefill.seq
+            self.scheduler.prefill_done(seq)
+            if self.prefix is not None and seq.request.cache.enabled:
+                bs = self.prefix.block_size
+                roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
+                self.saves.add(PendingSave(seq, seq.prompt, roles))
+            self._sample_and_append([seq], prefill_logits[None], outputs)
+        if plan.decode:
+            self._sample_and_append(plan.decode, decode_logits, outputs)
 
-    def _chunk_size(self, seq: Sequence) -> int:
-        """Tokens to prefill now: small chunks while other streams wait on this step, large ones
-        when nothing does; never leave a tail shorter than MIN_ROWS (another matmul kernel)."""
-        size = self.prefill_chunk if self.running else self.max_prefill_chunk
-        remaining = seq.num_prompt - seq.num_computed
-        return remaining if remaining - size < MIN_ROWS else size
+    def _sample_and_append(self, batch: list[Sequence], logits: torch.Tensor, outputs: list[RequestOutput]) -> None:
+        for row, seq in enumerate(batch):
+            try:
+                token = sample(logits[row:row + 1], [seq.request.sampling], [seq.generator])[0]
+                self._append_token(seq, token, outputs)
+            except Exception:  # noqa: BLE001 - this request's fault alone
+                logger.exception("postprocessing failed for request %s", seq.request_id)
+                self._fail(seq, "the engine failed while sampling or decoding this request's text", outputs)
 
-    def _decode(self, outputs: list[RequestOutput]) -> None:
-        # Sequences that got their first token from prefill in this step wait for the next one,
-        # so every sequence advances by exactly one token per step.
-        batch = [s for s in self.running if s.status is Status.RUNNING and len(s.output_ids) and not s.fresh]
-        for s in self.running:
-            s.fresh = False
-        if not batch:
-            return
-        tokens = torch.tensor([s.output_ids[-1] for s in batch], device=self.model.device)
-        positions = [s.length - 1 for s in batch]
-        logits = self.model.decode(tokens, positions, [s.slot for s in batch], self.kv)
-        chosen = sample(logits, [s.request.sampling for s in batch], [s.generator for s in batch])
-        for seq, token in zip(batch, chosen):
-            self._append_token(seq, token, outputs)
+    def _run_saves(self, outputs: list[RequestOutput]) -> None:
+        for save in self.saves.drain():
+            try:
+                self.prefix.save(save.tokens, save.seq.request.cache, self.kv, save.seq.slot, save.roles)
+            except Exception:  # noqa: BLE001 - a lost save costs future hits, nothing else
+                logger.exception("saving blocks of request %s to the prefix cache failed", save.seq.request_id)
+            finally:
+                if save.then_free_slot:
+                    self.scheduler.free_slot(save.seq)
 
     # -- postprocess ---------------------------------------------------------------------------
 
     def _append_token(self, seq: Sequence, token: int, outputs: list[RequestOutput]) -> None:
         seq.output_ids.append(token)
-        seq.fresh = len(seq.output_ids) == 1
         params = seq.request.sampling
         if token in self.tokenizer.eos_token_ids and not params.ignore_eos:
             self._finish(seq, "stop", outputs, last_token=token, emit_token=False)
@@ -227,51 +239,49 @@ class Engine:
         else:
             outputs.append(self._output(seq, text, [token]))
 
+    def _fail(self, seq: Sequence, message: str, outputs: list[RequestOutput], *, save: bool = True) -> None:
+        if seq.status is Status.FINISHED:
+            return
+        seq.error = message
+        self._finish(seq, "error", outputs, save=save)
+
     def _finish(self, seq: Sequence, reason: str, outputs: list[RequestOutput], *, text: str = "",
                 last_token: int | None = None, emit_token: bool = True, save: bool = True) -> None:
         if reason == "stop" and not seq.detokenizer.stopped:
             text += seq.detokenizer.flush()
         seq.finish_reason = reason
-        if seq.status is Status.WAITING:
-            self.scheduler.remove(seq)
-        elif seq.status is Status.PREFILL:
-            self.prefilling.remove(seq)
-        elif seq.status is Status.RUNNING:
-            self.running.remove(seq)
-        slot_kept = self._queue_final_save(seq, save) if seq.slot is not None else False
-        if seq.slot is not None and not slot_kept:
-            self._free_slot(seq)
+        self.scheduler.remove(seq)
+        if seq.slot is not None:
+            self._queue_final_save(seq, save)
         seq.status = Status.FINISHED
         del self._by_id[seq.request_id]
         new_ids = [last_token] if (last_token is not None and emit_token) else []
         outputs.append(self._output(seq, text, new_ids))
 
-    def _queue_final_save(self, seq: Sequence, save: bool) -> bool:
-        """Queue what a finishing sequence leaves to the cache; True if its slot must be kept
-        until that save has run. A reply's save covers its prompt's."""
-        prompt_save = next((p for p in self._pending_saves if p[0] is seq), None)
-        if prompt_save is not None:
-            self._pending_saves.remove(prompt_save)
-        if save and self.prefix is not None and seq.request.cache.enabled and seq.request.cache.cache_reply \
-                and seq.output_ids:
+    def _queue_final_save(self, seq: Sequence, save: bool) -> None:
+        """Queue what a finishing sequence leaves to the cache, then its slot is freed. A
+        reply's save covers its prompt's; with nothing to save, the slot is freed now."""
+        prompt_save = self.saves.take(seq)
+        cache = seq.request.cache
+        if save and self.prefix is not None and cache.enabled and cache.cache_reply and seq.output_ids:
             # KV exists for every token but the last sampled one (never fed to the model).
             tokens = seq.all_ids[: seq.length - 1]
             bs = self.prefix.block_size
             roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
             roles += ["assistant"] * (len(tokens) // bs - len(roles))
-            self._pending_saves.append((seq, tokens, roles, True))
-            return True
-        if prompt_save is not None:
-            self._pending_saves.append((*prompt_save[:3], True))
-            return True
-        return False
+            self.saves.add(PendingSave(seq, tokens, roles, then_free_slot=True))
+        elif save and prompt_save is not None:
+            prompt_save.then_free_slot = True
+            self.saves.add(prompt_save)
+        else:
+            self.scheduler.free_slot(seq)
 
     def _output(self, seq: Sequence, text: str, new_ids: list[int]) -> RequestOutput:
         return RequestOutput(
             request_id=seq.request_id, new_text=text, new_token_ids=new_ids,
             finished=seq.status is Status.FINISHED, finish_reason=seq.finish_reason,
             num_prompt_tokens=seq.num_prompt, num_cached_tokens=seq.num_cached,
-            num_generated_tokens=len(seq.output_ids))
+            num_generated_tokens=len(seq.output_ids), error=seq.error)
 
     # -- conveniences and admin ----------------------------------------------------------------
 
@@ -296,7 +306,7 @@ class Engine:
 
     def cache_stats(self) -> dict:
         with self._lock:
-            self._run_pending_saves()  # admin sees every finished request's blocks
+            self._run_saves([])  # admin sees every finished request's blocks
             if self.prefix is None:
                 return {"enabled": False}
             cache = self.prefix.cache
@@ -305,10 +315,11 @@ class Engine:
                          max_bytes=self.prefix.pool.num_blocks * self.prefix.pool.block_nbytes)
             return stats
 
-    def flush_cache(self, tenant: str | None = None) -> int:
+    def flush_cache(self, tenant: str | None = None, include_pinned: bool = False) -> int:
+        """Drop unheld blocks (of `tenant` only, when given); with include_pinned, pins first."""
         with self._lock:
-            self._run_pending_saves()  # admin sees every finished request's blocks
-            return self.prefix.cache.flush(tenant) if self.prefix else 0
+            self._run_saves([])  # admin sees every finished request's blocks
+            return self.prefix.cache.flush(tenant, include_pinned=include_pinned) if self.prefix else 0
 
     def pin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
         return self._pinning(tokens, tenant, salt, pin=True)
@@ -318,7 +329,7 @@ class Engine:
 
     def _pinning(self, tokens: list[int], tenant: str, salt: str | None, *, pin: bool) -> int:
         with self._lock:
-            self._run_pending_saves()  # admin sees every finished request's blocks
+            self._run_saves([])  # admin sees every finished request's blocks
             if self.prefix is None:
                 return 0
             namespace = self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt))

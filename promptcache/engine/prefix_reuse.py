@@ -3,12 +3,11 @@
 `load` finds the longest cached prefix of a sequence's prompt and copies its KV into the
 sequence's slot; `save` inserts a sequence's completed blocks, copying new ones into the pool.
 
-Bitwise reuse: measured on CPU, a prefill row's result does not depend on how many rows share
-its chunk (from a few rows up), on how many masked keys follow it, nor on causal mode versus an
-explicit mask, so the suffix computed after a hit is bitwise the row a cold run computes. Very
-short products can take another matmul kernel, so the engine never prefills fewer than
-MIN_ROWS rows at once when it can avoid it, and a hit that would leave fewer than MIN_ROWS
-tokens to compute reuses a block less (docs/design.md).
+Bitwise reuse: a prefill row's result does not depend on the chunk it is computed in (prefill
+attention runs on a fixed grid, model/attention.py; products of MIN_ROWS rows or more measured
+row-invariant), so the suffix computed after a hit is bitwise the row a cold run computes. A
+hit that would leave fewer than MIN_ROWS tokens to compute reuses a block less
+(docs/design.md).
 """
 
 from __future__ import annotations
@@ -19,24 +18,22 @@ import torch
 
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.keys import Namespace
+from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.engine.api import CacheOptions, Role
 from promptcache.engine.block_pool import BlockPool
-
-MIN_ROWS = 16
-
-# A block that spans a role boundary takes the most durable role among its tokens: it is needed
-# by every later turn that needs that role's text.
-_DURABILITY = {"assistant": 0, "tool": 1, "user": 2, "system": 3}
+from promptcache.model.row_invariance import MIN_ROWS
 
 
 def block_roles(token_roles: Seq[Role] | None, num_blocks: int, block_size: int) -> list[str]:
+    """One role per full block. A block that spans a role boundary takes the most durable role
+    among its tokens (the tier policy's rank): every later turn that needs that text needs it."""
     if token_roles is None:
         return ["user"] * num_blocks
     roles = []
     for b in range(num_blocks):
         span = token_roles[b * block_size:(b + 1) * block_size] or ["user"]
-        roles.append(max(span, key=lambda r: _DURABILITY.get(r, 2)))
+        roles.append(max(span, key=lambda r: TIER_RANK.get(r, TIER_RANK["user"])))
     return roles
 
 

@@ -1,7 +1,11 @@
 """Choosing the next token from logits: greedy, temperature, top-k, top-p, seeded.
 
-Greedy (temperature 0) is argmax and needs no randomness, which is what the cache-on equals
-cache-off guarantee is stated for. Sampled requests draw from their own torch.Generator, seeded
+Everything reads the model's float32 logits. Greedy (temperature below MIN_TEMPERATURE) is
+argmax, and a tie goes to the lowest token id (torch.argmax returns the first maximum, on CPU
+and CUDA alike); it needs no randomness, and it is what the cache-on equals cache-off guarantee
+is stated for. Sampling scales the logits in float32 by a temperature of at least 1e-5, so no
+logit overflows; a row that still holds a non-finite value is refused (SamplingError) rather than
+handed to torch.multinomial. Sampled requests draw from their own torch.Generator, seeded
 from the request's seed when it has one, so a seeded request replays exactly whatever else is in
 the batch.
 """
@@ -13,8 +17,12 @@ import torch
 from promptcache.engine.api import SamplingParams
 
 
+class SamplingError(ValueError):
+    """This row's logits cannot be sampled from (non-finite): the request fails, not the batch."""
+
+
 def new_generator(params: SamplingParams) -> torch.Generator | None:
-    if params.temperature == 0:
+    if params.greedy:
         return None
     generator = torch.Generator()
     if params.seed is not None:
@@ -26,11 +34,11 @@ def new_generator(params: SamplingParams) -> torch.Generator | None:
 
 def _filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Probabilities (V,) after temperature, top-k and top-p; logits is float32 (V,)."""
-    logits = logits / params.temperature
+    logits = logits.float() / params.temperature
     if 0 < params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
+    probs = torch.softmax(logits, dim=-1)  # finite: the top logit maps to exp(0) = 1
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         # Keep the smallest set whose mass reaches top_p: drop a token when the mass before it
@@ -45,10 +53,12 @@ def _filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator | None]) -> list[int]:
     """One token per row of logits (B, V), float32, on any device."""
+    if not torch.isfinite(logits).all():
+        raise SamplingError("the model produced non-finite logits")
     greedy = logits.argmax(dim=-1).tolist()
     tokens = []
     for row, (p, generator) in enumerate(zip(params, generators)):
-        if p.temperature == 0:
+        if p.greedy:
             tokens.append(greedy[row])
             continue
         probs = _filtered_probs(logits[row].float().cpu(), p)

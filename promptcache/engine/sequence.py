@@ -1,7 +1,7 @@
 """A sequence: one request's state inside the engine, from waiting to finished.
 
-The sequence owns its tokens, its KV slot number while it has one, and the prefix-cache match
-it holds (a lease on cached blocks that must be released when the KV has been copied in).
+The sequence owns its tokens and its KV slot number while it has one; the scheduler decides
+when it gets and gives back a slot.
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)
-    fresh: bool = False  # got its first token from prefill in this step; decodes from the next
+    error: str | None = None  # why the sequence failed, when finish_reason is "error"
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def tenant(self) -> str:
+        return self.request.cache.tenant
 
     @property
     def prompt(self) -> list[int]:

@@ -10,7 +10,7 @@ Rather than hard-code one machine's table, the model probes its own products onc
 keeps the counts whose rows equal those of the PROBE_ROWS-row call. A batch of another size is
 padded with zero rows up to the next such count (`padded_rows`). From PROBE_ROWS rows up, rows
 measured invariant up to 2,048 (benchmarks/determinism.py), and prefill chunks never have fewer
-than MIN_ROWS (engine) rows when they can avoid it.
+than MIN_ROWS rows when they can avoid it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from collections.abc import Callable
 import torch
 
 PROBE_ROWS = 16
+# Prefill chunks and the suffix after a cache hit have at least this many rows when they can,
+# so their products stay in the measured-invariant range even without padding.
+MIN_ROWS = PROBE_ROWS
 
 
 def invariant_rows(product: Callable[[torch.Tensor], torch.Tensor], in_features: int, dtype: torch.dtype,

@@ -66,8 +66,20 @@ _PRE_TOKENIZERS = {
 }
 
 
+# Texts of tokens that end a generation in the chat formats we know, besides the declared EOS,
+# EOT and EOM ids; the same list as llama.cpp's end-of-generation rule. A reply read
+# "Red<|im_start|>user\nBronze" when only the declared EOS stopped generation.
+EOG_TEXTS = frozenset({
+    "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>",
+    "<|end_of_text|>", "</s>", "<EOT>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>",
+})
+
+
 class Tokenizer:
-    """Wraps a `tokenizers.Tokenizer` with the model's BOS/EOS rules and chat template."""
+    """Wraps a `tokenizers.Tokenizer` with the model's BOS/EOS rules and chat template.
+
+    `eos_token_ids` holds every end-of-generation token of the vocabulary: the declared ones
+    plus any special token whose text is in EOG_TEXTS."""
 
     def __init__(
         self,
@@ -81,7 +93,8 @@ class Tokenizer:
         self.backend = backend
         self.vocab_size = backend.get_vocab_size(with_added_tokens=True)
         self.bos_token_id = bos_token_id
-        self.eos_token_ids = tuple(dict.fromkeys(eos_token_ids))
+        listed = [i for text in sorted(EOG_TEXTS) if (i := backend.token_to_id(text)) is not None]
+        self.eos_token_ids = tuple(dict.fromkeys([*eos_token_ids, *listed]))
         self.add_bos = add_bos and bos_token_id is not None
         self.chat_template = chat_template
 

@@ -16,7 +16,6 @@ in the thread pool rather than stalling the event loop.
 
 from __future__ import annotations
 
-import inspect
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -130,12 +129,7 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
         raise unauthorized("This endpoint needs the admin key.")
     body = body or FlushRequest()
     tenant = None if body.tenant is None else _known_tenant(state, body.tenant)
-    if body.include_pinned:
-        if "include_pinned" not in inspect.signature(state.engine.flush_cache).parameters:
-            raise bad_request("this engine cannot release pins on flush", param="include_pinned")
-        flushed = await run_in_threadpool(lambda: state.engine.flush_cache(tenant, include_pinned=True))
-    else:  # the keyword is left out so an engine without pin budgets still flushes
-        flushed = await run_in_threadpool(state.engine.flush_cache, tenant)
+    flushed = await run_in_threadpool(lambda: state.engine.flush_cache(tenant, include_pinned=body.include_pinned))
     return {"flushed_blocks": flushed, "tenant": tenant, "include_pinned": body.include_pinned}
 
 

@@ -45,6 +45,8 @@ def engine_from_settings(settings: ServerSettings):
         device=settings.device,
         dtype=settings.dtype,
         quantize=settings.quantize,
+        deterministic=settings.deterministic,
+        share_kv_across_numerics=settings.share_kv_across_numerics,
         cache_config=settings.cache_config(),
         max_batch_size=settings.max_batch_size,
         prefill_chunk=settings.prefill_chunk,

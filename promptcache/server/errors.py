@@ -154,8 +154,13 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return error_response(_logged(request, exc))
 
 
+# The engine names its own fields; each dialect's endpoint calls some of them otherwise.
+_PARAM_NAMES = {"/v1/chat/completions": {"prompt": "messages"}}
+
+
 async def _engine_input_error(request: Request, exc: EngineInputError) -> JSONResponse:
-    return error_response(_logged(request, bad_request(str(exc), param=exc.param)))
+    param = _PARAM_NAMES.get(request.url.path, {}).get(exc.param, exc.param)
+    return error_response(_logged(request, bad_request(str(exc), param=param)))
 
 
 PIN_FIGURES = ("tenant", "requested_bytes", "tenant_pinned_bytes", "tenant_budget_bytes",

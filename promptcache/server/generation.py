@@ -80,6 +80,10 @@ class Generation:
                     continue
                 if isinstance(item, EngineFailure):
                     raise server_error(self.http_id, code="engine_failure", status=503)
+                if item.finished and item.finish_reason == "error":
+                    # This request alone failed inside the engine; the log says why (engine.py).
+                    log.error("request %s failed in the engine: %s", self.http_id, item.error)
+                    raise server_error(self.http_id, code="engine_failure", status=500)
                 now = state.clock()
                 if sub.first_token_at is None and item.new_token_ids:
                     sub.first_token_at = now
@@ -169,6 +173,7 @@ def sampling_params(state: ServerState, body: SamplingFields, limit: int | None,
         seed=body.seed,
         stop=body.stop_strings(),
         ignore_eos=body.ignore_eos,
+        skip_special_tokens=body.skip_special_tokens,
     )
     params.validate()
     return params

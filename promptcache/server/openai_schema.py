@@ -7,7 +7,7 @@ on them would break drop-in use); knobs whose silent omission would mislead (n >
 are rejected instead.
 
 Extensions beyond OpenAI, all optional: `caching` ({"enabled": false} bypasses the prefix
-cache for one request), `top_k`, `ignore_eos`.
+cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class SamplingFields(OpenAIBody):
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = None
     ignore_eos: bool = False
+    skip_special_tokens: bool = True  # vLLM's extension: False keeps special tokens in the text
     # Prompt caching.
     prompt_cache_key: Text | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from promptcache.cache.policies import POLICIES
 from promptcache.server.limits import LIMIT_NAMES, Limits
 from promptcache.server.tenants import UNNAMED, KeyRing, Tenant, load_keys_file, name_plain_keys, tenant_quotas
 
 if TYPE_CHECKING:
     from promptcache.cache.config import CacheConfig
 
-EVICTION_POLICIES = ("lru", "lfu", "ttl", "tier")
+EVICTION_POLICIES = tuple(POLICIES)  # one source: the cache's policy table
 ISOLATE_BY = ("user",)
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -34,6 +35,8 @@ class ServerSettings:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str | None = None  # "int8": weight-only int8 decode (CPU, bfloat16)
+    deterministic: bool = True  # batch-invariant decoding (docs/design.md)
+    share_kv_across_numerics: bool = False  # reuse KV from other kernel families (a hit may then change output)
     # Prefix cache (see promptcache.cache.config.CacheConfig).
     cache_enabled: bool = True
     cache_mb: float = 256.0

@@ -18,7 +18,7 @@ def engine(tiny_llama_dir):
 @pytest.mark.parametrize("prompt,params,param", [
     ([], SamplingParams(), "prompt"),
     ([5] * 2040, SamplingParams(max_tokens=16), "max_tokens"),
-    ([5] * 3000, SamplingParams(max_tokens=1), "messages"),
+    ([5] * 3000, SamplingParams(max_tokens=1), "prompt"),
     ([10**9], SamplingParams(), "prompt"),
     ([5], SamplingParams(max_tokens=0), "max_tokens"),
     ([5], SamplingParams(temperature=3.0), "temperature"),
@@ -41,7 +41,7 @@ def test_batched_generation_equals_one_at_a_time_in_bf16(engine):
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
     while engine.has_unfinished():  # saves to the cache run one step after the last output
         engine.step()
-    assert engine.num_running() == 0 and len(engine._free_slots) == 3
+    assert engine.num_running() == 0 and len(engine.scheduler.free_slots) == 3
 
 
 def test_abort_frees_the_slot(engine):
@@ -52,7 +52,7 @@ def test_abort_frees_the_slot(engine):
     final = engine.step()
     assert final[-1].finished and final[-1].finish_reason == "abort"
     engine.step()  # the aborted sequence's prompt blocks are saved, then its slot is freed
-    assert not engine.has_unfinished() and len(engine._free_slots) == 3
+    assert not engine.has_unfinished() and len(engine.scheduler.free_slots) == 3
 
 
 def test_detokenizer_never_emits_half_a_character(engine):
