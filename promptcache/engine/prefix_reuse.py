@@ -91,11 +91,19 @@ class PrefixReuse:
             new.append((index, block_id))
             return block_id
 
-        self.cache.insert(tokens, self.namespace(options), store, roles=roles, ttl_s=options.ttl_s)
-        if new:
-            # An insert extends the cached path from where it stopped matching, so the new
-            # blocks are one run of consecutive indices: one copy out of the slot.
-            first = new[0][0]
-            assert [index for index, _ in new] == list(range(first, first + len(new)))
-            self.pool.write([block_id for _, block_id in new], kv, slot, first)
+        namespace = self.namespace(options)
+        try:
+            self.cache.insert(tokens, namespace, store, roles=roles, ttl_s=options.ttl_s)
+            if new:
+                # An insert extends the cached path from where it stopped matching, so the new
+                # blocks are one run of consecutive indices: one copy out of the slot.
+                first = new[0][0]
+                assert [index for index, _ in new] == list(range(first, first + len(new)))
+                self.pool.write([block_id for _, block_id in new], kv, slot, first)
+        except BaseException:
+            # The trie took the new blocks before their bytes were copied: drop them (the pool
+            # gets their ids back), or a later request would hit KV that was never written.
+            if new:
+                self.cache.remove(tokens[:(new[0][0] + 1) * self.block_size], namespace)
+            raise
         return len(new)
