@@ -64,7 +64,8 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     metrics = ServerMetrics(engine)
     state = ServerState(
         engine=engine,
-        loop=EngineLoop(engine, max_queue=settings.max_queue),
+        loop=EngineLoop(engine, max_queue=settings.max_queue,
+                        max_per_tenant=settings.tenant_request_limit(open_server=keys.open)),
         settings=settings,
         keys=keys,
         renderer=ChatRenderer(engine.tokenizer),

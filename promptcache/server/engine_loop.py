@@ -8,6 +8,11 @@ their request with `loop.call_soon_threadsafe`, the only thread-safe way into an
 
 Ownership: the loop owns the request-id -> queue table; an entry leaves it when its request
 finishes, is aborted, or the engine fails. Once it has left, late outputs are dropped.
+
+Admission limits, checked in `submit` before the engine sees the request: at most `max_queue`
+requests waiting for a slot (all tenants together), and at most `max_per_tenant` requests of one
+tenant queued or running. The second is what keeps one tenant from filling the queue with long
+generations: the others still get in, and the scheduler gives them turns at the next free slot.
 """
 
 from __future__ import annotations
@@ -26,6 +31,21 @@ log = logging.getLogger("promptcache.server")
 
 class QueueFullError(Exception):
     """More requests are waiting for a batch slot than the server accepts."""
+
+
+class TenantLimitError(QueueFullError):
+    """One tenant already has `limit` requests queued or running; it may retry later."""
+
+    def __init__(self, tenant: str, limit: int, retry_after_s: int):
+        super().__init__(f"tenant {tenant!r} has {limit} requests in flight")
+        self.tenant = tenant
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+# What a tenant over its limit is told to wait (Retry-After is whole seconds): about one short
+# reply's time on a CPU; a well-behaved client backs off further on repeated 429s.
+RETRY_AFTER_S = 1
 
 
 class EngineFailure(Exception):
@@ -50,14 +70,18 @@ class EngineLoop:
         engine,
         *,
         max_queue: int,
+        max_per_tenant: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         idle_wait_s: float = 1.0,
     ):
         self.engine = engine
         self.max_queue = max_queue
+        self.max_per_tenant = max_per_tenant  # queued + running requests of one tenant; None: no limit
         self.clock = clock
         self._idle_wait_s = idle_wait_s
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._tenant_of: dict[str, str] = {}  # request id -> tenant, for the entries of _streams
+        self._per_tenant: dict[str, int] = {}  # tenant -> its entries in _streams
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -84,20 +108,28 @@ class EngineLoop:
     # ---- called from the event loop --------------------------------------------------------
 
     def submit(self, request: Request) -> Submission:
-        """Queue `request` for the engine. Raises QueueFullError (-> 429), or the engine's
-        EngineInputError (-> 400) for input it cannot run; nothing is left registered then."""
+        """Queue `request` for the engine. Raises QueueFullError (-> 429), TenantLimitError
+        (-> 429 with Retry-After) when its tenant already has `max_per_tenant` requests queued
+        or running, or the engine's EngineInputError (-> 400) for input it cannot run; nothing
+        is left registered then."""
         if self.engine.num_waiting() >= self.max_queue:
             raise QueueFullError(self.max_queue)
         queue: asyncio.Queue = asyncio.Queue()
+        tenant = request.cache.tenant
         with self._lock:
+            held = self._per_tenant.get(tenant, 0)
+            if self.max_per_tenant is not None and held >= self.max_per_tenant:
+                raise TenantLimitError(tenant, self.max_per_tenant, RETRY_AFTER_S)
             # Registered before add_request: the engine thread may emit the first output
             # before add_request even returns.
             self._streams[request.request_id] = (asyncio.get_running_loop(), queue)
+            self._tenant_of[request.request_id] = tenant
+            self._per_tenant[tenant] = held + 1
         try:
             self.engine.add_request(request)
         except BaseException:
             with self._lock:
-                self._streams.pop(request.request_id, None)
+                self._forget(request.request_id)
             raise
         self._wake.set()
         return Submission(request.request_id, queue, self.clock())
@@ -105,7 +137,7 @@ class EngineLoop:
     def abort(self, request_id: str) -> None:
         """Free the request's sequence at the next step (the client went away)."""
         with self._lock:
-            known = self._streams.pop(request_id, None) is not None
+            known = self._forget(request_id) is not None
         if known:
             self.engine.abort_request(request_id)
             self._wake.set()
@@ -114,6 +146,23 @@ class EngineLoop:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._streams)
+
+    def in_flight_of(self, tenant: str) -> int:
+        """Requests of `tenant` queued or running (what `max_per_tenant` bounds)."""
+        with self._lock:
+            return self._per_tenant.get(tenant, 0)
+
+    def _forget(self, request_id: str) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue] | None:
+        """Take a request's entry out of the table (the caller holds the lock)."""
+        entry = self._streams.pop(request_id, None)
+        tenant = self._tenant_of.pop(request_id, None)
+        if tenant is not None:
+            left = self._per_tenant[tenant] - 1
+            if left:
+                self._per_tenant[tenant] = left
+            else:
+                del self._per_tenant[tenant]
+        return entry
 
     # ---- the engine thread -----------------------------------------------------------------
 
@@ -141,7 +190,7 @@ class EngineLoop:
         for out in outputs:
             with self._lock:
                 if out.finished:
-                    entry = self._streams.pop(out.request_id, None)
+                    entry = self._forget(out.request_id)
                 else:
                     entry = self._streams.get(out.request_id)
             if entry is not None:
@@ -151,6 +200,8 @@ class EngineLoop:
         with self._lock:
             entries = list(self._streams.items())
             self._streams.clear()
+            self._tenant_of.clear()
+            self._per_tenant.clear()
         for request_id, entry in entries:
             try:
                 self.engine.abort_request(request_id)

@@ -57,6 +57,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         type: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -64,6 +65,7 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.type = type or _TYPE_BY_STATUS.get(status, "server_error")
+        self.headers = headers
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
@@ -72,7 +74,7 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 def error_response(err: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
     body = error_body(err.message, err.type, err.param, err.code)
-    return JSONResponse(body, status_code=err.status, headers=headers)
+    return JSONResponse(body, status_code=err.status, headers=headers or err.headers)
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -104,6 +106,17 @@ def queue_full(max_queue: int) -> APIError:
         429,
         f"The server has {max_queue} requests waiting; try again shortly.",
         code="rate_limit_exceeded",
+    )
+
+
+def tenant_limit(limit: int, retry_after_s: int) -> APIError:
+    """429: the caller's tenant has `limit` requests queued or running (other tenants do not
+    share this limit)."""
+    return APIError(
+        429,
+        f"Your tenant has {limit} requests queued or running, its limit; retry after {retry_after_s} s.",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after_s)},
     )
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from fastapi import Request as HTTPRequest
 
 from promptcache.engine.api import CacheOptions, Request, RequestOutput, Role, SamplingParams
-from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission
-from promptcache.server.errors import APIError, error_body, model_not_found, queue_full, server_error
+from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission, TenantLimitError
+from promptcache.server.errors import APIError, error_body, model_not_found, queue_full, server_error, tenant_limit
 from promptcache.server.logs import log_event
 from promptcache.server.openai_schema import Usage, SamplingFields
 from promptcache.server.state import ServerState
@@ -224,6 +224,8 @@ def start(
     )
     try:
         sub = state.loop.submit(request)
+    except TenantLimitError as err:
+        raise tenant_limit(err.limit, err.retry_after_s) from None
     except QueueFullError:
         raise queue_full(state.loop.max_queue) from None
     sub.submitted_at = arrived

@@ -54,6 +54,9 @@ class ServerSettings:
     max_batch_size: int = 8
     prefill_chunk: int = 512
     max_queue: int = 64  # waiting (not yet running) requests; past it: 429
+    # Queued + running requests of one tenant; past it: 429 with Retry-After. None: the default
+    # of `tenant_request_limit` (docs/security.md).
+    max_requests_per_tenant: int | None = None
     default_max_tokens: int = 1024  # when a request names none (clipped to the context)
     render_threads: int = 2  # chat renders and tokenizations running at once (off the event loop)
     limits: Limits = field(default_factory=Limits)
@@ -86,11 +89,22 @@ class ServerSettings:
                      "max_queue", "render_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (0 would refuse every request)")
+        if self.max_requests_per_tenant is not None and self.max_requests_per_tenant < 1:
+            raise ValueError("max_requests_per_tenant must be at least 1 (0 would refuse every request)")
         for tenant in self.api_keys.values():
             if not tenant.name or len(tenant.name) > self.limits.max_tenant_chars or not tenant.name.isprintable():
                 raise ValueError(
                     f"tenant names must be 1..{self.limits.max_tenant_chars} printable characters"
                 )
+
+    def tenant_request_limit(self, open_server: bool) -> int | None:
+        """Requests one tenant may have queued or running at once. Unset, it is
+        max(2, max_queue // 4) with keys (16 with the default queue of 64), so that at least
+        four tenants can fill the queue together; an open server has one tenant, which the
+        queue alone bounds (None: no limit of its own)."""
+        if self.max_requests_per_tenant is not None:
+            return self.max_requests_per_tenant
+        return None if open_server else max(2, self.max_queue // 4)
 
     def key_ring(self) -> KeyRing:
         """The keys as digests; the server keeps only this (see `create_app`)."""
@@ -107,6 +121,8 @@ class ServerSettings:
         if not self.cache_enabled:
             return None
         shares = {name: getattr(self, name) for name in _SHARE_NAMES if getattr(self, name) is not None}
+        if not self.api_keys:  # one tenant ("default"): the cache's default share would halve it
+            shares.setdefault("default_tenant_share", 1.0)
         return CacheConfig(
             **shares,
             block_size=self.block_size,
