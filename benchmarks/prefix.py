@@ -71,7 +71,9 @@ class Pool:
 
 def filled_cache(blocks: int, capacity_blocks: int, policy: str = "lru") -> tuple[PrefixCache, Pool]:
     pool = Pool()
-    config = CacheConfig(block_size=BLOCK_SIZE, max_bytes=capacity_blocks * BLOCK_NBYTES, policy=policy)
+    # One tenant: it may use the whole cache (the default share is for caches shared by tenants).
+    config = CacheConfig(block_size=BLOCK_SIZE, max_bytes=capacity_blocks * BLOCK_NBYTES, policy=policy,
+                         default_tenant_share=1.0)
     cache = PrefixCache(config, BLOCK_NBYTES, on_evict=pool.free)
     seed = 10_000
     while len(cache) < blocks:

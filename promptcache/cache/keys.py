@@ -76,6 +76,42 @@ def chain_key(parent: bytes, block: bytes) -> BlockKey:
     return BlockKey(xxh3_128_digest(parent + block))
 
 
+class PromptKeys:
+    """One prompt's packed tokens and block keys in one namespace, each key hashed at most once.
+
+    Keys are chained lazily, so a lookup that misses early hashes little, and kept, so that the
+    scheduler's repeated peeks, the load and the save of one request hash each block once.
+    `len()` is the number of tokens, so a PromptKeys stands wherever the cache takes tokens.
+    """
+
+    def __init__(self, tokens: Sequence[int], namespace: Namespace, block_size: int):
+        if block_size < 1:
+            raise ValueError("block_size must be at least 1")
+        self.namespace = namespace
+        self.block_size = block_size
+        self.packed = pack_tokens(tokens)
+        self.root = namespace.root_key()
+        self.num_tokens = len(tokens)
+        self.num_blocks = self.num_tokens // block_size
+        self._keys: list[BlockKey] = []
+
+    def __len__(self) -> int:
+        return self.num_tokens
+
+    def block(self, index: int) -> bytes:
+        step = self.block_size * TOKEN_NBYTES
+        return self.packed[index * step:(index + 1) * step]
+
+    def key(self, index: int) -> BlockKey:
+        """The key of full block `index` (hashing the blocks before it first, once)."""
+        if not 0 <= index < self.num_blocks:
+            raise IndexError(f"block {index} of a prompt with {self.num_blocks} full blocks")
+        keys = self._keys
+        while len(keys) <= index:
+            keys.append(chain_key(keys[-1] if keys else self.root, self.block(len(keys))))
+        return keys[index]
+
+
 def iter_block_keys(packed: bytes, block_size: int, parent_key: bytes, start: int = 0,
                     limit: int | None = None) -> Iterator[tuple[BlockKey, bytes]]:
     """Yield (key, block bytes) for full blocks start, start+1, ... (< limit) of `packed`.

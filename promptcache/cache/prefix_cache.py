@@ -33,7 +33,7 @@ from promptcache.cache.budget import Budget
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.eviction import EvictionQueue
 from promptcache.cache.expiry import ExpiryQueue
-from promptcache.cache.keys import Namespace, iter_block_keys, pack_tokens
+from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.pins import PinBudget
 from promptcache.cache.policies import ROLES, TIER_RANK, make_policy
 from promptcache.cache.results import InsertResult, Lease, PrefixMatch
@@ -65,7 +65,8 @@ class PrefixCache:
 
     # ----------------------------------------------------------------- lookups
 
-    def match(self, tokens: Sequence[int], namespace: Namespace, *, max_blocks: int | None = None) -> PrefixMatch:
+    def match(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, *,
+              max_blocks: int | None = None) -> PrefixMatch:
         """The longest cached full-block prefix of `tokens`, with a reference held on each block.
 
         Side effects: takes one reference per matched block (they cannot be evicted until
@@ -104,28 +105,36 @@ class PrefixCache:
         lease.released = True
         self._release_nodes(lease.nodes)
 
-    def peek(self, tokens: Sequence[int], namespace: Namespace) -> int:
+    def peek(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> int:
         """How many leading full blocks of `tokens` a match would find now; holds and touches nothing."""
         return len(self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock()))
 
-    def _cached_path(self, tokens: Sequence[int], namespace: Namespace, limit: int, now: float) -> list[BlockNode]:
+    def keys(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> PromptKeys:
+        """`tokens`' block keys in `namespace`: the given PromptKeys (checked), or new ones.
+
+        Every method that takes tokens also takes a PromptKeys, so a caller that looks up the
+        same prompt repeatedly hashes its blocks once."""
+        if not isinstance(tokens, PromptKeys):
+            return PromptKeys(tokens, namespace, self.block_size)
+        if tokens.namespace != namespace or tokens.block_size != self.block_size:
+            raise ValueError("these PromptKeys belong to another namespace or block size")
+        return tokens
+
+    def _cached_path(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, limit: int,
+                     now: float) -> list[BlockNode]:
         """Cached, unexpired nodes along the first `limit` full blocks (no side effects)."""
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
         if root is None or limit <= 0:
             return []
-        path = self._trie.walk(root, self._pack(tokens, limit), self.block_size, limit)
+        path = self._trie.walk(root, self.keys(tokens, namespace), limit)
         for depth, node in enumerate(path):
             if node.expires_at <= now and node.pins == 0:
                 return path[:depth]
         return path
 
-    def _pack(self, tokens: Sequence[int], blocks: int) -> bytes:
-        end = blocks * self.block_size
-        return pack_tokens(tokens if len(tokens) == end else tokens[:end])
-
     # ----------------------------------------------------------------- inserts
 
-    def insert(self, tokens: Sequence[int], namespace: Namespace, store: Callable[[int], object], *,
+    def insert(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, store: Callable[[int], object], *,
                roles: Sequence[str] | None = None, ttl_s: float | None = None,
                num_blocks: int | None = None) -> InsertResult:
         """Cache the full blocks of `tokens` (the first `num_blocks` when given).
@@ -155,9 +164,9 @@ class PrefixCache:
 
         ttl = ttl_s if ttl_s is not None else self.config.default_ttl_s
         expires_at = INF if ttl is None else now + ttl
-        packed = self._pack(tokens, total)
+        keys = self.keys(tokens, namespace)
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=True)
-        path = self._trie.walk(root, packed, bs, total)
+        path = self._trie.walk(root, keys, total)
         root.refcount += 1  # an emptied root must outlive making room: new blocks hang from it
         for depth, node in enumerate(path):  # held, so making room below cannot evict the path
             node.refcount += 1
@@ -171,7 +180,7 @@ class PrefixCache:
         stored, why = 0, None
         try:
             if len(path) < total:
-                stored, why = self._insert_new(packed, namespace.tenant, root, path, total, store, roles, now, expires_at)
+                stored, why = self._insert_new(keys, namespace.tenant, root, path, total, store, roles, now, expires_at)
         finally:
             self._release_nodes(path)
             root.refcount -= 1
@@ -183,13 +192,13 @@ class PrefixCache:
         self._stats.skipped_blocks += skipped
         return InsertResult(total, stored, skipped, reason)
 
-    def _insert_new(self, packed: bytes, tenant: str, root: BlockNode, path: list[BlockNode], total: int,
+    def _insert_new(self, keys: PromptKeys, tenant: str, root: BlockNode, path: list[BlockNode], total: int,
                     store: Callable[[int], object], roles: Sequence[str] | None, now: float,
                     expires_at: float) -> tuple[int, str | None]:
         """Store the blocks past the cached `path`; returns (blocks stored, why any were skipped)."""
         start = len(path)
         parent = path[-1] if path else root
-        new = list(iter_block_keys(packed, self.block_size, parent.key, start, total))
+        new = [(keys.key(index), keys.block(index)) for index in range(start, total)]
         if new[0][0] in parent.children:
             logger.warning("block key collision at block %d of a %d-block prompt; not caching past it", start, total)
             return 0, "block key collision"
@@ -362,10 +371,10 @@ class PrefixCache:
         """Drop now every expired block that nobody holds or pins; returns the count."""
         return self._collect_expired(self._clock())
 
-    def _structural_path(self, tokens: Sequence[int], namespace: Namespace) -> list[BlockNode]:
+    def _structural_path(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> list[BlockNode]:
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
         total = len(tokens) // self.block_size
-        return [] if root is None else self._trie.walk(root, self._pack(tokens, total), self.block_size, total)
+        return [] if root is None else self._trie.walk(root, self.keys(tokens, namespace), total)
 
     # --------------------------------------------------------------- dropping
 

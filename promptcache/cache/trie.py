@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from xxhash import xxh3_128_digest
-
-from promptcache.cache.keys import TOKEN_NBYTES, BlockKey
+from promptcache.cache.keys import BlockKey, PromptKeys
 
 
 class BlockNode:
@@ -133,22 +131,18 @@ class BlockTrie:
             stack.extend((child, False) for child in list(current.children.values()))
 
     @staticmethod
-    def walk(root: BlockNode, packed: bytes, block_size: int, limit: int) -> list[BlockNode]:
-        """The cached nodes along the first `limit` full blocks of `packed`, up to the first miss.
+    def walk(root: BlockNode, keys: PromptKeys, limit: int) -> list[BlockNode]:
+        """The cached nodes along the first `limit` full blocks of a prompt, up to the first miss.
 
-        Hashes as it goes, so it stops hashing at the first miss. A key present with different
-        tokens (a hash collision) is a miss. Expiry is the caller's concern.
+        Takes each block's key from `keys` (hashed once per prompt, and only as far as the walk
+        goes). A key present with different tokens (a hash collision) is a miss. Expiry is the
+        caller's concern.
         """
-        step = block_size * TOKEN_NBYTES
-        end = min(len(packed) // step, limit) * step
         path: list[BlockNode] = []
         node = root
-        key = root.key
-        for offset in range(0, end, step):
-            block = packed[offset : offset + step]
-            key = xxh3_128_digest(key + block)  # keys.chain_key, inlined: this is the hot loop
-            child = node.children.get(key)
-            if child is None or child.tokens != block:
+        for index in range(min(keys.num_blocks, limit)):
+            child = node.children.get(keys.key(index))
+            if child is None or child.tokens != keys.block(index):
                 break
             path.append(child)
             node = child

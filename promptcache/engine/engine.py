@@ -42,10 +42,13 @@ from promptcache.model.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
+# The cache of an engine used by one caller (the CLI, benchmarks): its one tenant may fill it.
+SINGLE_TENANT = CacheConfig(default_tenant_share=1.0)
+
 
 class Engine:
     def __init__(self, model: LlamaModel, tokenizer: Tokenizer, *, model_name: str, fingerprint: str,
-                 cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
+                 cache_config: CacheConfig | None = SINGLE_TENANT, max_batch_size: int = 8,
                  prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
                  share_kv_across_numerics: bool = False):
         self.model = model
@@ -75,7 +78,7 @@ class Engine:
 
     @classmethod
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
-                   cache_config: CacheConfig | None = CacheConfig(), max_batch_size: int = 8,
+                   cache_config: CacheConfig | None = SINGLE_TENANT, max_batch_size: int = 8,
                    prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
                    progress: bool = False, quantize: str | None = None, deterministic: bool = True,
                    share_kv_across_numerics: bool = False) -> Engine:

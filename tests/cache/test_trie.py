@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from promptcache.cache.keys import Namespace, block_keys, iter_block_keys, pack_tokens
+from promptcache.cache.keys import Namespace, PromptKeys, block_keys, iter_block_keys, pack_tokens
 from promptcache.cache.trie import BlockTrie
 
 NS = Namespace(model="m")
@@ -14,7 +14,7 @@ BS = 4
 def build(trie: BlockTrie, tokens: list[int], start_payload: int = 0):
     root = trie.root(NS.root_key(), NS.tenant, create=True)
     node = root
-    path = trie.walk(root, pack_tokens(tokens), BS, len(tokens) // BS)
+    path = trie.walk(root, PromptKeys(tokens, NS, BS), len(tokens) // BS)
     if path:
         node = path[-1]
     for i, (key, block) in enumerate(iter_block_keys(pack_tokens(tokens), BS, node.key, len(path))):
@@ -32,9 +32,11 @@ def test_shared_prefixes_are_stored_once():
 def test_walk_finds_the_longest_cached_prefix_and_stops_hashing_at_a_miss():
     trie = BlockTrie()
     root = build(trie, list(range(16)))
-    path = trie.walk(root, pack_tokens(list(range(12)) + [7] * 8), BS, 5)
+    keys = PromptKeys(list(range(12)) + [7] * 8, NS, BS)
+    path = trie.walk(root, keys, 5)
     assert [n.key for n in path] == block_keys(list(range(12)), BS, NS)
-    assert trie.walk(root, pack_tokens(list(range(16))), BS, 2) == path[:2]  # limit
+    assert len(keys._keys) == 4  # three hits and the miss: nothing past it is hashed
+    assert trie.walk(root, PromptKeys(list(range(16)), NS, BS), 2) == path[:2]  # limit
 
 
 def test_a_key_hit_with_other_tokens_is_a_miss():
@@ -42,13 +44,13 @@ def test_a_key_hit_with_other_tokens_is_a_miss():
     root = build(trie, list(range(8)))
     first = next(iter(root.children.values()))
     first.tokens = pack_tokens([9, 9, 9, 9])  # as if another block had collided on this key
-    assert trie.walk(root, pack_tokens(list(range(8))), BS, 2) == []
+    assert trie.walk(root, PromptKeys(list(range(8)), NS, BS), 2) == []
 
 
 def test_detach_only_leaves_and_drop_an_emptied_root():
     trie = BlockTrie()
     root = build(trie, list(range(8)))
-    leaf = trie.walk(root, pack_tokens(list(range(8))), BS, 2)[-1]
+    leaf = trie.walk(root, PromptKeys(list(range(8)), NS, BS), 2)[-1]
     parent = trie.detach(leaf)
     assert parent is not None and not parent.children and not leaf.alive
     assert trie.detach(parent) is None  # root emptied: gone too

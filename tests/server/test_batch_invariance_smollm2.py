@@ -1,0 +1,46 @@
+"""Batch invariance through the live server, on the real model in the serving default: 8
+concurrent clients (with shared system prompts, so cache hits, prefill chunks beside decodes
+and changing batch sizes all happen) get the replies each gets alone with the cache off."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from live_server import start_server
+
+from promptcache.server.settings import ServerSettings
+
+pytestmark = pytest.mark.slow
+
+SYSTEMS = [
+    "You are a careful assistant for a hardware shop. Answer briefly. " * 12,
+    "You are a travel agent who knows every European railway timetable by heart. " * 20,
+]
+QUESTIONS = ["Name a tool.", "What is a hammer for?", "Which city has the most trains?", "Name a colour.",
+             "Give me one tip.", "What is 2 + 2?", "Name a river.", "Say hello."]
+
+
+@pytest.fixture(scope="module")
+def server():
+    live = start_server(ServerSettings(model=None, max_batch_size=8, prefill_chunk=128))
+    yield live
+    live.stop()
+
+
+def _ask(server, i: int, *, cached: bool) -> str:
+    messages = [{"role": "system", "content": SYSTEMS[i % 2]}, {"role": "user", "content": QUESTIONS[i]}]
+    reply = server.client().chat.completions.create(
+        model=server.model, messages=messages, max_tokens=16, temperature=0,
+        extra_body={"ignore_eos": True, "caching": {"enabled": cached}},
+    )
+    return reply.choices[0].message.content
+
+
+def test_concurrent_clients_get_the_replies_they_get_alone(server):
+    alone = [_ask(server, i, cached=False) for i in range(len(QUESTIONS))]
+    with ThreadPoolExecutor(len(QUESTIONS)) as pool:
+        together = list(pool.map(lambda i: _ask(server, i, cached=True), range(len(QUESTIONS))))
+        again = list(pool.map(lambda i: _ask(server, i, cached=True), range(len(QUESTIONS))))  # warm now
+    assert together == alone
+    assert again == alone
