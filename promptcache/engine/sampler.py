@@ -44,6 +44,9 @@ def _filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         # Keep the smallest set whose mass reaches top_p: drop a token when the mass before it
         # already does. The first token is always kept.
         drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= params.top_p
+        # A top_p below float32's range (5e-324) becomes 0.0 in the comparison, which would drop
+        # every token and leave 0/0 to multinomial.
+        drop[0] = False
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
         probs = probs / probs.sum()
