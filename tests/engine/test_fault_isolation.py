@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from promptcache.engine import engine as engine_module
-from promptcache.engine.api import Request, SamplingParams
+from promptcache.engine.api import CacheOptions, Request, SamplingParams
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.sampler import sample as real_sample
 from tests.engine.helpers import tiny_engine
@@ -27,6 +27,7 @@ LENGTHS = {"r0": 20, "r1": 70, "r2": 130, "r3": 40, "r4": 90, "after": 50}
 FAULTY = "r2"  # the request a per-request fault picks
 MARK_SEED = 4242  # FAULTY's sampling params carry this seed (greedy ignores it) so a patch can find them
 MARK_STOP = "\x00never-emitted\x00"  # ... and this stop string, which its text never contains
+MARK_KEY = "faulty"  # ... and this prompt_cache_key (stats only: it does not change what hits)
 
 
 def prompt_of(request_id: str) -> list[int]:
@@ -49,7 +50,8 @@ def run(engine, request_ids, max_steps: int = 500) -> dict[str, dict]:
     """Step until the engine is idle (saves included); the outcome of each request."""
     results = {rid: {"tokens": [], "finish": None, "error": None, "cached": 0} for rid in request_ids}
     for rid in request_ids:
-        engine.add_request(Request(rid, prompt_of(rid), params_of(rid)))
+        cache = CacheOptions(cache_key=MARK_KEY if rid == FAULTY else None)
+        engine.add_request(Request(rid, prompt_of(rid), params_of(rid), cache))
     for _ in range(max_steps):
         if not engine.has_unfinished():
             break
@@ -232,7 +234,7 @@ def test_a_failing_load_runs_the_request_cold(tiny_llama_dir, alone, monkeypatch
     real_load = engine.prefix.load
 
     def load(prompt, options, kv, slot):
-        if prompt == prompt_of(FAULTY):
+        if options.cache_key == MARK_KEY:
             # copy the hit into the slot, then fail: the slot holds KV the sequence must not trust
             real_load(prompt, options, kv, slot)
             raise RuntimeError("injected load fault")
@@ -249,10 +251,9 @@ def test_a_failing_load_runs_the_request_cold(tiny_llama_dir, alone, monkeypatch
 def test_a_failing_save_loses_only_that_save(tiny_llama_dir, alone, monkeypatch):
     engine = new_engine(tiny_llama_dir)
     real_save = engine.prefix.save
-    faulty_prompt = prompt_of(FAULTY)
 
     def save(tokens, options, kv, slot, roles):
-        if tokens[:len(faulty_prompt)] == faulty_prompt:
+        if options.cache_key == MARK_KEY:
             raise RuntimeError("injected save fault")
         return real_save(tokens, options, kv, slot, roles)
 
@@ -262,7 +263,7 @@ def test_a_failing_save_loses_only_that_save(tiny_llama_dir, alone, monkeypatch)
     # every other request's save ran (issue 17: one failing save used to lose the rest)
     for rid in IDS:
         expected = 0 if rid == FAULTY else (LENGTHS[rid] // 16) * 16
-        assert engine.prefix.peek(prompt_of(rid), params_cache()) == expected, rid
+        assert engine.prefix.peek(prompt_of(rid), CacheOptions()) == expected, rid
     check_serves_next(engine, alone)
 
 
@@ -291,9 +292,3 @@ def test_a_save_that_fails_while_copying_caches_nothing_wrong(tiny_llama_dir, al
     assert again["cached"] == 0  # nothing of the failed save may be hit
     check_books(engine)
     check_serves_next(engine, alone)
-
-
-def params_cache():
-    from promptcache.engine.api import CacheOptions
-
-    return CacheOptions()
