@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from promptcache.engine.loading import DEFAULT_DTYPE
 from tests.conftest import make_tiny_llama
+from tests.engine.margins import check_margins
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -52,8 +54,15 @@ def test_prompt_longer_than_the_context(tmp_path, smollm2_hf_tokenizer):
 
 
 @pytest.mark.slow
-def test_generate_and_info_work():
-    result = run("generate", "--max-tokens", "20", "What is the capital of France?")
-    assert result.returncode == 0 and "Paris" in result.stdout
+def test_generate_and_info_work(smollm2_engine):
+    """The README's example, in the default configuration (margins checked as in
+    tests/engine/test_smollm2.py)."""
+    question, answer = "Fill in the blank: The capital of France is ___.", "The capital of France is Paris."
+    tok = smollm2_engine.tokenizer
+    prompt = tok.encode(tok.apply_chat_template([{"role": "user", "content": question}]), add_special_tokens=False)
+    expected = tok.encode(answer, add_special_tokens=False)
+    check_margins(smollm2_engine.model, tok, prompt, expected, str(DEFAULT_DTYPE["cpu"]).removeprefix("torch."))
+    result = run("generate", "--max-tokens", "20", question)
+    assert result.returncode == 0 and result.stdout.strip() == answer
     info = run("info")
     assert info.returncode == 0 and "30" in info.stdout and "46,080" in info.stdout

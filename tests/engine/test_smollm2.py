@@ -1,5 +1,10 @@
 """The real model through the engine: the Paris answer in every serving mode, sampling controls,
-stop strings, and what int8 weight-only decode changes."""
+stop strings, and what int8 weight-only decode changes.
+
+A test that asserts a reply's text first checks the float32 reference's margins against the
+configuration's measured error (margins.py). The question is "Fill in the blank: The capital of
+France is ___.": the float32 reference leads by at least 2.12 at every token of its reply, where
+"What is the capital of France?" led by 0.08 at its first token (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import torch
 
 from promptcache.engine.api import SamplingParams
 from promptcache.engine.engine import Engine
+from tests.engine.margins import check_margins
 
 pytestmark = pytest.mark.slow
 
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Fill in the blank: The capital of France is ___."}]
+ANSWER = "The capital of France is Paris."
 
 
 def _chat(engine: Engine, messages) -> list[int]:
@@ -24,27 +31,40 @@ def bf16_int8():
     return Engine.from_model(None, device="cpu", dtype="bfloat16", quantize="int8", max_batch_size=2)
 
 
+def _answer_ids(engine: Engine) -> list[int]:
+    """ANSWER's tokens, then the end of the turn."""
+    tok = engine.tokenizer
+    return tok.encode(ANSWER, add_special_tokens=False) + tok.encode("<|im_end|>", add_special_tokens=False)
+
+
 def test_paris_float32(smollm2_engine):
-    reply = smollm2_engine.generate([_chat(smollm2_engine, QUESTION)], SamplingParams(max_tokens=24))[0]
-    assert "Paris" in reply.text
+    prompt = _chat(smollm2_engine, QUESTION)
+    check_margins(smollm2_engine.model, smollm2_engine.tokenizer, prompt, _answer_ids(smollm2_engine), "float32")
+    reply = smollm2_engine.generate([prompt], SamplingParams(max_tokens=24))[0]
+    assert reply.text == ANSWER
     assert reply.finish_reason == "stop"
 
 
 @pytest.mark.parametrize("quantize", [None, "int8"])
-def test_paris_bfloat16(quantize, bf16_int8):
+def test_paris_bfloat16(quantize, bf16_int8, smollm2_engine):
     engine = bf16_int8 if quantize else Engine.from_model(None, device="cpu", dtype="bfloat16", max_batch_size=2)
-    reply = engine.generate([_chat(engine, QUESTION)], SamplingParams(max_tokens=24))[0]
-    assert "Paris" in reply.text
+    prompt = _chat(engine, QUESTION)
+    check_margins(smollm2_engine.model, engine.tokenizer, prompt, _answer_ids(engine), "bfloat16", quantize)
+    reply = engine.generate([prompt], SamplingParams(max_tokens=24))[0]
+    assert reply.text == ANSWER
+    assert reply.finish_reason == "stop"
 
 
 def test_int8_decode_changes_logits_little(bf16_int8):
-    """int8 copies serve decode only: prefill logits are untouched, decode logits move a little."""
+    """int8 copies serve decode only: prefill logits are untouched, decode logits move a little.
+    The argmax after "The" is " capital" by a float32 margin of 5.17, far above either
+    configuration's measured error."""
     plain = Engine.from_model(None, device="cpu", dtype="bfloat16", max_batch_size=1).model
     quant = bf16_int8.model
     prompt = torch.tensor(_chat(bf16_int8, QUESTION))
     kv_a, kv_b = plain.new_kv(1, 256), quant.new_kv(1, 256)
     assert torch.equal(plain.prefill(prompt, 0, 0, kv_a), quant.prefill(prompt, 0, 0, kv_b))
-    step = torch.tensor([504])
+    step = torch.tensor(bf16_int8.tokenizer.encode("The", add_special_tokens=False))
     a = plain.decode(step, [len(prompt)], [0], kv_a)[0]
     b = quant.decode(step, [len(prompt)], [0], kv_b)[0]
     assert int(a.argmax()) == int(b.argmax())
