@@ -335,19 +335,22 @@ class PrefixCache:
                     self._requeue(node, now)
         return unpinned
 
-    def remove(self, tokens: Sequence[int], namespace: Namespace) -> int:
-        """Drop the subtree under the cached prefix `tokens` (all its full blocks must be cached).
+    def remove(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, *, num_blocks: int | None = None) -> int:
+        """Drop the subtree under the cached prefix `tokens` (its first `num_blocks` full blocks
+        when given; all of them must be cached).
 
         Blocks held or pinned (and so their ancestors) stay. Empty `tokens` means the whole
         namespace. Returns the number of blocks dropped.
         """
         total = len(tokens) // self.block_size
+        if num_blocks is not None:
+            total = min(total, max(0, num_blocks))
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
         if root is None:
             return 0
         if total == 0:
             return self._drop_subtree(root, "removed")
-        path = self._structural_path(tokens, namespace)
+        path = self._structural_path(tokens, namespace, total)
         return self._drop_subtree(path[-1], "removed") if len(path) == total else 0
 
     def flush(self, tenant: str | None = None, include_pinned: bool = False) -> int:
@@ -371,9 +374,10 @@ class PrefixCache:
         """Drop now every expired block that nobody holds or pins; returns the count."""
         return self._collect_expired(self._clock())
 
-    def _structural_path(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> list[BlockNode]:
+    def _structural_path(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace,
+                         limit: int | None = None) -> list[BlockNode]:
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
-        total = len(tokens) // self.block_size
+        total = len(tokens) // self.block_size if limit is None else limit
         return [] if root is None else self._trie.walk(root, self.keys(tokens, namespace), total)
 
     # --------------------------------------------------------------- dropping

@@ -8,9 +8,10 @@
 3. run the plan on the model;
 4. postprocess: sample, detokenize, finish; queue the saves of completed blocks.
 
-Failures stay with their request. A fault that belongs to one sequence (its cache load, its
-sampling, detokenizing or stop strings, the save of its blocks) finishes that sequence alone
-with finish_reason "error". A fault of the model run itself fails the sequences of that plan
+Failures stay with their request. A fault in one sequence's sampling, detokenizing or stop
+strings finishes that sequence alone with finish_reason "error". A failed cache peek or load
+costs only its hit (the prompt is computed cold), and a failed save only future hits (its new
+blocks are taken out again). A fault of the model run itself fails the sequences of that plan
 and frees their slots; the others wait, and the loop goes on.
 
 Only one thread may call `step()`; `add_request`, `abort_request` and the admin methods are
@@ -26,6 +27,7 @@ import time
 import torch
 
 from promptcache.cache.config import CacheConfig
+from promptcache.cache.keys import PromptKeys
 from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, Request, RequestOutput,
                                     SamplingParams)
 from promptcache.engine.detokenizer import IncrementalDetokenizer
@@ -163,19 +165,27 @@ class Engine:
             if seq is not None:
                 self._finish(seq, "abort", outputs, save=False)
 
+    def _keys(self, seq: Sequence) -> PromptKeys:
+        """seq's prompt as cache block keys, computed on first use and kept."""
+        if seq.prompt_keys is None:
+            seq.prompt_keys = self.prefix.prompt_keys(seq.prompt, seq.request.cache)
+        return seq.prompt_keys
+
     def _peek_cached(self, seq: Sequence) -> int:
+        if self.prefix is None or not seq.request.cache.enabled:
+            return 0
         try:
-            return self.prefix.peek(seq.prompt, seq.request.cache) if self.prefix else 0
+            return self.prefix.peek(self._keys(seq), seq.request.cache)
         except Exception:  # noqa: BLE001 - a failing peek only loses the cache-aware order
             logger.exception("prefix cache peek failed for request %s", seq.request_id)
             return 0
 
     def _load_cached(self, seq: Sequence, outputs: list[RequestOutput]) -> None:
         """Copy seq's cached prefix into its new slot; a failing load costs only the hit."""
-        if self.prefix is None:
+        if self.prefix is None or not seq.request.cache.enabled:
             return
         try:
-            seq.num_cached = self.prefix.load(seq.prompt, seq.request.cache, self.kv, seq.slot)
+            seq.num_cached = self.prefix.load(self._keys(seq), seq.request.cache, self.kv, seq.slot)
         except Exception:  # noqa: BLE001 - the request runs cold instead
             logger.exception("prefix cache load failed for request %s; computing it cold", seq.request_id)
             seq.num_cached = 0
@@ -202,7 +212,7 @@ class Engine:
             if self.prefix is not None and seq.request.cache.enabled:
                 bs = self.prefix.block_size
                 roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
-                self.saves.add(PendingSave(seq, seq.prompt, roles))
+                self.saves.add(PendingSave(seq, self._keys(seq), roles))
             self._sample_and_append([seq], prefill_logits[None], outputs)
         if plan.decode:
             self._sample_and_append(plan.decode, decode_logits, outputs)

@@ -17,7 +17,7 @@ from collections.abc import Sequence as Seq
 import torch
 
 from promptcache.cache.config import CacheConfig
-from promptcache.cache.keys import Namespace
+from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.engine.api import CacheOptions, Role
@@ -54,19 +54,24 @@ class PrefixReuse:
     def namespace(self, options: CacheOptions) -> Namespace:
         return Namespace(model=self.model_id, tenant=options.tenant, salt=options.salt)
 
+    def prompt_keys(self, tokens: list[int], options: CacheOptions) -> PromptKeys:
+        """The prompt's block keys, for a sequence to keep: its peeks, load and save then hash
+        each block once. peek, load and save take these or plain token lists."""
+        return self.cache.keys(tokens, self.namespace(options))
+
     def _usable_blocks(self, num_blocks: int, prompt_len: int) -> int:
         """Back off so that at least MIN_ROWS prompt tokens are left to compute."""
         while num_blocks > 0 and prompt_len - num_blocks * self.block_size < MIN_ROWS:
             num_blocks -= 1
         return num_blocks
 
-    def peek(self, prompt: list[int], options: CacheOptions) -> int:
+    def peek(self, prompt: list[int] | PromptKeys, options: CacheOptions) -> int:
         """Tokens a load would reuse now, without taking a lease (for cache-aware scheduling)."""
         if not options.enabled:
             return 0
         return self.cache.peek(prompt, self.namespace(options)) * self.block_size
 
-    def load(self, prompt: list[int], options: CacheOptions, kv: torch.Tensor, slot: int) -> int:
+    def load(self, prompt: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor, slot: int) -> int:
         """Copy the longest usable cached prefix into `slot`; returns the number of tokens."""
         if not options.enabled:
             return 0
@@ -79,7 +84,7 @@ class PrefixReuse:
             self.cache.release(match)  # the slot now holds its own copy
         return n * self.block_size
 
-    def save(self, tokens: list[int], options: CacheOptions, kv: torch.Tensor, slot: int,
+    def save(self, tokens: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor, slot: int,
              roles: list[str]) -> int:
         """Insert the full blocks of `tokens` (whose KV is in `slot`); returns blocks stored."""
         if not options.enabled:
@@ -104,6 +109,6 @@ class PrefixReuse:
             # The trie took the new blocks before their bytes were copied: drop them (the pool
             # gets their ids back), or a later request would hit KV that was never written.
             if new:
-                self.cache.remove(tokens[:(new[0][0] + 1) * self.block_size], namespace)
+                self.cache.remove(tokens, namespace, num_blocks=new[0][0] + 1)
             raise
         return len(new)

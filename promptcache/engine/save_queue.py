@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from promptcache.cache.keys import PromptKeys
 from promptcache.engine.sequence import Sequence
 
 
 @dataclass
 class PendingSave:
     seq: Sequence
-    tokens: list[int]  # whose KV is in seq's slot; their full blocks are inserted
+    tokens: list[int] | PromptKeys  # whose KV is in seq's slot; their full blocks are inserted
     roles: list[str]  # one per full block, for role-tiered eviction
     then_free_slot: bool = False
 

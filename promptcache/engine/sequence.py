@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from promptcache.cache.keys import PromptKeys
 from promptcache.engine.api import FinishReason, Request
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 
@@ -37,6 +38,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)
     error: str | None = None  # why the sequence failed, when finish_reason is "error"
+    prompt_keys: PromptKeys | None = None  # the prompt's cache block keys, hashed once
 
     @property
     def request_id(self) -> str:

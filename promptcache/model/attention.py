@@ -11,8 +11,8 @@ in bfloat16 those differences grew into different greedy tokens in 8 of 24 chats
 Here every query row at absolute position p is computed in grid block g = p // GRID, as one of
 exactly GRID rows (missing rows are zero padding). The block attends in two fused calls of
 shapes fixed by g: keys [0, g * GRID) with no mask, and its own GRID keys under the causal
-mask (a square, so torch's causal mode applies). The two partial results are merged by their
-log-sum-exps, elementwise. Every product a row takes part in therefore has the same shape
+mask (a square, so torch's causal mode applies; the blocks of a chunk share one batched call).
+The two partial results are merged by their log-sum-exps, elementwise. Every product a row takes part in therefore has the same shape
 whichever chunk the row came in, over the same keys: the row is bitwise the same.
 
 Cost: padding rows, and two calls per block instead of one per chunk; docs/benchmarks.md.
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import torch
 
-GRID = 64  # query rows per block: as fast as 128 or 256 for a cold 2,048-token prefill, and the
-# cheapest padding for a short suffix after a hit (docs/benchmarks.md)
+GRID = 16  # query rows per block: the cache's block size, so a hit's suffix starts on a grid line.
+# Against SDPA (benchmarks/determinism.py), a cold 1,536-token prefill ran at 0.93x with 16,
+# ~1.0x with 32 or 64, while a 20-token suffix after 1,500 cached tokens took 81 ms with 16
+# (SDPA: 69-91 ms), 116 ms with 32 and 123-152 ms with 64: padding rows cost a short suffix most.
 
 # The fused CPU kernel behind SDPA, called directly because it also returns the log-sum-exp.
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -38,28 +40,39 @@ def grid_prefill_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Te
     """Causal attention of query rows at positions [start, start + T) over a slot's keys.
 
     q: (Hq, T, D) float; keys, values: (Hkv, >= grid_end(start + T), D), holding every position
-    up to start + T (positions past it are only seen by padding rows). Returns (Hq, T, D).
+    up to start + T (positions past it are only seen by padding rows, and must be finite).
+    Returns (Hq, T, D).
+
+    The blocks' own-key calls are one batched call (each batch entry is computed alone, so the
+    batch size does not change a block's bits); the earlier keys take one call per block, since
+    their count differs by block.
     """
     Hq, T, D = q.shape
     Hkv = keys.shape[0]
     group = Hq // Hkv
     end = start + T
-    out = q.new_empty((Hq, T, D))
-    for g in range(start // GRID, (end - 1) // GRID + 1):
-        lo, hi = g * GRID, (g + 1) * GRID  # the block's absolute query positions
-        rows_lo, rows_hi = max(lo, start), min(hi, end)  # the rows of this call inside it
-        block = q.new_zeros((Hq, GRID, D))
-        block[:, rows_lo - lo:rows_hi - lo] = q[:, rows_lo - start:rows_hi - start]
-        own_k = keys[:, lo:hi].repeat_interleave(group, dim=0)  # (Hq, GRID, D)
-        own_v = values[:, lo:hi].repeat_interleave(group, dim=0)
-        result, lse = _flash(block[None], own_k[None], own_v[None], 0.0, True)  # (1, Hq, GRID, D), (1, Hq, GRID)
-        result, lse = result[0], lse[0]
-        if lo > 0:  # every earlier key is visible to every row: GQA heads ride as extra rows
-            past, past_lse = _flash(block.view(1, Hkv, group * GRID, D), keys[None, :, :lo], values[None, :, :lo],
-                                    0.0, False)
-            past, past_lse = past.reshape(Hq, GRID, D), past_lse.reshape(Hq, GRID)
-            top = torch.maximum(lse, past_lse)
-            w_own, w_past = torch.exp(lse - top), torch.exp(past_lse - top)
-            result = (result * w_own[..., None] + past * w_past[..., None]) / (w_own + w_past)[..., None]
-        out[:, rows_lo - start:rows_hi - start] = result[:, rows_lo - lo:rows_hi - lo]
-    return out
+    first = start // GRID
+    num = (end - 1) // GRID - first + 1
+    lo = first * GRID  # the first block's first position
+    padded = q.new_zeros((Hq, num * GRID, D))
+    padded[:, start - lo:end - lo] = q
+    blocks = padded.view(Hq, num, GRID, D).transpose(0, 1).contiguous()  # (num, Hq, GRID, D)
+
+    def own(cache: torch.Tensor) -> torch.Tensor:  # each block's own GRID keys, per query head
+        return cache[:, lo:lo + num * GRID].view(Hkv, num, GRID, D).transpose(0, 1).repeat_interleave(group, dim=1)
+
+    result, lse = _flash(blocks, own(keys), own(values), 0.0, True)  # (num, Hq, GRID, D), (num, Hq, GRID)
+    past = torch.zeros_like(result)
+    past_lse = torch.full_like(lse, float("-inf"))  # block 0 has no earlier keys: weight 0
+    for b in range(num):
+        before = lo + b * GRID
+        if before == 0:
+            continue
+        # Every earlier key is visible to every row: GQA heads ride as extra rows of one call.
+        out, out_lse = _flash(blocks[b].view(1, Hkv, group * GRID, D), keys[None, :, :before],
+                              values[None, :, :before], 0.0, False)
+        past[b], past_lse[b] = out.reshape(Hq, GRID, D), out_lse.reshape(Hq, GRID)
+    top = torch.maximum(lse, past_lse)
+    w_own, w_past = torch.exp(lse - top), torch.exp(past_lse - top)
+    merged = (result * w_own[..., None] + past * w_past[..., None]) / (w_own + w_past)[..., None]
+    return merged.transpose(0, 1).reshape(Hq, num * GRID, D)[:, start - lo:end - lo]

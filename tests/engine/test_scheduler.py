@@ -165,13 +165,13 @@ def test_schedule_admits_into_free_slots_and_plans_one_prefill_chunk():
         s.num_cached = 32 if s.request_id == "a" else 0
 
     for request_id in ["a", "b", "c"]:
-        sched.add(seq(request_id, prompt_len=300))
+        sched.add(seq(request_id, prompt_len=400))
     plan = sched.schedule(admit)
     assert loaded == ["a", "b"]
     assert [(s.request_id, s.slot) for s in sched.prefilling] == [("a", 0), ("b", 1)]
     assert [s.request_id for s in sched.waiting] == ["c"] and not sched.free_slots
     assert plan.decode == [] and plan.prefill.seq.request_id == "a"
-    assert (plan.prefill.start, plan.prefill.end) == (32, 256)  # nothing decodes: a large chunk, on the grid
+    assert (plan.prefill.start, plan.prefill.end) == (32, 288)  # nothing decodes: a large chunk, on the grid
     assert not plan.prefill.last
     check_books(sched)
 
@@ -226,14 +226,14 @@ def test_remove_takes_a_sequence_out_of_its_queue(status):
 
 # -- chunk sizing -------------------------------------------------------------------------------
 
-assert (GRID, MIN_ROWS) == (64, 16), "the table below is written for these values"
+assert (GRID, MIN_ROWS) == (16, 16), "the table below is written for these values"
 
 # name -> (prefill_chunk, max_prefill_chunk, others running, computed so far, prompt, expected size)
 CHUNK_CASES = {
-    "idle: large chunk, cut to the grid": (100, 300, False, 0, 1000, 256),
-    "running: small chunk, cut to the grid": (100, 300, True, 0, 1000, 64),
-    "after a hit: ends on the grid": (100, 300, True, 48, 1000, 80),
-    "too close to the grid: not cut": (20, 300, True, 60, 1000, 20),
+    "idle: large chunk, cut to the grid": (100, 300, False, 0, 1000, 288),
+    "running: small chunk, cut to the grid": (100, 300, True, 0, 1000, 96),
+    "after a hit: ends on the grid": (100, 300, True, 48, 1000, 96),
+    "too close to the grid: not cut": (20, 300, True, 65, 1000, 20),
     "whole short prompt": (100, 300, False, 0, 50, 50),
     "short tail joins the chunk": (64, 300, True, 0, 70, 70),
     "tail of exactly MIN_ROWS stays": (64, 300, True, 0, 80, 64),
