@@ -72,6 +72,7 @@ class Engine:
         self.scheduler = Scheduler(max_batch_size, self._peek_cached, prefill_chunk=prefill_chunk,
                                    max_prefill_chunk=max_prefill_chunk)
         self.saves = SaveQueue()
+        self._stats_snapshot = self._stats_now()
         self._by_id: dict[str, Sequence] = {}
         self._lock = threading.RLock()  # held by step() and the admin methods
         self._inbox_lock = threading.Lock()
@@ -147,6 +148,7 @@ class Engine:
                     self._fail(seq, "the engine failed while computing this request", outputs, save=False)
                 return outputs
             self._postprocess(plan, prefill_logits, decode_logits, outputs)
+            self._stats_snapshot = self._stats_now()  # one assignment: readers see whole dicts
         return outputs
 
     def _take_inbox(self, outputs: list[RequestOutput]) -> None:
@@ -317,16 +319,26 @@ class Engine:
         return [Completion(i, "".join(texts[i]), tokens[i], done[i].finish_reason,
                            done[i].num_prompt_tokens, done[i].num_cached_tokens) for i in ids]
 
-    def cache_stats(self) -> dict:
+    def cache_stats(self, wait: bool = True) -> dict:
+        """The prefix cache's statistics.
+
+        wait=True (admin): takes the engine's lock and runs pending saves first, so every
+        finished request's blocks are counted. wait=False (metrics scrapes): the copy taken at
+        the end of the last step, read without the lock, so a scrape never stalls a step."""
+        if not wait:
+            return dict(self._stats_snapshot)
         with self._lock:
             self._run_saves([])  # admin sees every finished request's blocks
-            if self.prefix is None:
-                return {"enabled": False}
-            cache = self.prefix.cache
-            stats = cache.stats.as_dict()
-            stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=self.prefix.pool.block_nbytes,
-                         max_bytes=self.prefix.pool.num_blocks * self.prefix.pool.block_nbytes)
-            return stats
+            return self._stats_now()
+
+    def _stats_now(self) -> dict:
+        if self.prefix is None:
+            return {"enabled": False}
+        stats = self.prefix.cache.stats.as_dict()
+        pool = self.prefix.pool
+        stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=pool.block_nbytes,
+                     max_bytes=pool.num_blocks * pool.block_nbytes)
+        return stats
 
     def flush_cache(self, tenant: str | None = None, include_pinned: bool = False) -> int:
         """Drop unheld blocks (of `tenant` only, when given); with include_pinned, pins first."""

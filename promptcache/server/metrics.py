@@ -49,7 +49,7 @@ class _EngineCollector(Collector):
         queue.add_metric(["waiting"], self.engine.num_waiting())
         queue.add_metric(["running"], self.engine.num_running())
         yield queue
-        stats = self.engine.cache_stats()
+        stats = self.engine.cache_stats(wait=False)  # never waits for the engine's step
         if not stats:
             return
         yield GaugeMetricFamily(

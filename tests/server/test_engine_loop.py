@@ -89,7 +89,7 @@ class StubEngine:
         with self._lock:
             return len(self.active)
 
-    def cache_stats(self) -> dict:
+    def cache_stats(self, wait: bool = True) -> dict:
         return {"enabled": False}
 
     def thaw(self) -> None:
