@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.fairness import ADMIN, start_server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.fairness import ADMIN, start_server  # noqa: E402
 
 A = {"Authorization": "Bearer key-a"}
 B = {"Authorization": "Bearer key-b"}

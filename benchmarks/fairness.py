@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,14 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.live_server import serve  # noqa: E402
+
 KEYS = {"key-a": "tenant-a", "key-b": "tenant-b"}
 ADMIN = "key-admin"
 
 
 def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     config = workdir / "fairness.toml"
     lines = [f"max_batch_size = {args.slots}", f'admin_key = "{ADMIN}"']
     if args.limit is not None:
@@ -42,23 +41,7 @@ def start_server(args, workdir: Path) -> tuple[subprocess.Popen, str]:
     lines += [f'{key} = {{ tenant = "{tenant}" }}' for key, tenant in KEYS.items()]
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o600)
-    cmd = [sys.executable, "-c", "from promptcache.cli.main import app; app()", "serve", "--port", str(port),
-           "--config", str(config), "--log-level", "warning", "--device", args.device]
-    if args.model:
-        cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit("the server did not start")
+    return serve(["--config", str(config), "--device", args.device] + (["--model", args.model] if args.model else []))
 
 
 def in_server(client: httpx.Client, admin_key: str) -> int:

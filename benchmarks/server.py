@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import httpx
 import openai
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.live_server import serve  # noqa: E402
 
 SYSTEM_WORDS = (
     "You are the support assistant for a hardware store. Follow the store handbook: greet the "
@@ -121,26 +124,8 @@ def multi_turn_run(client, model: str, cache_on: bool, reply_tokens: int, system
 
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-c", "from promptcache.cli.main import app; app()", "serve", "--port", str(port),
-           "--max-batch-size", "8", "--log-level", "warning", "--device", args.device]
-    if args.model:
-        cmd += ["--model", args.model]
-    proc = subprocess.Popen(cmd)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit("the server did not start")
+    options = ["--max-batch-size", "8", "--device", args.device] + (["--model", args.model] if args.model else [])
+    return serve(options)
 
 
 def main() -> None:
