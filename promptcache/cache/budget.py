@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from promptcache.cache.counts import TenantCounts
+
 
 def share_of(fraction: float, blocks: int) -> int:
     """floor(fraction * blocks), immune to float noise such as 0.29 * 100 = 28.999999999999996."""
     return math.floor(round(fraction * blocks, 9))
 
 
-class Budget:
+class Budget(TenantCounts):
     """Blocks held, globally and per tenant, against max_bytes, max_blocks and tenant quotas.
 
     Every tenant has a quota: its entry in `quotas`, or else `default_share` of the capacity.
@@ -31,21 +33,7 @@ class Budget:
         self.capacity = capacity if max_blocks is None else min(capacity, max_blocks)
         self._quota_blocks = {tenant: quota // block_nbytes for tenant, quota in quotas.items()}
         self.default_quota = share_of(default_share, self.capacity)
-        self.blocks = 0
-        self.tenant_blocks: dict[str, int] = {}
-
-    def add(self, tenant: str, blocks: int = 1) -> None:
-        if blocks:
-            self.blocks += blocks
-            self.tenant_blocks[tenant] = self.tenant_blocks.get(tenant, 0) + blocks
-
-    def remove(self, tenant: str) -> None:
-        self.blocks -= 1
-        left = self.tenant_blocks[tenant] - 1
-        if left:
-            self.tenant_blocks[tenant] = left
-        else:
-            del self.tenant_blocks[tenant]
+        super().__init__()
 
     def held(self, tenant: str) -> int:
         return self.tenant_blocks.get(tenant, 0)

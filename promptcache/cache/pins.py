@@ -10,16 +10,16 @@ the tenant of its namespace. The ledger owns only counts; `PrefixCache` owns the
 from __future__ import annotations
 
 from promptcache.cache.budget import Budget, share_of
+from promptcache.cache.counts import TenantCounts
 from promptcache.cache.errors import PinBudgetExceeded
 
 
-class PinBudget:
+class PinBudget(TenantCounts):
     def __init__(self, budget: Budget, pin_quota_fraction: float, max_pinned_fraction: float) -> None:
         self._budget = budget
         self._fraction = pin_quota_fraction
         self.global_limit = share_of(max_pinned_fraction, budget.capacity)
-        self.blocks = 0
-        self.tenant_blocks: dict[str, int] = {}
+        super().__init__()
 
     def limit(self, tenant: str) -> int:
         """The tenant's pin budget in blocks: pin_quota_fraction of its quota."""
@@ -32,20 +32,6 @@ class PinBudget:
             nbytes = self._budget.block_nbytes
             raise PinBudgetExceeded(tenant, new_blocks * nbytes, held * nbytes, self.limit(tenant) * nbytes,
                                     self.blocks * nbytes, self.global_limit * nbytes)
-
-    def add(self, tenant: str, blocks: int) -> None:
-        if blocks:
-            self.blocks += blocks
-            self.tenant_blocks[tenant] = self.tenant_blocks.get(tenant, 0) + blocks
-
-    def remove(self, tenant: str) -> None:
-        """One block of `tenant` lost its last pin."""
-        self.blocks -= 1
-        left = self.tenant_blocks[tenant] - 1
-        if left:
-            self.tenant_blocks[tenant] = left
-        else:
-            del self.tenant_blocks[tenant]
 
     def bytes_pinned(self, tenant: str | None = None) -> int:
         blocks = self.blocks if tenant is None else self.tenant_blocks.get(tenant, 0)
