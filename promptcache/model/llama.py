@@ -169,22 +169,16 @@ class LlamaModel:
 
     def _probe_row_invariance(self) -> None:
         """Row counts at which each kind of product is batch-invariant (row_invariance.py)."""
+        def common(products) -> frozenset[int]:  # (product, in_features) pairs
+            return frozenset.intersection(*(invariant_rows(p, n, self.dtype, self.device) for p, n in products))
+
         layer = self.layers[0]
-        E = self.config.hidden_size
-        weights = {"qkv": layer.qkv, "o": layer.o, "gate_up": layer.gate_up, "down": layer.down}
-        found = None
-        for name, weight in weights.items():
-            in_features = weight.shape[0] if self.transposed else weight.shape[1]
-            rows = invariant_rows(lambda x, w=weight: self._matmul(x, w, None), in_features, self.dtype, self.device)
-            found = rows if found is None else found & rows
-        self._invariant["dense"] = found
+        self._invariant["dense"] = common(
+            (lambda x, w=w: self._matmul(x, w, None), w.shape[0] if self.transposed else w.shape[1])
+            for w in (layer.qkv, layer.o, layer.gate_up, layer.down))
         if layer.int8 is not None:
-            found = None
-            for name, q8 in layer.int8.items():
-                rows = invariant_rows(q8, q8.values.shape[1], self.dtype, self.device)
-                found = rows if found is None else found & rows
-            self._invariant["int8"] = found
-        self._invariant["head"] = invariant_rows(self.head, E, torch.float32, self.device)
+            self._invariant["int8"] = common((q8, q8.values.shape[1]) for q8 in layer.int8.values())
+        self._invariant["head"] = invariant_rows(self.head, self.config.hidden_size, torch.float32, self.device)
 
     def _add_int8_copies(self, quantize: str) -> None:
         """Weight-only int8 copies for decode (an option: it changes logits slightly, measured in
@@ -208,14 +202,21 @@ class LlamaModel:
         """x (rows, in) times a weight. `int8` is given by decode only: the int8 copy is then used
         at every batch size when deterministic (else up to INT8_MAX_ROWS rows, where it is
         faster). Products whose row count was probed not batch-invariant are padded."""
-        rows = x.shape[0]
-        use_int8 = int8 is not None and (self.deterministic or rows <= INT8_MAX_ROWS)
-        invariant = self._invariant.get("int8" if use_int8 else "dense")
-        padded = rows if invariant is None else padded_rows(rows, invariant)
-        x = pad_rows(x, padded)
-        out = int8(x.contiguous()) if use_int8 else self._matmul(x, weight, None)
-        out = out[:rows]
+        use_int8 = int8 is not None and (self.deterministic or x.shape[0] <= INT8_MAX_ROWS)
+        if use_int8:
+            out = self._padded("int8", x, lambda rows: int8(rows.contiguous()))
+        else:
+            out = self._padded("dense", x, lambda rows: self._matmul(rows, weight, None))
         return out if bias is None else out + bias
+
+    def _padded(self, kind: str, x: torch.Tensor, product) -> torch.Tensor:
+        """product(x), computed at the next row count probed batch-invariant for `kind` (zero
+        rows appended, results cut back); unpadded when nothing was probed."""
+        rows = x.shape[0]
+        invariant = self._invariant.get(kind)
+        if invariant is None:
+            return product(x)
+        return product(pad_rows(x, padded_rows(rows, invariant)))[:rows]
 
     def _matmul(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not self.transposed:
@@ -248,10 +249,7 @@ class LlamaModel:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits (rows, V) of hidden states x (rows, E), computed in float32."""
         h = F.rms_norm(x.float(), (x.shape[-1],), self.norm_f32, self.config.rms_norm_eps)
-        rows = h.shape[0]
-        invariant = self._invariant.get("head")
-        padded = rows if invariant is None else padded_rows(rows, invariant)
-        return self.head(pad_rows(h, padded))[:rows]
+        return self._padded("head", h, self.head)
 
     def new_kv(self, slots: int, max_len: int) -> torch.Tensor:
         """An empty KV cache (layers, 2, slots, Hkv, max_len, D).
