@@ -13,6 +13,17 @@ from collections.abc import Mapping
 from promptcache.cache.counts import TenantCounts
 
 
+def capacity_blocks(max_bytes: int, max_blocks: int | None, block_nbytes: int) -> int:
+    """How many blocks of `block_nbytes` a cache of `max_bytes` (and at most `max_blocks`) holds.
+
+    The one place capacity is computed: the budget counts against it and the engine sizes its
+    block pool by it, so the two can never disagree."""
+    if block_nbytes < 1:
+        raise ValueError("block_nbytes must be at least 1")
+    capacity = max_bytes // block_nbytes
+    return capacity if max_blocks is None else min(capacity, max_blocks)
+
+
 def share_of(fraction: float, blocks: int) -> int:
     """floor(fraction * blocks), immune to float noise such as 0.29 * 100 = 28.999999999999996."""
     return math.floor(round(fraction * blocks, 9))
@@ -26,11 +37,8 @@ class Budget(TenantCounts):
 
     def __init__(self, max_bytes: int, max_blocks: int | None, block_nbytes: int, quotas: Mapping[str, int],
                  default_share: float = 1.0) -> None:
-        if block_nbytes < 1:
-            raise ValueError("block_nbytes must be at least 1")
+        self.capacity = capacity_blocks(max_bytes, max_blocks, block_nbytes)
         self.block_nbytes = block_nbytes
-        capacity = max_bytes // block_nbytes
-        self.capacity = capacity if max_blocks is None else min(capacity, max_blocks)
         self._quota_blocks = {tenant: quota // block_nbytes for tenant, quota in quotas.items()}
         self.default_quota = share_of(default_share, self.capacity)
         super().__init__()

@@ -15,11 +15,30 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from promptcache.cache.keys import BlockKey
 
 from promptcache.cache.policies import EvictionPolicy
 from promptcache.cache.trie import BlockNode
 
 _MIN_REBUILD = 1024
+
+
+@dataclass(frozen=True)
+class EvictedBlock:
+    """What an eviction listener learns about a dropped block: enough to keep it elsewhere.
+
+    `key` names the block's whole prefix in its namespace (model, tenant, salt), `tokens` are its
+    packed token ids, `payload` is the owner's handle to its bytes (valid only during the call:
+    the pool frees it right after), and `reason` is why it went (policy, ttl, flush, ...).
+    """
+
+    key: BlockKey
+    tokens: bytes
+    payload: object
+    tenant: str
+    reason: str
 
 
 class EvictionQueue:

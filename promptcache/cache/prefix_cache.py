@@ -9,6 +9,8 @@ trie node holding the engine's opaque `payload` (its pool block id). The engine:
     cache.release(match)                     # the matched blocks become evictable again
 
 When the cache drops a node it calls `on_evict(payload)` exactly once, so the owner frees it.
+Listeners added with `add_evict_listener` hear of it first, with the block's key, tokens and
+payload (an `EvictedBlock`), so a lower storage tier can keep what memory drops.
 
 Eviction rules: only leaves are dropped (a parent after its children); a node with a reference
 (held by a match or by an insert in progress) or a pin is never dropped. Expired blocks (TTL) are
@@ -31,7 +33,7 @@ from collections.abc import Callable, Sequence
 from promptcache.cache.admission import Admission
 from promptcache.cache.budget import Budget
 from promptcache.cache.config import CacheConfig
-from promptcache.cache.eviction import EvictionQueue
+from promptcache.cache.eviction import EvictedBlock, EvictionQueue
 from promptcache.cache.expiry import ExpiryQueue
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.pins import PinBudget
@@ -61,7 +63,15 @@ class PrefixCache:
         self._admission = Admission(config.admit_after)
         self._stats = CacheStats()
         self._on_evict = on_evict
+        self._evict_listeners: list[Callable[[EvictedBlock], None]] = []
         self._clock = clock
+
+    def add_evict_listener(self, listener: Callable[[EvictedBlock], None]) -> None:
+        """Call `listener(EvictedBlock)` for every dropped block, before its payload is freed.
+
+        A listener must not touch the cache; one that raises is logged and skipped, so a
+        failing lower tier never corrupts the books."""
+        self._evict_listeners.append(listener)
 
     # ----------------------------------------------------------------- lookups
 
@@ -408,6 +418,11 @@ class PrefixCache:
                 self._queue.offer(parent)
             if parent.expires_at != INF and parent.expires_at <= self._clock():
                 self._expiry.offer(parent)  # it expired while its child kept it; collect it now
+        for listener in self._evict_listeners:
+            try:
+                listener(EvictedBlock(node.key, node.tokens, node.payload, node.tenant, reason))
+            except Exception:  # noqa: BLE001 - a listener's fault must not leak the payload
+                logger.exception("an eviction listener failed")
         self._on_evict(node.payload)
         return parent
 

@@ -22,6 +22,11 @@ class PoolExhaustedError(RuntimeError):
     pass
 
 
+def kv_block_nbytes(*, layers: int, kv_heads: int, block_size: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Bytes of one KV block: the one source for the pool's size and the cache's budget."""
+    return layers * 2 * kv_heads * block_size * head_dim * torch.tensor([], dtype=dtype).element_size()
+
+
 class BlockPool:
     def __init__(self, num_blocks: int, *, layers: int, kv_heads: int, block_size: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device):
@@ -30,8 +35,12 @@ class BlockPool:
         # no request pays for first-touch page faults (measured ~0.3 ms per cached block here).
         self.blocks = torch.zeros((num_blocks, layers, 2, kv_heads, block_size, head_dim), dtype=dtype, device=device)
         self._free = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
-        self.block_nbytes = self.blocks[0].numel() * self.blocks.element_size() if num_blocks else (
-            layers * 2 * kv_heads * block_size * head_dim * torch.tensor([], dtype=dtype).element_size())
+        self.block_nbytes = kv_block_nbytes(layers=layers, kv_heads=kv_heads, block_size=block_size,
+                                            head_dim=head_dim, dtype=dtype)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        return tuple(self.blocks.shape[1:])
 
     @property
     def num_blocks(self) -> int:
@@ -67,6 +76,22 @@ class BlockPool:
             n = stop - start
             self.blocks[start:stop].permute(1, 2, 3, 0, 4, 5).copy_(self._slot_blocks(kv, slot, first_block, n))
             first_block += n
+
+    def block_bytes(self, block_ids: list[int]) -> list[memoryview]:
+        """The raw bytes of each block, copied out (one gather), so that the pool may reuse the
+        ids at once while a background writer still holds the bytes."""
+        if not block_ids:
+            return []
+        copy = self.blocks[torch.tensor(block_ids)].cpu().contiguous()
+        raw = copy.view(len(block_ids), -1).view(torch.uint8).numpy()
+        return [memoryview(row) for row in raw]
+
+    def write_block_bytes(self, block_id: int, data: bytes | bytearray | memoryview) -> None:
+        """Overwrite one block with `data`, its raw bytes as `block_bytes` returns them."""
+        if len(data) != self.block_nbytes:
+            raise ValueError(f"a block is {self.block_nbytes} bytes, not {len(data)}")
+        src = torch.frombuffer(bytearray(data) if isinstance(data, bytes) else data, dtype=torch.uint8)
+        self.blocks[block_id].view(-1).view(torch.uint8).copy_(src)
 
     def _slot_blocks(self, kv: torch.Tensor, slot: int, first_block: int, n: int) -> torch.Tensor:
         """A view of n blocks of a slot: (L, 2, Hkv, n, block_size, D)."""

@@ -16,12 +16,13 @@ from collections.abc import Sequence as Seq
 
 import torch
 
+from promptcache.cache.budget import capacity_blocks
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.engine.api import CacheOptions, Role
-from promptcache.engine.block_pool import BlockPool
+from promptcache.engine.block_pool import BlockPool, kv_block_nbytes
 from promptcache.model.row_invariance import MIN_ROWS
 
 
@@ -42,11 +43,9 @@ class PrefixReuse:
                  kv_dtype: torch.dtype, device: torch.device):
         self.model_id = model_id
         self.block_size = config.block_size
-        probe = BlockPool(0, layers=layers, kv_heads=kv_heads, block_size=config.block_size, head_dim=head_dim,
-                          dtype=kv_dtype, device=device)
-        num_blocks = config.max_bytes // probe.block_nbytes
-        if config.max_blocks is not None:
-            num_blocks = min(num_blocks, config.max_blocks)
+        nbytes = kv_block_nbytes(layers=layers, kv_heads=kv_heads, block_size=config.block_size, head_dim=head_dim,
+                                 dtype=kv_dtype)
+        num_blocks = capacity_blocks(config.max_bytes, config.max_blocks, nbytes)
         self.pool = BlockPool(num_blocks, layers=layers, kv_heads=kv_heads, block_size=config.block_size,
                               head_dim=head_dim, dtype=kv_dtype, device=device)
         self.cache = PrefixCache(config, self.pool.block_nbytes, on_evict=self.pool.free)

@@ -114,3 +114,17 @@ def test_block_nbytes_with_and_without_blocks():
     expected = LAYERS * 2 * KV_HEADS * BLOCK * HEAD_DIM * 4
     assert new_pool(2).block_nbytes == expected
     assert new_pool(0).block_nbytes == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_block_bytes_round_trip_by_id(dtype):
+    pool = BlockPool(4, layers=2, kv_heads=2, block_size=4, head_dim=8, dtype=dtype, device=torch.device("cpu"))
+    pool.blocks.normal_()
+    raw = pool.block_bytes([3, 1])
+    assert [len(r) for r in raw] == [pool.block_nbytes] * 2
+    before = pool.blocks.clone()
+    pool.blocks[3].zero_()  # the bytes were copied out: the pool may reuse the id at once
+    pool.write_block_bytes(0, bytes(raw[0]))
+    assert torch.equal(pool.blocks[0], before[3])
+    with pytest.raises(ValueError, match="bytes"):
+        pool.write_block_bytes(0, b"short")
