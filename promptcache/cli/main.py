@@ -14,7 +14,7 @@ app = typer.Typer(
 
 # Each module adds its command(s) to `app` when imported; listed here so the commands read
 # top-down in one place.
-COMMAND_MODULES = ("serve", "generate", "info")
+COMMAND_MODULES = ("serve", "generate", "info", "bench", "analyze")
 
 
 def _register() -> None:
