@@ -27,9 +27,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test system-deps
 
-# redis-server is needed by the storage-tier tests; installed only when missing.
+# redis-server is needed by the storage-tier tests, chromium by the analyze report's browser
+# test; each installed only when missing.
 system-deps:
 	@command -v redis-server >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || echo "warning: redis-server could not be installed"
+	@command -v chromium >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium could not be installed"
 
 serve: install
 	$(BIN)/promptcache serve --host $(HOST) --port $(PORT)
