@@ -90,6 +90,9 @@ class Request:
     # One role per prompt token (system/user/assistant/tool), for role-tiered eviction.
     # None: every block is tagged "user".
     token_roles: list[Role] | None = None
+    # A compiled output grammar (`Engine.grammars.compile(StructureSpec)`): every token is drawn
+    # among those it allows, and the reply stops when it is complete. None: unconstrained.
+    structure: object | None = None
 
 
 @dataclass

@@ -34,6 +34,8 @@ from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
 from promptcache.engine.prefix_reuse import PrefixReuse, block_roles
 from promptcache.engine.sampler import new_generator, sample
+from promptcache.engine.structured.compiler import GrammarCompiler
+from promptcache.engine.structured.constraint import Constraint, MaskBatch, apply_mask
 from promptcache.engine.save_queue import PendingSave, SaveQueue
 from promptcache.engine.scheduler import Scheduler, StepPlan
 from promptcache.engine.sequence import Sequence, Status
@@ -78,6 +80,11 @@ class Engine:
         self._inbox_lock = threading.Lock()
         self._inbox: list[Request] = []
         self._aborts: set[str] = set()
+        # Output constraints (response_format, tools): callers compile them off the loop through
+        # `grammars`; the masks of a step are computed while the model runs it.
+        self.grammars = GrammarCompiler(tokenizer, vocab_size=model.config.vocab_size)
+        self._masks = MaskBatch(model.config.vocab_size)
+        self._row_masks: dict[int, torch.Tensor] = {}
 
     @classmethod
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -140,8 +147,10 @@ class Engine:
             self._take_inbox(outputs)
             self._run_saves(outputs)
             plan = self.scheduler.schedule(lambda seq: self._load_cached(seq, outputs))
+            masking = self._start_masks(plan)
             try:
                 prefill_logits, decode_logits = self._run(plan)
+                self._row_masks = self._collect_masks(masking)
             except Exception:  # noqa: BLE001 - a fault of the whole step: fail its sequences only
                 logger.exception("engine step failed; failing the %d sequences of this step", len(plan.sequences))
                 for seq in plan.sequences:
@@ -160,6 +169,8 @@ class Engine:
                                                  request.sampling.skip_special_tokens)
             seq = Sequence(request, detokenizer,
                            new_generator(request.sampling))
+            if request.structure is not None:
+                seq.constraint = Constraint(request.structure)
             self._by_id[request.request_id] = seq
             self.scheduler.add(seq)
         for request_id in aborts:
@@ -222,11 +233,32 @@ class Engine:
     def _sample_and_append(self, batch: list[Sequence], logits: torch.Tensor, outputs: list[RequestOutput]) -> None:
         for row, seq in enumerate(batch):
             try:
-                token = sample(logits[row:row + 1], [seq.request.sampling], [seq.generator])[0]
+                row_logits = logits[row:row + 1]
+                if seq.constraint is not None:
+                    row_logits = apply_mask(row_logits, self._row_masks[id(seq)])
+                token = sample(row_logits, [seq.request.sampling], [seq.generator])[0]
+                if seq.constraint is not None and not seq.constraint.accept(token):
+                    raise ValueError("the output grammar refused a token drawn under its own mask")
                 self._append_token(seq, token, outputs)
             except Exception:  # noqa: BLE001 - this request's fault alone
                 logger.exception("postprocessing failed for request %s", seq.request_id)
                 self._fail(seq, "the engine failed while sampling or decoding this request's text", outputs)
+
+    def _start_masks(self, plan: StepPlan):
+        """Start computing the token masks of the plan's constrained rows (None if none)."""
+        rows = list(plan.decode)
+        if plan.prefill is not None and plan.prefill.last:
+            rows.append(plan.prefill.seq)
+        if all(seq.constraint is None for seq in rows):
+            return None
+        return rows, self._masks.start([seq.constraint for seq in rows])
+
+    def _collect_masks(self, masking) -> dict[int, torch.Tensor]:
+        if masking is None:
+            return {}
+        rows, pending = masking
+        bitmask = MaskBatch.wait(pending)
+        return {id(seq): bitmask[i] for i, seq in enumerate(rows) if seq.constraint is not None}
 
     def _run_saves(self, outputs: list[RequestOutput]) -> None:
         for save in self.saves.drain():
@@ -248,6 +280,8 @@ class Engine:
             return
         text = seq.detokenizer.push(token)
         if seq.detokenizer.stopped:
+            self._finish(seq, "stop", outputs, text=text, last_token=token)
+        elif seq.constraint is not None and seq.constraint.finished:  # the structure is complete
             self._finish(seq, "stop", outputs, text=text, last_token=token)
         elif len(seq.output_ids) >= params.max_tokens or seq.length >= self.context_length:
             self._finish(seq, "length", outputs, text=text + seq.detokenizer.flush(), last_token=token)

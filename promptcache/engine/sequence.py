@@ -39,6 +39,7 @@ class Sequence:
     waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)
     error: str | None = None  # why the sequence failed, when finish_reason is "error"
     prompt_keys: PromptKeys | None = None  # the prompt's cache block keys, hashed once
+    constraint: object | None = None  # the output grammar's live state (structured/constraint.py)
 
     @property
     def request_id(self) -> str:

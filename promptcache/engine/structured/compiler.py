@@ -56,8 +56,11 @@ class GrammarCompiler:
     """Thread-safe: many server threads may compile at once; the cache is behind a lock that is
     never held while a grammar compiles."""
 
-    def __init__(self, tokenizer, *, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+    def __init__(self, tokenizer, *, vocab_size: int | None = None, budget_bytes: int = DEFAULT_BUDGET_BYTES):
+        """`vocab_size` is the width of the model's logits when it pads its vocabulary past the
+        tokenizer's; masks then forbid the padding ids."""
         self._tokenizer = tokenizer
+        self.vocab_size = vocab_size or tokenizer.vocab_size
         self._fingerprint = hashlib.sha256(tokenizer.backend.to_str().encode()).hexdigest()[:16]
         self._lltokenizer: llguidance.LLTokenizer | None = None
         self._budget = budget_bytes
@@ -66,16 +69,12 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.vocab_size
-
     def lltokenizer(self) -> llguidance.LLTokenizer:
         """The grammar library's view of our tokenizer, built on first use (about a second)."""
         with self._lock:
             if self._lltokenizer is None:
                 self._lltokenizer = llguidance.LLTokenizer(
-                    self._tokenizer.backend.to_str(), n_vocab=self._tokenizer.vocab_size,
+                    self._tokenizer.backend.to_str(), n_vocab=self.vocab_size,
                     eos_token=list(self._tokenizer.eos_token_ids))
             return self._lltokenizer
 
