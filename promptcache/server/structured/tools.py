@@ -1,0 +1,122 @@
+"""The generic tool-call format, for models whose chat template has none (SmolLM2 among them).
+
+Like llama.cpp's generic format, the model is told about the tools in the system turn and its
+reply is constrained to JSON: either a call or an answer. The form is fixed and documented
+(docs/server.md, "Structured outputs and tools"):
+
+- The system turn gets `TOOLS_HEADER` and one line per tool, `{"name", "description",
+  "parameters"}` as compact JSON, in the client's order, after the client's own system text.
+  The same tool list gives the same text, hence the same tokens: it is part of the cached
+  prefix, and it does not depend on `tool_choice`, so requests differing only in their choice
+  share it.
+- A call is `{"tool_calls": [{"name": ..., "arguments": {...}}]}`; an answer is
+  `{"response": "..."}`. `tool_choice` picks which the grammar allows: `auto` either, `required`
+  a call, a named tool a call of that tool, `none` an answer. `parallel_tool_calls: false`
+  allows one call.
+- An assistant turn that called tools is rendered back exactly as it was generated, and a tool
+  result as `{"tool_call_id", "content"}`, so turn 2's prompt extends what turn 1 produced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from promptcache.engine.api import EngineInputError
+from promptcache.engine.structured.spec import StructureSpec
+
+TOOLS_HEADER = (
+    "# Tools\n\nYou can call the tools listed below. To call tools, reply with only a JSON object "
+    '{"tool_calls": [{"name": <tool name>, "arguments": <arguments object>}]}. To answer without '
+    'calling a tool, reply with only {"response": <your answer as a string>}.\n\nAvailable tools, one per line:'
+)
+_SEPARATORS = (", ", ": ")  # the grammar's own (engine/structured/compiler.py JSON_OPTIONS)
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict  # a JSON Schema for the arguments object
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    mode: str  # "auto" | "required" | "none" | "named"
+    name: str | None = None
+    parallel: bool = True
+
+
+def dumps(value: Any) -> str:
+    """JSON exactly as the grammar makes the model write it."""
+    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+
+
+def system_text(client_system: str | None, tools: list[Tool]) -> str:
+    lines = [dumps({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in tools]
+    block = TOOLS_HEADER + "\n" + "\n".join(lines)
+    return f"{client_system}\n\n{block}" if client_system else block
+
+
+def check_choice(tools: list[Tool], choice: ToolChoice, param: str = "tool_choice") -> None:
+    if choice.mode in ("required", "named") and not tools:
+        raise EngineInputError(f"{param} needs a tool, and the request lists none", param)
+    if choice.mode == "named" and choice.name not in {t.name for t in tools}:
+        raise EngineInputError(f"{param} names a tool that is not in tools: {choice.name!r}", param)
+
+
+def grammar(tools: list[Tool], choice: ToolChoice, param: str = "tools") -> StructureSpec:
+    """The reply's constraint under `choice` (check_choice first)."""
+    allowed = [t for t in tools if choice.mode != "named" or t.name == choice.name]
+    call = None
+    if allowed:
+        call = {"anyOf": [_call_schema(t) for t in allowed]} if len(allowed) > 1 else _call_schema(allowed[0])
+    calls = {"type": "object", "additionalProperties": False, "required": ["tool_calls"],
+             "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1,
+                                           **({} if choice.parallel else {"maxItems": 1})}}}
+    answer = {"type": "object", "additionalProperties": False, "required": ["response"],
+              "properties": {"response": {"type": "string"}}}
+    schema = {"none": answer, "auto": {"anyOf": [calls, answer]}}.get(choice.mode, calls)
+    if choice.mode == "auto" and not allowed:
+        schema = answer
+    strict = all(t.strict for t in allowed)
+    return StructureSpec("json_schema", json.dumps(schema), strict=strict, param=param)
+
+
+def _call_schema(tool: Tool) -> dict:
+    return {"type": "object", "additionalProperties": False, "required": ["name", "arguments"],
+            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or {"type": "object"}}}
+
+
+def parse_reply(text: str) -> tuple[list[ToolCall], str | None]:
+    """(calls, answer text) from a reply in the generic format. A reply that is not complete
+    JSON (cut by max_tokens) comes back as its raw text, with no calls."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [], text
+    if isinstance(value, dict) and isinstance(value.get("tool_calls"), list):
+        return [ToolCall(c["name"], c.get("arguments", {})) for c in value["tool_calls"]
+                if isinstance(c, dict) and isinstance(c.get("name"), str)], None
+    if isinstance(value, dict) and isinstance(value.get("response"), str):
+        return [], value["response"]
+    return [], text
+
+
+def assistant_text(calls: list[ToolCall], content: str | None) -> str:
+    """An earlier assistant turn, as the model generated it under the grammar."""
+    if calls:
+        return dumps({"tool_calls": [{"name": c.name, "arguments": c.arguments} for c in calls]})
+    return dumps({"response": content or ""})
+
+
+def tool_result_text(tool_call_id: str | None, content: str) -> str:
+    return dumps({"tool_call_id": tool_call_id, "content": content})
