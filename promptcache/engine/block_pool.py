@@ -15,6 +15,7 @@ the pool through `free` (its eviction callback).
 
 from __future__ import annotations
 
+import numpy
 import torch
 
 
@@ -90,8 +91,12 @@ class BlockPool:
         """Overwrite one block with `data`, its raw bytes as `block_bytes` returns them."""
         if len(data) != self.block_nbytes:
             raise ValueError(f"a block is {self.block_nbytes} bytes, not {len(data)}")
-        src = torch.frombuffer(bytearray(data) if isinstance(data, bytes) else data, dtype=torch.uint8)
-        self.blocks[block_id].view(-1).view(torch.uint8).copy_(src)
+        src = numpy.frombuffer(data, dtype=numpy.uint8)
+        dst = self.blocks[block_id].view(-1).view(torch.uint8)
+        if dst.device.type == "cpu":
+            dst.numpy()[:] = src  # one copy, from read-only bytes too
+        else:
+            dst.copy_(torch.from_numpy(src.copy()))
 
     def _slot_blocks(self, kv: torch.Tensor, slot: int, first_block: int, n: int) -> torch.Tensor:
         """A view of n blocks of a slot: (L, 2, Hkv, n, block_size, D)."""

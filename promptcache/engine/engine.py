@@ -85,6 +85,7 @@ class Engine:
         self.grammars = GrammarCompiler(tokenizer, vocab_size=model.config.vocab_size)
         self._masks = MaskBatch(model.config.vocab_size)
         self._row_masks: dict[int, torch.Tensor] = {}
+        self._prefill_started: dict[str, float] = {}  # request id -> admission time (tier planner)
 
     @classmethod
     def from_model(cls, model: str | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -197,6 +198,10 @@ class Engine:
         """Copy seq's cached prefix into its new slot; a failing load costs only the hit."""
         if self.prefix is None or not seq.request.cache.enabled:
             return
+        if self.prefix.tiers is not None:
+            if len(self._prefill_started) > 4 * self.max_batch_size:  # left by aborted requests
+                self._prefill_started.clear()
+            self._prefill_started[seq.request_id] = time.perf_counter()
         try:
             seq.num_cached = self.prefix.load(self._keys(seq), seq.request.cache, self.kv, seq.slot)
         except Exception:  # noqa: BLE001 - the request runs cold instead
@@ -226,6 +231,9 @@ class Engine:
                 bs = self.prefix.block_size
                 roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
                 self.saves.add(PendingSave(seq, self._keys(seq), roles))
+                started = self._prefill_started.pop(seq.request_id, None)
+                if started is not None:  # the planner weighs tier reads against this rate
+                    self.prefix.tiers.observe_prefill(seq.num_prompt - seq.num_cached, time.perf_counter() - started)
             self._sample_and_append([seq], prefill_logits[None], outputs)
         if plan.decode:
             self._sample_and_append(plan.decode, decode_logits, outputs)
@@ -372,6 +380,8 @@ class Engine:
         pool = self.prefix.pool
         stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=pool.block_nbytes,
                      max_bytes=pool.num_blocks * pool.block_nbytes)
+        if self.prefix.tiers is not None:
+            stats.update(self.prefix.tiers.stats())
         return stats
 
     def flush_cache(self, tenant: str | None = None, include_pinned: bool = False) -> int:
@@ -393,4 +403,24 @@ class Engine:
                 return 0
             namespace = self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt))
             cache = self.prefix.cache
-            return cache.pin(tokens, namespace) if pin else cache.unpin(tokens, namespace)
+            if not pin:
+                return cache.unpin(tokens, namespace)
+            pinned = cache.pin(tokens, namespace)
+            self.prefix.pin_to_tiers(tokens, CacheOptions(tenant=tenant, salt=salt))
+            return pinned
+
+    # -- lower storage tiers (promptcache.tiers) -----------------------------------------------
+
+    def attach_tiers(self, tiers) -> None:
+        """Put disk/Redis tiers (a `TierStack`) under the prefix cache; before serving only."""
+        if self.prefix is None:
+            raise ValueError("storage tiers need the prefix cache (it is switched off)")
+        self.prefix.tiers = tiers
+
+    def close_tiers(self, timeout_s: float = 10.0) -> bool:
+        """Run pending saves, then drain the tiers' write-behind queue (graceful shutdown)."""
+        if self.prefix is None or self.prefix.tiers is None:
+            return True
+        with self._lock:
+            self._run_saves([])
+        return self.prefix.tiers.close(timeout_s)

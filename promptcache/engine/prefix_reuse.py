@@ -3,6 +3,11 @@
 `load` finds the longest cached prefix of a sequence's prompt and copies its KV into the
 sequence's slot; `save` inserts a sequence's completed blocks, copying new ones into the pool.
 
+With lower tiers attached (`promptcache.tiers`), a load that misses memory continues into them
+block by block and promotes what it finds into the pool (then reads it as a memory hit), and a
+save also queues its new blocks for the tiers in the background. Restored blocks are the bytes
+a prefill computed, checked by `decode`, so the bitwise guarantee below holds for them too.
+
 Bitwise reuse: a prefill row's result does not depend on the chunk it is computed in (prefill
 attention runs on a fixed grid, model/attention.py; products of MIN_ROWS rows or more measured
 row-invariant), so the suffix computed after a hit is bitwise the row a cold run computes. A
@@ -24,6 +29,11 @@ from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.engine.api import CacheOptions, Role
 from promptcache.engine.block_pool import BlockPool, kv_block_nbytes
 from promptcache.model.row_invariance import MIN_ROWS
+from promptcache.tiers.codec import BlockMeta
+from promptcache.tiers.hierarchy import TierStack
+
+# What a pinned prefix or a "24h" retention keeps in the lower tiers.
+PIN_TTL_S = 86_400.0
 
 
 def block_roles(token_roles: Seq[Role] | None, num_blocks: int, block_size: int) -> list[str]:
@@ -49,6 +59,13 @@ class PrefixReuse:
         self.pool = BlockPool(num_blocks, layers=layers, kv_heads=kv_heads, block_size=config.block_size,
                               head_dim=head_dim, dtype=kv_dtype, device=device)
         self.cache = PrefixCache(config, self.pool.block_nbytes, on_evict=self.pool.free)
+        self.tiers: TierStack | None = None
+        self._dtype_name = str(kv_dtype).removeprefix("torch.")
+
+    def _metas(self, keys: PromptKeys, start: int, stop: int) -> list[BlockMeta]:
+        shape = self.pool.block_shape
+        return [BlockMeta(self.model_id, self._dtype_name, shape, keys.key(i), keys.block(i))
+                for i in range(start, stop)]
 
     def namespace(self, options: CacheOptions) -> Namespace:
         return Namespace(model=self.model_id, tenant=options.tenant, salt=options.salt)
@@ -75,6 +92,8 @@ class PrefixReuse:
         if not options.enabled:
             return 0
         max_blocks = (len(prompt) - 1) // self.block_size  # the last token is always computed
+        if self.tiers is not None:
+            self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
         match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
         try:
             n = self._usable_blocks(match.num_blocks, len(prompt))
@@ -82,6 +101,45 @@ class PrefixReuse:
         finally:
             self.cache.release(match)  # the slot now holds its own copy
         return n * self.block_size
+
+    def _restore(self, prompt: list[int] | PromptKeys, options: CacheOptions, wanted: int) -> int:
+        """Promote into memory the blocks past memory's prefix that the lower tiers hold, up to
+        `wanted` blocks in all; returns how many were promoted."""
+        namespace = self.namespace(options)
+        keys = self.cache.keys(prompt, namespace)
+        have = self.cache.peek(keys, namespace)
+        if have >= wanted:
+            return 0
+        payloads = self.tiers.fetch(self._metas(keys, have, wanted))
+        if not payloads:
+            return 0
+
+        def store(index: int) -> int:
+            block_id = self.pool.allocate()
+            try:
+                self.pool.write_block_bytes(block_id, payloads[index - have])
+            except BaseException:
+                self.pool.free(block_id)
+                raise
+            return block_id
+
+        return self.cache.insert(keys, namespace, store, ttl_s=options.ttl_s, num_blocks=have + len(payloads)).num_blocks_new
+
+    def write_through(self, keys: PromptKeys, first: int, block_ids: list[int], ttl_s: float | None) -> None:
+        """Queue blocks first, first + 1, ... (in the pool at `block_ids`) for the lower tiers."""
+        if self.tiers is not None and block_ids:
+            self.tiers.write(self._metas(keys, first, first + len(block_ids)), self.pool.block_bytes(block_ids), ttl_s)
+
+    def pin_to_tiers(self, tokens: list[int], options: CacheOptions) -> None:
+        """Write a pinned prefix's cached blocks to the lower tiers with the long retention TTL."""
+        if self.tiers is None:
+            return
+        namespace = self.namespace(options)
+        match = self.cache.match(tokens, namespace)
+        try:
+            self.write_through(self.cache.keys(tokens, namespace), 0, list(match.payloads), PIN_TTL_S)
+        finally:
+            self.cache.release(match)
 
     def save(self, tokens: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor, slot: int,
              roles: list[str]) -> int:
@@ -110,4 +168,7 @@ class PrefixReuse:
             if new:
                 self.cache.remove(tokens, namespace, num_blocks=new[0][0] + 1)
             raise
+        if new:
+            self.write_through(self.cache.keys(tokens, namespace), new[0][0], [block_id for _, block_id in new],
+                               options.ttl_s)
         return len(new)
