@@ -53,6 +53,10 @@ def serve(
     log_prompts: Annotated[Optional[bool], _opt("--log-prompts", env="LOG_PROMPTS", help="Debug: log prompt text (never logged otherwise).")] = None,
     log_level: Annotated[Optional[str], _opt("--log-level", env="LOG_LEVEL", help="debug, info, warning or error (default: info).")] = None,
     log_format: Annotated[Optional[str], _opt("--log-format", env="LOG_FORMAT", help="text or json (one JSON object per line) (default: text).")] = None,
+    disk_cache: Annotated[Optional[str], _opt("--disk-cache", env="DISK_CACHE", help="Directory for a disk tier under the memory cache; it survives restarts (docs/tiers.md).")] = None,
+    disk_cache_gb: Annotated[Optional[float], _opt("--disk-cache-gb", env="DISK_CACHE_GB", help="Size cap of the disk tier in GiB (default: 10).")] = None,
+    redis_url: Annotated[Optional[str], _opt("--redis-url", env="REDIS_URL", help="redis://, rediss:// or redis+cluster:// URL of a Redis tier shared by replicas.")] = None,
+    tier_key: Annotated[Optional[str], _opt("--tier-key", env="TIER_KEY", help="64 hex digits: encrypt blocks on disk and in Redis (AES-GCM).")] = None,
 ) -> None:
     """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
     import uvicorn
@@ -77,6 +81,7 @@ def serve(
                 metrics_public=metrics_public, allowed_hosts=allowed_host or None,
                 allowed_origins=allowed_origin or None, isolate_by=isolate_by,
                 log_prompts=log_prompts, log_level=log_level, log_format=log_format,
+                disk_cache=disk_cache, disk_cache_gb=disk_cache_gb, redis_url=redis_url, tier_key=tier_key,
             ),
             config_file=config,
             api_keys=api_key,
@@ -84,6 +89,10 @@ def serve(
         )
         configure_logging(settings.log_level, settings.log_format)
         engine = engine_from_settings(settings)
+        if settings.tier_config().enabled:
+            from promptcache.tiers.config import build_tiers
+
+            engine.attach_tiers(build_tiers(settings.tier_config(), engine.prefix.block_size))
     uvicorn.run(
         create_app(engine, settings),
         host=settings.host,
@@ -92,3 +101,4 @@ def serve(
         log_config=None,  # uvicorn's loggers propagate to ours (escaped, text or JSON)
         timeout_graceful_shutdown=5,
     )
+    engine.close_tiers()  # the write-behind queue drains before the process ends

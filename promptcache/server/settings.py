@@ -20,6 +20,7 @@ from promptcache.server.tenants import UNNAMED, KeyRing, Tenant, load_keys_file,
 
 if TYPE_CHECKING:
     from promptcache.cache.config import CacheConfig
+    from promptcache.tiers.config import TierConfig
 
 EVICTION_POLICIES = tuple(POLICIES)  # one source: the cache's policy table
 ISOLATE_BY = ("user",)
@@ -72,6 +73,12 @@ class ServerSettings:
     log_prompts: bool = False
     log_level: str = "info"
     log_format: str = "text"  # "json": one JSON object per line
+    # Lower KV tiers under the memory cache (docs/tiers.md); memory only by default. The Redis
+    # URL may hold a password and the tier key is a secret: both are kept out of repr.
+    disk_cache: str | None = None
+    disk_cache_gb: float = 10.0
+    redis_url: str | None = field(default=None, repr=False)
+    tier_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         choices = {"eviction_policy": EVICTION_POLICIES, "log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
@@ -82,6 +89,8 @@ class ServerSettings:
             raise ValueError(f"isolate_by must be one of {', '.join(ISOLATE_BY)}")
         if not 0 < self.port < 65536:
             raise ValueError("port must be in 1..65535")
+        if self.disk_cache or self.redis_url or self.tier_key:
+            self.tier_config()  # a bad URL, size or key fails at start, in one line
         if self.cache_mb < 0 or self.min_prefix_blocks < 0:
             raise ValueError("cache_mb and min_prefix_blocks must be >= 0")
         # Each of these at 0 would refuse every request (max_queue = 0 turned every one into a 429).
@@ -113,6 +122,17 @@ class ServerSettings:
     def without_secrets(self) -> ServerSettings:
         """These settings with every key removed (the key ring keeps their digests)."""
         return replace(self, api_keys={}, admin_key=None, metrics_key=None)
+
+    def tier_config(self) -> TierConfig:
+        """The disk/Redis tiers to put under the prefix cache (none: memory only)."""
+        from promptcache.tiers.config import TierConfig
+
+        if (self.disk_cache or self.redis_url) and not self.cache_enabled:
+            raise ValueError("--disk-cache and --redis-url need the prefix cache (drop --no-cache)")
+        if self.tier_key and not (self.disk_cache or self.redis_url):
+            raise ValueError("--tier-key encrypts the disk and Redis tiers: give --disk-cache or --redis-url")
+        return TierConfig(disk_dir=self.disk_cache, disk_gb=self.disk_cache_gb, redis_url=self.redis_url,
+                          tier_key=self.tier_key)
 
     def cache_config(self) -> CacheConfig | None:
         """The engine's CacheConfig, or None when prefix caching is switched off."""
