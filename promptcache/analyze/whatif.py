@@ -55,6 +55,7 @@ class Settings:
     block_sizes: tuple[int, ...] = BLOCK_SIZES
     replicas: tuple[int, ...] = REPLICAS
     seed: int = 0
+    min_computed: int = 16  # prompt tokens the engine always computes (MIN_ROWS with --deterministic)
     jobs: int | None = None  # worker processes (None: one per CPU)
 
 
@@ -97,7 +98,7 @@ def _replay(run: _Run) -> ReplayResult:
     config = CacheConfig(block_size=run.block_size, max_bytes=int(run.mb * MIB), policy=run.policy,
                          default_ttl_s=settings.ttl_s if run.policy == "ttl" else None, default_tenant_share=share)
     return replay(items[run.block_size], config, settings.kv_bytes_per_token * run.block_size,
-                  replicas=run.replicas, routing=run.routing, seed=settings.seed)
+                  replicas=run.replicas, routing=run.routing, seed=settings.seed, min_computed=settings.min_computed)
 
 
 def footprint_blocks(items: Sequence[ReplayItem]) -> int:

@@ -1,8 +1,10 @@
 """Replaying a recorded stream of prompts through `PrefixCache`, without a model.
 
 This is the cache the server runs, driven as the engine drives it: for each prompt, `match`
-capped at one token short of the prompt (the engine always computes the last token), then
-`insert` of every full block with the blocks' roles and the request's time on an injected
+capped at one token short of the prompt (the engine always computes the last token), of
+which the engine uses only the blocks that leave at least `min_computed` tokens to compute
+(with --deterministic it computes at least 16 rows, so that a hit never changes the output),
+then `insert` of every full block with the blocks' roles and the request's time on an injected
 clock. Payloads are None; nothing but the index is simulated. With several replicas each has
 its own cache of the configured size, and a router picks one per request:
 
@@ -76,7 +78,8 @@ def _clock():
 
 
 def replay(items: Sequence[ReplayItem], config: CacheConfig, block_nbytes: int, *, replicas: int = 1,
-           routing: str = "random", seed: int = 0, hits_out: list[int] | None = None) -> ReplayResult:
+           routing: str = "random", seed: int = 0, min_computed: int = 1,
+           hits_out: list[int] | None = None) -> ReplayResult:
     """Replay `items` in order; `hits_out`, when given, receives each request's hit tokens."""
     if replicas < 1:
         raise ValueError("replicas must be at least 1")
@@ -101,10 +104,13 @@ def replay(items: Sequence[ReplayItem], config: CacheConfig, block_nbytes: int, 
         match = cache.match(keys, keys.namespace, max_blocks=(len(keys) - 1) // bs)
         cache.release(match)
         cache.insert(keys, keys.namespace, _no_payload, roles=item.roles)
+        usable = match.num_blocks
+        while usable and len(keys) - usable * bs < min_computed:
+            usable -= 1
         total += len(keys)
-        hit += match.num_tokens
+        hit += usable * bs
         if hits_out is not None:
-            hits_out.append(match.num_tokens)
+            hits_out.append(usable * bs)
         held = sum(len(c) for c in caches) if replicas > 1 else len(cache)
         peak = max(peak, held)
     return ReplayResult(len(items), total, hit, peak, tuple(counts))

@@ -57,6 +57,9 @@ def serve(
     disk_cache_gb: Annotated[Optional[float], _opt("--disk-cache-gb", env="DISK_CACHE_GB", help="Size cap of the disk tier in GiB (default: 10).")] = None,
     redis_url: Annotated[Optional[str], _opt("--redis-url", env="REDIS_URL", help="redis://, rediss:// or redis+cluster:// URL of a Redis tier shared by replicas.")] = None,
     tier_key: Annotated[Optional[str], _opt("--tier-key", env="TIER_KEY", help="64 hex digits: encrypt blocks on disk and in Redis (AES-GCM).")] = None,
+    request_log: Annotated[Optional[str], _opt("--request-log", env="REQUEST_LOG", help="Write one JSON line per generation request here, for `promptcache analyze` (rotated by size).")] = None,
+    request_log_bodies: Annotated[Optional[bool], _opt("--request-log-bodies", env="REQUEST_LOG_BODIES", help="Include request bodies (prompt text) in the request log.")] = None,
+    request_log_max_mb: Annotated[Optional[float], _opt("--request-log-max-mb", env="REQUEST_LOG_MAX_MB", help="Rotate the request log at this size (default: 100; 5 old files kept).", min=0.001)] = None,
 ) -> None:
     """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
     import uvicorn
@@ -82,6 +85,7 @@ def serve(
                 allowed_origins=allowed_origin or None, isolate_by=isolate_by,
                 log_prompts=log_prompts, log_level=log_level, log_format=log_format,
                 disk_cache=disk_cache, disk_cache_gb=disk_cache_gb, redis_url=redis_url, tier_key=tier_key,
+                request_log=request_log, request_log_bodies=request_log_bodies, request_log_max_mb=request_log_max_mb,
             ),
             config_file=config,
             api_keys=api_key,

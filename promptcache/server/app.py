@@ -94,6 +94,11 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     app.state.promptcache = state
     install_error_handlers(app)
     # add_middleware wraps: the last added runs first.
+    if settings.request_log:  # innermost: sees only bodies within the size limit
+        from promptcache.server.request_log import RequestLog
+
+        app.add_middleware(RequestLog, path=settings.request_log, bodies=settings.request_log_bodies,
+                           max_bytes=int(settings.request_log_max_mb * 2**20), backups=settings.request_log_backups)
     app.add_middleware(BodyLimit, max_bytes=settings.limits.max_body_bytes)
     app.add_middleware(
         RequestGuard, keys=keys, bind_host=settings.host, allowed_hosts=settings.allowed_hosts,

@@ -73,6 +73,12 @@ class ServerSettings:
     log_prompts: bool = False
     log_level: str = "info"
     log_format: str = "text"  # "json": one JSON object per line
+    # Request log for `promptcache analyze` (server/request_log.py): JSON lines, rotated by size;
+    # request bodies (prompt text) only with request_log_bodies.
+    request_log: str | None = None
+    request_log_bodies: bool = False
+    request_log_max_mb: float = 100.0
+    request_log_backups: int = 5
     # Lower KV tiers under the memory cache (docs/tiers.md); memory only by default. The Redis
     # URL may hold a password and the tier key is a secret: both are kept out of repr.
     disk_cache: str | None = None
@@ -98,6 +104,8 @@ class ServerSettings:
                      "max_queue", "render_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1 (0 would refuse every request)")
+        if self.request_log_max_mb <= 0 or self.request_log_backups < 0:
+            raise ValueError("request_log_max_mb must be positive and request_log_backups >= 0")
         if self.max_requests_per_tenant is not None and self.max_requests_per_tenant < 1:
             raise ValueError("max_requests_per_tenant must be at least 1 (0 would refuse every request)")
         for tenant in self.api_keys.values():

@@ -21,7 +21,7 @@ def write_log(path, lines):
 
 def run_analyze(log, model_dir, *args):
     result = CliRunner().invoke(app, ["analyze", str(log), "--model", str(model_dir), "--json", "--block-sizes", "4",
-                                      "--replicas", "1", "--block-size", "4", "--jobs", "1", *args])
+                                      "--replicas", "1", "--block-size", "4", "--jobs", "1", "--min-computed-tokens", "1", *args])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
