@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from promptcache.tiers.breaker import CircuitBreaker
 from promptcache.tiers.codec import Cipher
 from promptcache.tiers.hierarchy import TierStack
 from promptcache.tiers.planner import Planner
+from promptcache.tiers.redis_store import SCHEMES
 from promptcache.tiers.tier import Tier
 from promptcache.tiers.write_behind import WriteBehind
 
@@ -18,8 +19,8 @@ from promptcache.tiers.write_behind import WriteBehind
 class TierConfig:
     disk_dir: str | None = None
     disk_gb: float = 10.0
-    redis_url: str | None = None
-    tier_key: str | None = None  # 64 hex digits: AES-GCM at rest on disk and in Redis
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
+    tier_key: str | None = field(default=None, repr=False)  # 64 hex digits: AES-GCM at rest
     ttl_s: float = 3600.0  # default TTL of a block in a lower tier (a request's retention wins)
     timeout_s: float = 0.1  # per Redis operation
     retries: int = 2  # per Redis operation, connection errors and timeouts only
@@ -31,6 +32,8 @@ class TierConfig:
     def __post_init__(self) -> None:
         if self.disk_gb <= 0 or self.ttl_s <= 0 or self.timeout_s <= 0:
             raise ValueError("disk_cache_gb, the tier TTL and the timeout must be positive")
+        if self.redis_url is not None and not self.redis_url.startswith(SCHEMES):
+            raise ValueError(f"the Redis URL must start with one of {', '.join(SCHEMES)}")
         if self.tier_key is not None:
             Cipher.from_hex(self.tier_key)  # refuse a malformed key at start, not at first use
 
