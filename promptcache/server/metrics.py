@@ -85,6 +85,41 @@ class _EngineCollector(Collector):
             yield CounterMetricFamily(
                 f"promptcache_cache_{name}", f"Prefix cache {name}", value=stats.get(name, 0)
             )
+        if stats.get("tiers"):
+            yield from _tier_metrics(stats)
+
+
+def _tier_metrics(stats: dict) -> Iterator[Metric]:
+    """Per-tier series (disk, redis, redis-cluster): docs/tiers.md."""
+    tiers = stats["tiers"]
+    families = {
+        "blocks": CounterMetricFamily("promptcache_tier_blocks", "Blocks looked up in a lower tier, by result",
+                                      labels=["tier", "result"]),
+        "bytes": CounterMetricFamily("promptcache_tier_bytes", "Bytes read from and written to a lower tier",
+                                     labels=["tier", "direction"]),
+        "seconds": CounterMetricFamily("promptcache_tier_op_seconds", "Time spent in lower-tier operations",
+                                       labels=["tier", "op"]),
+        "ops": CounterMetricFamily("promptcache_tier_ops", "Lower-tier operations (batches)", labels=["tier", "op"]),
+        "errors": CounterMetricFamily("promptcache_tier_errors", "Failed lower-tier operations", labels=["tier"]),
+        "dropped": CounterMetricFamily("promptcache_tier_dropped_writes",
+                                       "Blocks not written to a tier (queue full or breaker open)", labels=["tier"]),
+        "breaker": GaugeMetricFamily("promptcache_tier_breaker_state",
+                                     "Circuit breaker of a tier: 0 closed, 1 half-open, 2 open", labels=["tier"]),
+    }
+    for name, t in tiers.items():
+        for result, key in (("hit", "hits"), ("miss", "misses"), ("corrupt", "corrupt")):
+            families["blocks"].add_metric([name, result], t[key])
+        families["bytes"].add_metric([name, "read"], t["bytes_read"])
+        families["bytes"].add_metric([name, "written"], t["bytes_written"])
+        for op in ("read", "write"):
+            families["seconds"].add_metric([name, op], t[f"{op}_seconds"])
+            families["ops"].add_metric([name, op], t[f"{op}_ops"])
+        families["errors"].add_metric([name], t["errors"])
+        families["dropped"].add_metric([name], t["dropped_writes"])
+        families["breaker"].add_metric([name], t["breaker_state_value"])
+    yield from families.values()
+    yield GaugeMetricFamily("promptcache_tier_write_queue_blocks", "Blocks waiting to be written to the tiers",
+                            value=stats.get("write_queue_blocks", 0))
 
 
 class ServerMetrics:
