@@ -61,8 +61,7 @@ def render_html(report: dict) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; vertical-align: top; }}
-td:last-child {{ text-align: left; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }}
 img.plot {{ display: block; margin: 0.5em 0 1.5em; max-width: 100%; }}
 .row {{ display: flex; gap: 2em; flex-wrap: wrap; }}
 </style></head><body>

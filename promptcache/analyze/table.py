@@ -19,7 +19,8 @@ def render(report: dict) -> Group:
     s = report["settings"]
     totals = Table(title=f"{report['log']}: {report['requests']:,} requests, {report['model']}", show_header=False)
     for name, value in [
-        ("lines / bad lines / without body", f"{report['lines']:,} / {report['bad_lines']:,} / {report['without_body']:,}"),
+        ("lines / bad lines / without body / refused",
+         f"{report['lines']:,} / {report['bad_lines']:,} / {report['without_body']:,} / {report['refused']:,}"),
         ("prompt tokens", f"{report['prompt_tokens']:,}"),
         (f"served from cache ({s['policy']}, {_mb(s['cache_mb'])} MiB, block {s['block_size']})",
          f"{report['hit_tokens']:,} ({_pct(report['hit_ratio'])})"),
