@@ -20,6 +20,10 @@ from promptcache.tiers.store import BlockStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
+# The breaker's latency budget is per operation of up to this many bytes: a batch of 32 blocks
+# (23 MiB for SmolLM2) legitimately takes longer than one small read, and is judged per 8 MiB.
+SLOW_UNIT_BYTES = 8 * 2**20
+
 
 class Tier:
     def __init__(self, store: BlockStore, *, breaker: CircuitBreaker | None = None, cipher: Cipher | None = None,
@@ -33,7 +37,7 @@ class Tier:
         self.stats = TierStats()
         self._clock = clock
 
-    def _timed(self, op, *args):
+    def _timed(self, op, *args, nbytes=lambda result: 0):
         """Run one store call through the breaker; (result, seconds), or None when refused or failed."""
         if self.breaker is not None and not self.breaker.allow():
             return None
@@ -48,7 +52,7 @@ class Tier:
             return None
         seconds = self._clock() - start
         if self.breaker is not None:
-            self.breaker.success(seconds)
+            self.breaker.success(seconds / max(1.0, nbytes(result) / SLOW_UNIT_BYTES))
         return result, seconds
 
     @property
@@ -63,7 +67,8 @@ class Tier:
                 self.stats.add(abandoned_reads=1)
                 break
             batch = metas[start:start + self.batch_blocks]
-            answer = self._timed(self.store.get_many, [meta.key for meta in batch])
+            answer = self._timed(self.store.get_many, [meta.key for meta in batch],
+                                 nbytes=lambda values: sum(len(v) for v in values if v))
             if answer is None:
                 self.stats.add(misses=len(metas) - len(found))
                 break
@@ -92,14 +97,17 @@ class Tier:
         return run
 
     def write(self, items: Sequence[tuple[bytes, bytes]], ttl_s: float | None) -> bool:
-        """Store encoded values; False (counted as dropped) when refused or failed."""
+        """Store encoded values, a batch at a time; False when any batch was refused or failed
+        (its blocks and the rest are counted as dropped)."""
         ttl = ttl_s if ttl_s is not None else self.ttl_s
-        answer = self._timed(self.store.put_many, items, ttl)
-        nbytes = sum(len(value) for _, value in items)
-        if answer is None:
-            self.stats.add(dropped_writes=len(items))
-            return False
-        self.stats.observe_write(len(items), nbytes, answer[1])
+        for start in range(0, len(items), self.batch_blocks):
+            batch = items[start:start + self.batch_blocks]
+            nbytes = sum(len(value) for _, value in batch)
+            answer = self._timed(self.store.put_many, batch, ttl, nbytes=lambda _: nbytes)
+            if answer is None:
+                self.stats.add(dropped_writes=len(items) - start)
+                return False
+            self.stats.observe_write(len(batch), nbytes, answer[1])
         return True
 
     def as_dict(self) -> dict:
