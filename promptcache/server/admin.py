@@ -24,11 +24,12 @@ from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.chat import prompt_from_completion
-from promptcache.server.completions import caller_of, off_loop, server_state
+from promptcache.server.core.deps import caller_of, off_loop, server_state
+from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
-from promptcache.server.generation import namespace_salt, warm_prefix
+from promptcache.server.generation import warm_prefix
 from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages
-from promptcache.server.openai_schema import ChatMessage, OpenAIBody, Text, TokenIds
+from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
 from promptcache.server.request_id import request_id_of
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import DEFAULT_TENANT, Caller
@@ -95,7 +96,7 @@ async def _prefix(http: HTTPRequest, caller: Caller, body: PinRequest) -> tuple[
     if not tokens:
         raise bad_request("the prefix to pin is empty", param="prompt")
     end_user = body.safety_identifier if body.safety_identifier is not None else body.user
-    return tenant, tokens, namespace_salt(state, body.cache_salt, end_user)
+    return tenant, tokens, namespace_salt(state.settings.isolate_by, body.cache_salt, end_user)
 
 
 def _own_view(stats: dict, tenant: str) -> dict:

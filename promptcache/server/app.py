@@ -20,14 +20,19 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from starlette.middleware.cors import CORSMiddleware
 
-from promptcache.server import admin, completions
+from promptcache.server import admin
+from promptcache.server.anthropic.routes import router as anthropic_router
+from promptcache.server.core.deps import caller_of
 from promptcache.server.body_limit import BodyLimit
 from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop
 from promptcache.server.errors import install_error_handlers, unauthorized
 from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
-from promptcache.server.openai_schema import ModelCard, ModelList
+from promptcache.server.openai.responses.routes import router as responses_router
+from promptcache.server.openai.responses.store import SqliteResponseStore
+from promptcache.server.openai.routes import router as openai_router
+from promptcache.server.openai.schema import ModelCard, ModelList
 from promptcache.server.request_id import RequestIds
 from promptcache.server.settings import ServerSettings
 from promptcache.server.state import PromptCacheKeyStats, ServerState
@@ -72,6 +77,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         metrics=metrics,
         key_stats=PromptCacheKeyStats(settings.limits.max_keys_per_tenant),
         render_limiter=anyio.CapacityLimiter(settings.render_threads),
+        responses=SqliteResponseStore(settings.responses_db, settings.responses_ttl_s),
     )
     started_at = int(state.wall_clock())
 
@@ -106,12 +112,14 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     )
     if settings.allowed_origins:  # answers the preflights of the origins allowed above
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"], expose_headers=["x-request-id"],
+            CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type"],
+            expose_headers=["x-request-id"],
         )
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(RequestIds)
-    app.include_router(completions.router)
+    for dialect in (openai_router, responses_router, anthropic_router):  # each dialect is one router
+        app.include_router(dialect)
     app.include_router(admin.router)
 
     @app.get("/health")
@@ -119,7 +127,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         return {"status": "ok", "model": engine.model_name}
 
     @app.get("/v1/models", response_model=ModelList)
-    async def models(caller: Caller = Depends(completions.caller_of)) -> ModelList:
+    async def models(caller: Caller = Depends(caller_of)) -> ModelList:
         card = ModelCard(id=engine.model_name, created=started_at, context_length=engine.context_length)
         return ModelList(data=[card])
 

@@ -33,7 +33,7 @@ class BodyLimit:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
                 err = APIError(TOO_LARGE, self._message()) if value.isdigit() else bad_request(
                     "The Content-Length header is not a number.")
-                return await error_response(err)(scope, receive, send)
+                return await error_response(err, path=scope["path"])(scope, receive, send)
         seen = 0
 
         async def counted_receive():

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 from promptcache.engine.api import Role
 from promptcache.server.errors import bad_request
-from promptcache.server.openai_schema import ChatMessage
 
 # OpenAI's "developer" role is the newer name for "system"; chat templates of open models know
 # only "system", so the message is rendered (and cached) as one.
@@ -35,6 +34,26 @@ _ROLE_FOR_TEMPLATE: dict[str, Role] = {
     "assistant": "assistant",
     "tool": "tool",
 }
+
+
+class ChatTurn(Protocol):
+    """One message of any dialect: a role the template knows (or OpenAI's "developer") and its
+    text."""
+
+    role: str
+
+    def text(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A ChatTurn built by a dialect's translation (Anthropic's blocks, a stored history)."""
+
+    role: str
+    content: str
+
+    def text(self) -> str:
+        return self.content
 
 
 class ChatTokenizer(Protocol):
@@ -56,7 +75,7 @@ class ChatPrompt:
     text: str  # the rendered prompt; only ever logged with --log-prompts
 
 
-def template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+def template_messages(messages: Sequence[ChatTurn]) -> list[dict[str, Any]]:
     """The dicts a Jinja chat template expects: role and string content only."""
     return [{"role": _ROLE_FOR_TEMPLATE[m.role], "content": m.text()} for m in messages]
 
@@ -109,7 +128,7 @@ class ChatRenderer:
         except Exception as exc:  # a template raising on odd input is the client's input error
             raise bad_request(f"The messages could not be rendered: {exc}", param="messages") from exc
 
-    def render(self, messages: Sequence[ChatMessage], tools: Any = None) -> ChatPrompt:
+    def render(self, messages: Sequence[ChatTurn], tools: Any = None) -> ChatPrompt:
         """The prompt for `messages`, ending in the assistant header: one render, linear in
         the size of the conversation."""
         dicts = template_messages(messages)
@@ -118,10 +137,25 @@ class ChatRenderer:
         roles = self._roles(text, dicts, len(tokens))
         return ChatPrompt(tokens=tokens, roles=roles, text=text)
 
-    def render_prefix(self, messages: Sequence[ChatMessage]) -> list[int]:
+    def render_prefix(self, messages: Sequence[ChatTurn], tools: Any = None) -> list[int]:
         """The tokens of `messages` as the start of a longer conversation (no assistant
-        header): what a pin must cover so that later conversations extending it hit."""
-        return self._encode_rendered(self._render(template_messages(messages), False, None))
+        header): what a pin must cover so that later conversations extending it hit, and
+        where an explicit cache breakpoint falls."""
+        return self._encode_rendered(self._render(template_messages(messages), False, tools))
+
+    @property
+    def tool_format(self) -> bool:
+        """Whether the model's chat template renders a `tools` list at all; without one, a
+        request's tools would be dropped from the prompt in silence."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        return "tools" in getattr(template, "source", "")
+
+    def require_tool_format(self, param: str, what: str = "tools") -> None:
+        """A 400 naming `param` when the template cannot render `what`: a request that needs
+        tools is refused rather than answered with its tools silently dropped."""
+        if not self.tool_format:
+            raise bad_request(f"{param}: this model's chat template has no tool format, so {what} cannot be "
+                              "honoured.", param=param)
 
     def _message_ends(self, text: str, dicts: list[dict[str, Any]]) -> list[int]:
         """For each message, the offset in `text` where its region ends (monotonic)."""

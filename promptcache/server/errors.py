@@ -1,8 +1,10 @@
-"""Every error the server sends, in OpenAI's shape: {"error": {message, type, param, code}}.
+"""Every error the server sends, in the shape of the dialect whose path was called.
 
-OpenAI clients parse this body to build their exceptions (`openai.BadRequestError` and friends
-read `error.message`, `error.param` and `error.code`), so a bare FastAPI `{"detail": ...}` or a
-422 would surface as an opaque failure. The handlers installed here turn every way a request
+Clients parse the error body to build their exceptions (`openai.BadRequestError` reads
+`error.message`, `error.param` and `error.code`; `anthropic.BadRequestError` reads
+`error.type` and `error.message`), so a bare FastAPI `{"detail": ...}` or a 422 would surface
+as an opaque failure. Each dialect registers its shape for its path prefixes
+(`register_error_shape`); the longest matching prefix wins, and "" is the default. The handlers installed here turn every way a request
 can go wrong (malformed JSON, a wrong type, an out-of-range number, an unknown route, a full
 queue, an engine refusal) into that shape, and bad input is always a 4xx, never a 500.
 
@@ -13,6 +15,7 @@ that id and nothing about the failure itself: no exception class, no path, no st
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -68,13 +71,29 @@ class APIError(Exception):
         self.headers = headers
 
 
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+ErrorShape = Callable[[APIError], dict]
 
 
-def error_response(err: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = error_body(err.message, err.type, err.param, err.code)
-    return JSONResponse(body, status_code=err.status, headers=headers or err.headers)
+def default_shape(err: APIError) -> dict:
+    """{"error": {message, type, param, code}}: OpenAI's shape, and the admin endpoints'."""
+    return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+
+
+_SHAPES: dict[str, ErrorShape] = {"": default_shape}
+
+
+def register_error_shape(prefix: str, shape: ErrorShape) -> None:
+    """Errors on paths starting with `prefix` are rendered by `shape` (idempotent)."""
+    _SHAPES[prefix] = shape
+
+
+def shape_for(path: str | None) -> ErrorShape:
+    prefix = max((p for p in _SHAPES if (path or "").startswith(p)), key=len)
+    return _SHAPES[prefix]
+
+
+def error_response(err: APIError, headers: dict[str, str] | None = None, path: str | None = None) -> JSONResponse:
+    return JSONResponse(shape_for(path)(err), status_code=err.status, headers=headers or err.headers)
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -144,8 +163,9 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
     # Within a union (string content or a list of parts) pydantic reports every branch; the
     # deepest location is the one that names what the client actually got wrong.
     first = max(errors, key=lambda e: len(param_path(tuple(e.get("loc", ()))) or ""), default={})
+    path = request.url.path
     if first.get("type") == "json_invalid":
-        return error_response(bad_request("We could not parse the JSON body of your request."))
+        return error_response(bad_request("We could not parse the JSON body of your request."), path=path)
     loc = tuple(first.get("loc", ()))
     param = param_path(loc)
     if first.get("type") == "missing":
@@ -154,7 +174,7 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
         message = f"Invalid value for '{param}': {first.get('msg', 'invalid value')}."
     if param is None:
         message = f"Invalid request body: {first.get('msg', 'not a valid JSON object')}."
-    return error_response(bad_request(message, param=param))
+    return error_response(bad_request(message, param=param), path=path)
 
 
 def _logged(request: Request, err: APIError) -> APIError:
@@ -164,16 +184,16 @@ def _logged(request: Request, err: APIError) -> APIError:
 
 
 async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-    return error_response(_logged(request, exc))
+    return error_response(_logged(request, exc), path=request.url.path)
 
 
 # The engine names its own fields; each dialect's endpoint calls some of them otherwise.
-_PARAM_NAMES = {"/v1/chat/completions": {"prompt": "messages"}}
+_PARAM_NAMES = {"/v1/chat/completions": {"prompt": "messages"}, "/v1/messages": {"prompt": "messages"}}
 
 
 async def _engine_input_error(request: Request, exc: EngineInputError) -> JSONResponse:
     param = _PARAM_NAMES.get(request.url.path, {}).get(exc.param, exc.param)
-    return error_response(_logged(request, bad_request(str(exc), param=param)))
+    return error_response(_logged(request, bad_request(str(exc), param=param)), path=request.url.path)
 
 
 PIN_FIGURES = ("tenant", "requested_bytes", "tenant_pinned_bytes", "tenant_budget_bytes",
@@ -184,14 +204,14 @@ async def _pin_budget(request: Request, exc: PinBudgetExceeded) -> JSONResponse:
     """409: the pin would pass the tenant's or the cache's pin budget. The figures (bytes) tell
     the caller how much it may still pin: unpin something, or ask the admin for a flush."""
     err = _logged(request, APIError(409, str(exc), code="pin_budget_exceeded"))
-    body = error_body(err.message, err.type, err.param, err.code)
+    body = default_shape(err)
     body["error"].update({name: getattr(exc, name, None) for name in PIN_FIGURES})
     return JSONResponse(body, status_code=409)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     err = _logged(request, APIError(exc.status_code, str(exc.detail)))
-    return error_response(err, headers=getattr(exc, "headers", None))
+    return error_response(err, headers=getattr(exc, "headers", None), path=request.url.path)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -203,7 +223,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     rid = request_id_of(request.scope)
     log.error("unhandled error req=%s on %s", rid, request.url.path, exc_info=exc)
-    return error_response(server_error(rid))
+    return error_response(server_error(rid), path=request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,32 +1,38 @@
-"""One generation request through the engine loop: build the engine Request, then either
-collect the whole result or stream it, aborting the moment the client goes away.
+"""One generation request through the engine loop: submit a neutral `GenerationSpec`, then
+either collect the whole result or stream it, aborting the moment the client goes away.
 
-Chat and text completions differ only in how the prompt is made and how a chunk is shaped;
-everything about sampling, cache options, disconnects and accounting is here, once.
+Dialects differ only in how the prompt is made and how a reply or an event is shaped; sampling,
+cache options, disconnects and accounting are here, once, and know no dialect's field names.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from promptcache.engine.api import CacheOptions, Request, RequestOutput, Role, SamplingParams
+from promptcache.engine.api import CacheOptions, Request, RequestOutput, SamplingParams
+from promptcache.model.row_invariance import MIN_ROWS
+from promptcache.server.core.spec import GenerationSpec, cache_options, sampling_params
+from promptcache.server.core.sse import SSE_HEADERS
+from promptcache.server.core.usage import TokenUsage
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission, TenantLimitError
-from promptcache.server.errors import APIError, error_body, model_not_found, queue_full, server_error, tenant_limit
+from promptcache.server.errors import APIError, queue_full, server_error, tenant_limit
 from promptcache.server.logs import log_event
-from promptcache.server.openai_schema import Usage, SamplingFields
 from promptcache.server.state import ServerState
 
 log = logging.getLogger("promptcache.server")
 
-RETENTION_TTL_S = {"in_memory": None, "24h": 86_400.0}
 DISCONNECT_POLL_S = 0.25
+# 499 is the de-facto status for "client closed request"; nobody reads it, but logs do.
+CLIENT_CLOSED = 499
 
 
 class ClientGone(Exception):
@@ -38,19 +44,53 @@ class Generation:
     """One admitted request and what has been learned about it so far."""
 
     state: ServerState
-    endpoint: str
-    tenant: str
-    body: SamplingFields
+    spec: GenerationSpec
     sub: Submission
-    prompt_text: str | None
     http_id: str  # the HTTP request's id, in logs and in a 5xx message
     last: RequestOutput | None = None
 
     @property
-    def usage(self) -> Usage:
+    def endpoint(self) -> str:
+        return self.spec.endpoint
+
+    @property
+    def tenant(self) -> str:
+        return self.spec.tenant
+
+    @property
+    def prompt_text(self) -> str | None:
+        return self.spec.prompt_text
+
+    @property
+    def usage(self) -> TokenUsage:
         last = self.last
         assert last is not None
-        return Usage.of(last.num_prompt_tokens, last.num_cached_tokens, last.num_generated_tokens)
+        return TokenUsage(last.num_prompt_tokens, last.num_cached_tokens, last.num_generated_tokens,
+                          written=self.written(last.num_cached_tokens))
+
+    def reusable_end(self) -> int:
+        """How many leading prompt tokens this request leaves in the cache for a later one to
+        read: whole blocks, short of the rows the engine always computes (the last token, and
+        at least MIN_ROWS). 0 with the cache off for it."""
+        if not (self.state.settings.cache_enabled and self.spec.cache.enabled):
+            return 0
+        size, n_prompt = self.state.settings.block_size, len(self.spec.tokens)
+        blocks = (n_prompt - 1) // size
+        while blocks > 0 and n_prompt - blocks * size < MIN_ROWS:
+            blocks -= 1
+        return blocks * size
+
+    def written(self, cached: int) -> dict[str, int]:
+        """Prompt tokens this request cached under its explicit breakpoints, per TTL label:
+        from the end of the hit to each breakpoint's last full block, so that the same prompt
+        sent again reads exactly what this one reports written. Empty without breakpoints."""
+        size, start, out, end_all = self.state.settings.block_size, cached, {}, self.reusable_end()
+        for position, ttl in self.spec.cache.breakpoints:
+            end = min(position // size * size, end_all)
+            if end > start:
+                out[ttl] = out.get(ttl, 0) + end - start
+                start = end
+        return out
 
     @property
     def finish_reason(self) -> str:
@@ -93,8 +133,8 @@ class Generation:
                     state.finished(
                         endpoint=self.endpoint,
                         tenant=self.tenant,
-                        cache_key=self.body.prompt_cache_key,
-                        user=self.body.end_user(),
+                        cache_key=self.spec.cache.cache_key,
+                        user=self.spec.cache.end_user,
                         http_id=self.http_id,
                         sub=sub,
                         last=item,
@@ -111,22 +151,22 @@ class Generation:
         """The whole completion text (non-streaming)."""
         return "".join([out.new_text async for out in self.outputs(http)])
 
-    async def sse(self, render: Callable[[RequestOutput | None], list[dict]]) -> AsyncIterator[str]:
-        """Server-sent events: `render(output)` gives the chunks for one delta, and
-        `render(None)` the chunks that open the stream; ends with `data: [DONE]`."""
-        def event(obj: dict) -> str:
-            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-        for chunk in render(None):
-            yield event(chunk)
+    async def events(self, render: Callable[[RequestOutput | None], list[str]],
+                     on_error: Callable[[APIError], str], trailer: str = "") -> AsyncIterator[str]:
+        """A dialect's event stream: `render(output)` gives the framed events for one delta, and
+        `render(None)` those that open the stream; an error after the status line has gone out
+        becomes `on_error(err)`; `trailer` closes the stream (OpenAI's `data: [DONE]`)."""
+        for event in render(None):
+            yield event
         try:
             async for out in self.outputs(None):
-                for chunk in render(out):
-                    yield event(chunk)
+                for event in render(out):
+                    yield event
         except APIError as err:  # the status line has gone out: the error is an event
             log_event(log, "error", req=self.http_id, status=err.status, code=err.code, streaming=True)
-            yield event(error_body(err.message, err.type, err.param, err.code))
-        yield "data: [DONE]\n\n"
+            yield on_error(err)
+        if trailer:
+            yield trailer
 
 
 async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: str | None, http_id: str) -> None:
@@ -150,77 +190,16 @@ async def warm_prefix(state: ServerState, tokens: list[int], tenant: str, salt: 
             return
 
 
-def check_model(state: ServerState, model: str) -> None:
-    if model != state.engine.model_name:
-        raise model_not_found(model)
-
-
-def sampling_params(state: ServerState, body: SamplingFields, limit: int | None, n_prompt: int) -> SamplingParams:
-    """Request fields -> SamplingParams. With no limit given the reply may fill the context,
-    capped by the server's default_max_tokens (as OpenAI's default is 'up to the context')."""
-    if limit is None:
-        room = state.engine.context_length - n_prompt
-        limit = max(1, min(state.settings.default_max_tokens, room))
-    temperature = 1.0 if body.temperature is None else body.temperature
-    top_p = 1.0 if body.top_p is None else body.top_p
-    if top_p == 0.0:  # the limit of nucleus sampling as p -> 0 is greedy
-        temperature, top_p = 0.0, 1.0
-    params = SamplingParams(
-        max_tokens=limit,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=body.top_k or 0,
-        seed=body.seed,
-        stop=body.stop_strings(),
-        ignore_eos=body.ignore_eos,
-        skip_special_tokens=body.skip_special_tokens,
-    )
-    params.validate()
-    return params
-
-
-def namespace_salt(state: ServerState, salt: str | None, end_user: str | None) -> str | None:
-    """The salt the cache sees. With --isolate-by user it is (end user, salt) as one JSON
-    string, always, so that no salt a client sends can equal another user's namespace; the
-    requests that name no user share one namespace of their own."""
-    if state.settings.isolate_by != "user":
-        return salt
-    return json.dumps([end_user, salt], ensure_ascii=False)
-
-
-def cache_options(state: ServerState, tenant: str, body: SamplingFields) -> CacheOptions:
-    """The tenant comes from the API key, never the body; the salt partitions inside it."""
-    retention = body.prompt_cache_retention or "in_memory"
-    return CacheOptions(
-        enabled=body.caching.enabled if body.caching is not None else True,
-        tenant=tenant,
-        salt=namespace_salt(state, body.cache_salt, body.end_user()),
-        ttl_s=RETENTION_TTL_S[retention],
-        cache_key=body.prompt_cache_key,
-    )
-
-
-def start(
-    state: ServerState,
-    *,
-    endpoint: str,
-    request_id: str,
-    http_id: str,
-    tenant: str,
-    body: SamplingFields,
-    tokens: list[int],
-    roles: list[Role] | None,
-    limit: int | None,
-    prompt_text: str | None,
-    arrived: float,
-) -> Generation:
-    """Submit the request to the engine loop (raises the 400/429 APIErrors)."""
+def start(state: ServerState, spec: GenerationSpec, *, http_id: str, arrived: float) -> Generation:
+    """Submit `spec` to the engine loop (raises the 400/429 APIErrors)."""
+    settings = state.settings
     request = Request(
-        request_id=request_id,
-        prompt_tokens=tokens,
-        sampling=sampling_params(state, body, limit, len(tokens)),
-        cache=cache_options(state, tenant, body),
-        token_roles=roles,
+        request_id=spec.request_id,
+        prompt_tokens=spec.tokens,
+        sampling=sampling_params(spec.sampling, len(spec.tokens), state.engine.context_length,
+                                 settings.default_max_tokens),
+        cache=cache_options(spec.cache, spec.tenant, settings.isolate_by),
+        token_roles=spec.roles,
     )
     try:
         sub = state.loop.submit(request)
@@ -229,4 +208,21 @@ def start(
     except QueueFullError:
         raise queue_full(state.loop.max_queue) from None
     sub.submitted_at = arrived
-    return Generation(state, endpoint, tenant, body, sub, prompt_text, http_id)
+    return Generation(state, spec, sub, http_id)
+
+
+async def respond(gen: Generation, http: HTTPRequest, events: AsyncIterator[str] | None,
+                  reply_for: Callable[[str], Any]) -> Response:
+    """The tail every dialect shares: stream `events` when given, or collect the whole text and
+    answer with `reply_for(text)` (a pydantic model or a dict); a client that went away gets
+    no body."""
+    if events is not None:
+        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    try:
+        text = await gen.collect(http)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    reply = reply_for(text)
+    if inspect.isawaitable(reply):  # a dialect that stores the reply before answering
+        reply = await reply
+    return JSONResponse(reply if isinstance(reply, dict) else reply.model_dump())

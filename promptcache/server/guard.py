@@ -14,6 +14,8 @@ disconnects from streaming responses). In order:
    form cross-site without a CORS preflight, but never JSON.
 4. Who is calling. The API key is checked here, so a wrong or missing key gets its 401 before
    a byte of a possibly huge body is read (a 200 MiB body once took 6.6 s to be refused).
+   OpenAI's clients send it as `Authorization: Bearer KEY`, Anthropic's as `x-api-key: KEY`;
+   both name the same key ring, so a key is the same tenant in every dialect.
    The `Caller` is left in the scope for the routes, which decide what it may do.
 """
 
@@ -93,7 +95,7 @@ class RequestGuard:
         except APIError as err:
             log_event(log, "refused", req=request_id_of(scope), status=err.status, code=err.code,
                       path=scope["path"])
-            return await error_response(err)(scope, receive, send)
+            return await error_response(err, path=scope["path"])(scope, receive, send)
         await self.app(scope, receive, send)
 
     def _check_host(self, headers: Headers) -> None:
@@ -123,9 +125,11 @@ class RequestGuard:
 
     def _caller(self, headers: Headers) -> Caller:
         authorization = headers.get("authorization")
+        if authorization is None and (api_key := headers.get("x-api-key")):
+            authorization = f"Bearer {api_key}"
         caller = self.keys.identify(authorization)
         if caller is None:
             if authorization is None:
-                raise unauthorized("You didn't provide an API key (Authorization: Bearer KEY).")
+                raise unauthorized("You didn't provide an API key (Authorization: Bearer KEY or x-api-key).")
             raise unauthorized()
         return caller

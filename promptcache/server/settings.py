@@ -69,6 +69,9 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback ones
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS)
     isolate_by: str | None = None  # "user": the request's user field salts its cache namespace
+    # Stored Responses-API responses (previous_response_id): a SQLite file, or ":memory:".
+    responses_db: str = "~/.cache/promptcache/responses.sqlite3"
+    responses_ttl_s: float = 30 * 86_400.0
     # Logging: prompt text is never logged unless log_prompts is set.
     log_prompts: bool = False
     log_level: str = "info"
@@ -99,6 +102,8 @@ class ServerSettings:
             self.tier_config()  # a bad URL, size or key fails at start, in one line
         if self.cache_mb < 0 or self.min_prefix_blocks < 0:
             raise ValueError("cache_mb and min_prefix_blocks must be >= 0")
+        if self.responses_ttl_s <= 0:
+            raise ValueError("responses_ttl_s must be positive")
         # Each of these at 0 would refuse every request (max_queue = 0 turned every one into a 429).
         for name in ("block_size", "max_batch_size", "prefill_chunk", "admit_after", "default_max_tokens",
                      "max_queue", "render_threads"):

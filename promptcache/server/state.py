@@ -20,6 +20,7 @@ from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop, Submission
 from promptcache.server.logs import PROMPT_CHARS, log_event, quoted
 from promptcache.server.metrics import ServerMetrics
+from promptcache.server.openai.responses.store import ResponseStore
 from promptcache.server.settings import ServerSettings
 from promptcache.server.tenants import KeyRing
 
@@ -79,6 +80,7 @@ class ServerState:
     metrics: ServerMetrics
     key_stats: PromptCacheKeyStats = field(default_factory=PromptCacheKeyStats)
     render_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    responses: ResponseStore | None = None  # stored Responses-API responses
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
 

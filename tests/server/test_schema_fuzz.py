@@ -17,7 +17,8 @@ from promptcache.server.settings import ServerSettings
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_llama_dir):
     # Small replies so that generated requests without max_tokens stay cheap.
-    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=4, max_queue=64))
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=4, max_queue=64,
+                                         responses_db=":memory:"))
     yield server
     server.stop()
 
@@ -34,12 +35,17 @@ def check_case(case) -> None:
     response = case.call(timeout=60)
     assert response.status_code < 500, (case.method, case.path, case.body, response.text)
     if response.status_code >= 400 and "application/json" in str(response.headers.get("content-type")):
-        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        error = response.json()
+        if case.path.startswith("/v1/messages"):  # Anthropic's shape
+            assert error["type"] == "error" and set(error["error"]) == {"type", "message"}
+        else:
+            assert set(error["error"]) == {"message", "type", "param", "code"}
 
 
 def test_no_server_errors(fuzz_server):
     ops = operations(fuzz_server)
-    assert {op.path for op in ops} >= {"/v1/chat/completions", "/v1/completions", "/v1/cache/pin"}
+    assert {op.path for op in ops} >= {"/v1/chat/completions", "/v1/completions", "/v1/cache/pin", "/v1/messages",
+                                       "/v1/responses"}
     for op, mode in itertools.product(ops, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
         if mode is GenerationMode.NEGATIVE and op.method.upper() != "POST":
             continue  # nothing to get wrong in a bodiless GET

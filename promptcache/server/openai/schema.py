@@ -6,27 +6,17 @@ Unknown fields are ignored (clients send many optional knobs we do not implement
 on them would break drop-in use); knobs whose silent omission would mislead (n > 1, logprobs)
 are rejected instead.
 
-Extensions beyond OpenAI, all optional: `caching` ({"enabled": false} bypasses the prefix
-cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`.
+Extensions beyond OpenAI, all optional: `caching` ({"enabled": false} or {"type": "disabled"}
+bypasses the prefix cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _encodable(text: str) -> str:
-    # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them, and failing
-    # later would be a 500 rather than the 400 it should be.
-    text.encode("utf-8")
-    return text
-
-
-Text = Annotated[str, AfterValidator(_encodable)]
+from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -58,7 +48,17 @@ class StreamOptions(OpenAIBody):
 
 
 class CachingOptions(OpenAIBody):
-    enabled: bool = True
+    """Both spellings in use: {"enabled": bool}, and {"type": "enabled" | "disabled"} as the
+    AIBrix context-cache proposal sends it through the official clients' extra_body."""
+
+    enabled: bool | None = None
+    type: Literal["enabled", "disabled"] | None = None
+
+    @property
+    def on(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return self.type != "disabled"
 
 
 class SamplingFields(OpenAIBody):
@@ -152,15 +152,6 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
-
-    @classmethod
-    def of(cls, prompt: int, cached: int, completion: int) -> Usage:
-        return cls(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-        )
 
 
 class AssistantMessage(BaseModel):

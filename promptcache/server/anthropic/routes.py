@@ -1,0 +1,71 @@
+"""POST /v1/messages and POST /v1/messages/count_tokens, in Anthropic's shapes.
+
+Same order of work as every dialect: the key was checked from the headers (`x-api-key`, or
+`Authorization: Bearer`), the body's size bounded, then the cheap limits, and only then the
+render and tokenization, in a bounded worker thread.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi import Request as HTTPRequest
+from fastapi.responses import Response
+
+from promptcache.server.anthropic.errors import anthropic_error
+from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest, TextContent
+from promptcache.server.anthropic.stream import message_events, messages_usage, stop_reason
+from promptcache.server.anthropic.translate import cache_spec, render, sampling_spec
+from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.spec import GenerationSpec
+from promptcache.server.errors import bad_request, register_error_shape
+from promptcache.server.generation import respond, start
+from promptcache.server.limits import Limits, check_label, check_messages, check_tools
+from promptcache.server.request_id import request_id_of
+from promptcache.server.tenants import Tenant
+
+PREFIX = "/v1/messages"
+register_error_shape(PREFIX, anthropic_error)
+router = APIRouter()
+
+
+def _check_limits(body: CountTokensRequest, limits: Limits) -> None:
+    check_messages(body.messages, limits)
+    if isinstance(body.system, list) and len(body.system) > limits.max_content_parts:
+        raise bad_request(f"{len(body.system)} system blocks is more than the limit of "
+                          f"{limits.max_content_parts}.", param="system")
+    check_tools([t.model_dump() for t in body.tools] if body.tools else None, limits)
+    if isinstance(body, MessagesRequest):
+        for i, stop in enumerate(body.stop_sequences or []):
+            check_label(stop, limits.max_stop_chars, f"stop_sequences.{i}")
+        check_label(body.metadata.user_id if body.metadata else None, limits.max_label_chars, "metadata.user_id")
+
+
+@router.post(PREFIX, response_model=None, responses={200: {"model": MessageReply}})
+async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> Response:
+    state = server_state(http)
+    arrived = state.clock()
+    check_model(state, body.model)
+    _check_limits(body, state.settings.limits)
+    prompt, breakpoints = await off_loop(state, render, body, state.renderer)
+    http_id = request_id_of(http.scope)
+    spec = GenerationSpec(
+        endpoint="messages", request_id=f"msg_{http_id.removeprefix('req_')}", tenant=tenant.name,
+        tokens=prompt.tokens, roles=prompt.roles, sampling=sampling_spec(body),
+        cache=cache_spec(body, breakpoints), prompt_text=prompt.text,
+    )
+    gen = start(state, spec, http_id=http_id, arrived=arrived)
+    model = state.engine.model_name
+    return await respond(
+        gen, http, message_events(gen, model) if body.stream else None,
+        lambda text: MessageReply(id=gen.sub.request_id, model=model, content=[TextContent(text=text)],
+                                  stop_reason=stop_reason(gen), usage=messages_usage(gen.usage)),
+    )
+
+
+@router.post(PREFIX + "/count_tokens")
+async def count_tokens(body: CountTokensRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
+    state = server_state(http)
+    check_model(state, body.model)
+    _check_limits(body, state.settings.limits)
+    prompt, _ = await off_loop(state, render, body, state.renderer)
+    return {"input_tokens": len(prompt.tokens)}

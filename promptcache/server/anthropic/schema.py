@@ -1,0 +1,136 @@
+"""Anthropic's Messages API bodies (POST /v1/messages, /v1/messages/count_tokens), with the
+field names, types and ranges of Anthropic's API reference, so the official `anthropic`
+client works unchanged.
+
+Content blocks we cannot honour (images, documents, thinking) fail validation with a 400 that
+names the block, rather than being dropped from the prompt. Unknown top-level fields are
+ignored as Anthropic's own API does for forward compatibility, except those listed in
+`translate.UNSUPPORTED`, which would change the reply and so are refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptcache.server.core.fields import Text
+
+# Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
+MAX_BREAKPOINTS = 4
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+
+
+class AnthropicBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CacheControl(AnthropicBody):
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] = "5m"
+
+
+class TextBlock(AnthropicBody):
+    type: Literal["text"]
+    text: Text
+    cache_control: CacheControl | None = None
+
+
+class ToolUseBlock(AnthropicBody):
+    type: Literal["tool_use"]
+    id: Text
+    name: Text
+    input: dict[str, Any]
+    cache_control: CacheControl | None = None
+
+
+class ToolResultBlock(AnthropicBody):
+    type: Literal["tool_result"]
+    tool_use_id: Text
+    content: Text | list[TextBlock] | None = None
+    is_error: bool | None = None
+    cache_control: CacheControl | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(block.text for block in self.content)
+
+
+Block = Annotated[Union[TextBlock, ToolUseBlock, ToolResultBlock], Field(discriminator="type")]
+
+
+class Message(AnthropicBody):
+    role: Literal["user", "assistant"]
+    content: Text | Annotated[list[Block], Field(min_length=1)]
+
+    def blocks(self) -> list:
+        return [TextBlock(type="text", text=self.content)] if isinstance(self.content, str) else list(self.content)
+
+
+class Tool(AnthropicBody):
+    name: Annotated[Text, Field(min_length=1, max_length=128)]
+    description: Text | None = None
+    input_schema: dict[str, Any]
+    cache_control: CacheControl | None = None
+
+
+class Metadata(AnthropicBody):
+    user_id: Text | None = None
+
+
+class CountTokensRequest(AnthropicBody):
+    model: Text
+    messages: Annotated[list[Message], Field(min_length=1)]
+    system: Text | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    # Automatic caching: a breakpoint on the last block of the conversation (one of the four).
+    cache_control: CacheControl | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: Annotated[int, Field(ge=1)]
+    temperature: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    stop_sequences: Annotated[list[Text], Field(max_length=16)] | None = None
+    stream: bool = False
+    metadata: Metadata | None = None
+
+
+# ---- responses -------------------------------------------------------------------------
+
+
+class CacheCreation(BaseModel):
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+
+
+class MessagesUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: CacheCreation = Field(default_factory=CacheCreation)
+
+
+class TextContent(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
+
+
+class MessageReply(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    model: str
+    content: list[TextContent]
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+    usage: MessagesUsage

@@ -1,0 +1,86 @@
+"""The neutral request spec: what every dialect's body becomes before the engine sees it.
+
+A dialect parses its own body, renders its prompt to tokens (with a role per token), and fills
+a `GenerationSpec`: sampling knobs, cache options, the cache key label and the end user. The
+tenant is never in a body; it comes from the caller's key (`deps.tenant_of`). From here on
+nothing depends on which dialect the request arrived in, so one prompt sent through any
+dialect reads and writes the same cache entries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from promptcache.engine.api import CacheOptions, Role, SamplingParams
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    max_tokens: int | None = None  # None: up to the context, capped by default_max_tokens
+    temperature: float | None = None  # None: 1.0, as OpenAI and Anthropic default
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    enabled: bool = True  # False: this request neither reads nor writes the cache
+    salt: str | None = None  # a client partition inside the caller's tenant
+    ttl_s: float | None = None  # lifetime of the blocks this request inserts (None: the cache's default)
+    cache_key: str | None = None  # a label for stats and logs; never changes what hits
+    end_user: str | None = None  # logged; with --isolate-by user it partitions the cache
+    # Explicit breakpoints (Anthropic's cache_control): (prompt token index, TTL label), in order.
+    breakpoints: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass
+class GenerationSpec:
+    endpoint: str  # the log and metrics name: chat, completions, messages, responses
+    request_id: str
+    tenant: str
+    tokens: list[int]
+    roles: list[Role] | None = None
+    sampling: SamplingSpec = field(default_factory=SamplingSpec)
+    cache: CacheSpec = field(default_factory=CacheSpec)
+    prompt_text: str | None = None  # only ever logged with --log-prompts
+
+
+def sampling_params(spec: SamplingSpec, n_prompt: int, context_length: int, default_max_tokens: int) -> SamplingParams:
+    """SamplingSpec -> the engine's SamplingParams. With no limit given the reply may fill the
+    context, capped by the server's default_max_tokens (as OpenAI's default is 'up to the context')."""
+    limit = spec.max_tokens
+    if limit is None:
+        limit = max(1, min(default_max_tokens, context_length - n_prompt))
+    temperature = 1.0 if spec.temperature is None else spec.temperature
+    top_p = 1.0 if spec.top_p is None else spec.top_p
+    if top_p == 0.0:  # the limit of nucleus sampling as p -> 0 is greedy
+        temperature, top_p = 0.0, 1.0
+    params = SamplingParams(
+        max_tokens=limit, temperature=temperature, top_p=top_p, top_k=spec.top_k or 0, seed=spec.seed,
+        stop=tuple(s for s in spec.stop if s),  # an empty stop string would stop at once
+        ignore_eos=spec.ignore_eos, skip_special_tokens=spec.skip_special_tokens,
+    )
+    params.validate()
+    return params
+
+
+def namespace_salt(isolate_by: str | None, salt: str | None, end_user: str | None) -> str | None:
+    """The salt the cache sees. With --isolate-by user it is (end user, salt) as one JSON
+    string, always, so that no salt a client sends can equal another user's namespace; the
+    requests that name no user share one namespace of their own."""
+    if isolate_by != "user":
+        return salt
+    return json.dumps([end_user, salt], ensure_ascii=False)
+
+
+def cache_options(spec: CacheSpec, tenant: str, isolate_by: str | None) -> CacheOptions:
+    """The tenant comes from the API key, never the body; the salt partitions inside it."""
+    return CacheOptions(
+        enabled=spec.enabled, tenant=tenant, salt=namespace_salt(isolate_by, spec.salt, spec.end_user),
+        ttl_s=spec.ttl_s, cache_key=spec.cache_key,
+    )

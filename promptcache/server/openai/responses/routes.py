@@ -1,0 +1,130 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items.
+
+Stored responses are the caller's tenant's own: a lookup names the tenant, so another tenant's
+id is a 404 exactly like an id that never existed. The store is SQLite, whose calls run in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi import Request as HTTPRequest
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.spec import GenerationSpec
+from promptcache.server.errors import APIError
+from promptcache.server.generation import Generation, respond, start
+from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages, check_tools
+from promptcache.server.openai.responses.schema import ResponsesRequest
+from promptcache.server.openai.responses.store import ResponseStore, StoredResponse
+from promptcache.server.openai.responses.stream import EventStream
+from promptcache.server.openai.responses.translate import (
+    cache_spec,
+    history,
+    input_items,
+    message_item,
+    response_object,
+    sampling_spec,
+    tool_dicts,
+    turns,
+    usage_object,
+)
+from promptcache.server.request_id import request_id_of
+from promptcache.server.state import ServerState
+from promptcache.server.tenants import Tenant
+
+router = APIRouter(prefix="/v1/responses")
+
+
+def not_found(response_id: str, param: str | None = None) -> APIError:
+    return APIError(404, f"No response found with id '{response_id[:64]}'.", param=param, code="not_found")
+
+
+def store_of(state: ServerState) -> ResponseStore:
+    return state.responses
+
+
+async def _stored(state: ServerState, tenant: str, response_id: str, param: str | None = None) -> StoredResponse:
+    check_label(response_id, state.settings.limits.max_label_chars, param or "response_id")
+    record = await run_in_threadpool(store_of(state).get, tenant, response_id)
+    if record is None:
+        raise not_found(response_id, param)
+    return record
+
+
+def written(gen: Generation) -> int:
+    """Prompt tokens this request wrote to the cache for later requests: past the hit."""
+    return max(0, gen.reusable_end() - gen.usage.cached)
+
+
+@router.post("", response_model=None)
+async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> Response:
+    state = server_state(http)
+    arrived = state.clock()
+    check_model(state, body.model)
+    limits = state.settings.limits
+    for name in LABEL_FIELDS:
+        check_label(getattr(body, name), limits.max_label_chars, name)
+    check_tools(body.tools, limits)
+    previous = None
+    if body.previous_response_id is not None:
+        previous = await _stored(state, tenant.name, body.previous_response_id, "previous_response_id")
+    conversation = history(body, previous)
+    chat = turns(body, conversation)
+    check_messages(chat, limits)
+    tools = tool_dicts(body, state.renderer)
+    prompt = await off_loop(state, state.renderer.render, chat, tools)
+    http_id = request_id_of(http.scope)
+    response_id = f"resp_{http_id.removeprefix('req_')}"
+    spec = GenerationSpec(endpoint="responses", request_id=response_id, tenant=tenant.name, tokens=prompt.tokens,
+                          roles=prompt.roles, sampling=sampling_spec(body), cache=cache_spec(body),
+                          prompt_text=prompt.text)
+    gen = start(state, spec, http_id=http_id, arrived=arrived)
+    created, model = int(state.wall_clock()), state.engine.model_name
+    item_id = f"msg_{uuid.uuid4().hex}"
+
+    async def finish(text: str) -> dict:
+        length = gen.finish_reason == "length"
+        final = response_object(response_id, created, model, body, status="incomplete" if length else "completed",
+                                output=[message_item(item_id, text)],
+                                usage=usage_object(gen.usage, written(gen)), length=length)
+        if body.store:
+            record = StoredResponse(response_id, tenant.name, final, input_items(body, response_id),
+                                    conversation + [{"role": "assistant", "content": text}])
+            await run_in_threadpool(store_of(state).put, record)
+        return final
+
+    events = None
+    if body.stream:
+        opening = response_object(response_id, created, model, body, status="in_progress", output=[], usage=None)
+        events = EventStream(gen, item_id, opening).events(finish)
+    return await respond(gen, http, events, finish)
+
+
+@router.get("/{response_id}")
+async def get_response(response_id: str, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
+    return (await _stored(server_state(http), tenant.name, response_id)).response
+
+
+@router.delete("/{response_id}")
+async def delete_response(response_id: str, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
+    state = server_state(http)
+    check_label(response_id, state.settings.limits.max_label_chars, "response_id")
+    if not await run_in_threadpool(store_of(state).delete, tenant.name, response_id):
+        raise not_found(response_id)
+    return {"id": response_id, "object": "response", "deleted": True}
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(response_id: str, http: HTTPRequest, tenant: Tenant = Depends(tenant_of),
+                           order: Literal["asc", "desc"] = "desc",
+                           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
+    every = (await _stored(server_state(http), tenant.name, response_id)).input_items
+    items = (every if order == "asc" else every[::-1])[:limit]
+    return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+            "last_id": items[-1]["id"] if items else None, "has_more": len(every) > limit}

@@ -1,0 +1,70 @@
+"""The Responses API request body, with the field names and ranges of OpenAI's reference.
+
+Input items we cannot honour fail validation with a 400 naming the item (function calls and
+their outputs need a model whose chat template has a tool format; images and files are not
+served), and so does a `text.format` other than plain text: neither is dropped in silence.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from promptcache.server.core.fields import Text
+from promptcache.server.openai.schema import CachingOptions, OpenAIBody
+
+
+class ContentText(OpenAIBody):
+    type: Literal["input_text", "output_text"]
+    text: Text
+
+
+class InputMessage(OpenAIBody):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: Text | Annotated[list[ContentText], Field(min_length=1)]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class ResponsesRequest(OpenAIBody):
+    model: Text
+    input: Text | Annotated[list[InputMessage], Field(min_length=1)]
+    instructions: Text | None = None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    store: bool = True
+    previous_response_id: Text | None = None
+    stream: bool = False
+    metadata: dict[str, Text] | None = None
+    text: dict[str, Any] | None = None
+    # Prompt caching.
+    prompt_cache_key: Text | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    caching: CachingOptions | None = None  # extension: {"type": "enabled" | "disabled"}
+    cache_salt: Text | None = None  # extension: a partition inside the caller's tenant
+    user: Text | None = None
+    safety_identifier: Text | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _plain_text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        kind = ((value or {}).get("format") or {}).get("type", "text")
+        if kind != "text":
+            raise ValueError(f"text.format {kind!r} is not supported; only 'text' is")
+        return value
+
+    def end_user(self) -> str | None:
+        return self.safety_identifier if self.safety_identifier is not None else self.user
+
+    def items(self) -> list[InputMessage]:
+        if isinstance(self.input, str):
+            return [InputMessage(role="user", content=self.input)]
+        return list(self.input)

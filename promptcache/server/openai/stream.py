@@ -1,0 +1,68 @@
+"""OpenAI's streamed chunks: `chat.completion.chunk` and `text_completion` objects as bare
+`data:` events, ending in `data: [DONE]`; an error after the status line is an event too."""
+
+from __future__ import annotations
+
+from promptcache.engine.api import RequestOutput
+from promptcache.server.core.sse import sse_event
+from promptcache.server.errors import default_shape
+from promptcache.server.generation import Generation
+from promptcache.server.openai.schema import ChatCompletionChunk, ChunkChoice, ChunkDelta, TextChoice, TextCompletion
+from promptcache.server.openai.translate import openai_usage
+
+DONE = sse_event("[DONE]")
+
+
+def sse_stream(gen: Generation, render):
+    """`render(output)` gives chunk dicts; they go out as `data:` events."""
+    return gen.events(lambda out: [sse_event(chunk) for chunk in render(out)],
+                      lambda err: sse_event(default_shape(err)), DONE)
+
+
+def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool):
+    """Builds one streamed chunk of `shape` (a pydantic model); OpenAI's chunks carry `usage`
+    only when the client asked for it with stream_options.include_usage."""
+
+    def chunk(choices: list, usage=None) -> dict:
+        body = shape(id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage).model_dump()
+        if not include_usage:
+            body.pop("usage")
+        return body
+
+    return chunk
+
+
+def chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+    chunk = chunk_maker(ChatCompletionChunk, gen, created, model, include_usage)
+
+    def render(out: RequestOutput | None) -> list[dict]:
+        if out is None:  # OpenAI's first chunk names the role and has empty content
+            return [chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])]
+        chunks = []
+        if out.new_text:
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(content=out.new_text))]))
+        if out.finished:
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=gen.finish_reason)]))
+            if include_usage:
+                chunks.append(chunk([], usage=openai_usage(gen.usage)))
+        return chunks
+
+    return render
+
+
+def text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+    chunk = chunk_maker(TextCompletion, gen, created, model, include_usage)
+
+    def render(out: RequestOutput | None) -> list[dict]:
+        if out is None:
+            return []
+        chunks = []
+        if out.new_text and not out.finished:
+            chunks.append(chunk([TextChoice(text=out.new_text)]))
+        if out.finished:
+            chunks.append(chunk([TextChoice(text=out.new_text, finish_reason=gen.finish_reason)]))
+            if include_usage:
+                chunks.append(chunk([], usage=openai_usage(gen.usage)))
+        return chunks
+
+    return render
