@@ -72,6 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--keep", type=Path, help="write the log here (default: a temporary file)")
+    parser.add_argument("--log", type=Path, help="analyse this log instead of generating one")
+    parser.add_argument("--jobs", type=int, help="replay worker processes (default: one per CPU)")
+    parser.add_argument("--replicas", default="1,2,4,8", help="replica counts of the grid")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from promptcache.analyze.pipeline import analyze
@@ -79,15 +82,18 @@ def main() -> None:
     from promptcache.model.source import open_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.keep or Path(tmp) / "log.jsonl"
-        generate(path, args.requests)
+        path = args.log or args.keep or Path(tmp) / "log.jsonl"
+        if args.log is None:
+            generate(path, args.requests)
         start = time.perf_counter()
         source = open_model(None)
-        settings = Settings(kv_bytes_per_token=source.config.kv_bytes_per_token(2))
+        settings = Settings(kv_bytes_per_token=source.config.kv_bytes_per_token(2), jobs=args.jobs,
+                            replicas=tuple(int(n) for n in args.replicas.split(",")))
         report = analyze(path, source, settings)
         total = time.perf_counter() - start
     figures = {"requests": report["requests"], "prompt_tokens": report["prompt_tokens"],
                "hit_ratio": report["hit_ratio"], "render_s": report["seconds"]["render"],
+               "grid_s": report["seconds"]["grid"],
                "analysis_s": report["seconds"]["total"], "total_s_with_model_open": total,
                "lint": [(f["kind"], f["affected"]) for f in report["lint"]]}
     if args.json:

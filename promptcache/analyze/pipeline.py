@@ -66,6 +66,7 @@ def analyze(path: Path, source, settings: Settings, *, prefill_tok_s: float = DE
     rendered_s = time.perf_counter() - started
     traffic = Traffic(tokens, roles, at, tenants, source.fingerprint)
     grid = run_grid(traffic, settings, block_roles, progress)
+    grid_s = time.perf_counter() - started - rendered_s
     progress("top shared prefixes")
     bs = settings.block_size
     sketch = len(tokens) > EXACT_SHARING_LIMIT
@@ -107,7 +108,7 @@ def analyze(path: Path, source, settings: Settings, *, prefill_tok_s: float = DE
                           "preview": _preview(source.tokenizer, list(tokens[p.example][:p.num_tokens]))} for p in top],
         "top_prefixes_sketched": sketch,
         "lint": [f.as_dict() for f in findings],
-        "seconds": {"render": rendered_s, "total": time.perf_counter() - started},
+        "seconds": {"render": rendered_s, "grid": grid_s, "total": time.perf_counter() - started},
     }
 
 
