@@ -1,0 +1,137 @@
+"""OpenAI chat's structured fields -> one output constraint and a prompt; replies -> messages.
+
+`response_format`, vLLM's `structured_outputs`, and `tools` with `tool_choice` and
+`parallel_tool_calls` are each honoured or refused: a request asking for two constraints at
+once, a named tool that is not listed, or a `tool_choice` other than the four OpenAI defines
+is a 400 naming the field.
+
+Tools use the generic format (tools.py): the tool list joins the system turn, earlier calls and
+results are rendered back as the model generated them, and the reply is parsed into
+`tool_calls` (finish_reason "tool_calls") or content.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptcache.engine.api import EngineInputError
+from promptcache.engine.structured.spec import StructureSpec
+from promptcache.server.structured import tools as generic
+from promptcache.server.structured.formats import from_response_format, from_structured_outputs, one_spec
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A message as the chat renderer takes it (role and text)."""
+
+    role: str
+    content: str
+
+    def text(self) -> str:
+        return self.content
+
+
+@dataclass(frozen=True)
+class ChatStructure:
+    spec: StructureSpec | None = None
+    tools: list[generic.Tool] = field(default_factory=list)
+    calls_allowed: bool = False  # the reply is in the generic tool format and may hold calls
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.tools)
+
+
+def tool_of(entry: Any, index: int) -> generic.Tool:
+    param = f"tools[{index}]"
+    if not isinstance(entry, dict) or entry.get("type", "function") != "function":
+        raise EngineInputError(f"{param} must be a function tool", "tools")
+    fn = entry.get("function", entry)  # chat nests the function; the Responses API does not
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise EngineInputError(f"{param}.function.name is required", "tools")
+    parameters = fn.get("parameters") or {"type": "object", "properties": {}}
+    if not isinstance(parameters, dict):
+        raise EngineInputError(f"{param}.function.parameters must be a JSON Schema object", "tools")
+    return generic.Tool(fn["name"], str(fn.get("description") or ""), parameters, bool(fn.get("strict")))
+
+
+def choice_of(value: Any, parallel: bool | None) -> generic.ToolChoice:
+    parallel = True if parallel is None else bool(parallel)
+    if value is None or value in ("auto", "required", "none"):
+        return generic.ToolChoice(value or "auto", parallel=parallel)
+    if isinstance(value, dict) and value.get("type") == "function":
+        name = (value.get("function") or value).get("name")
+        if isinstance(name, str):
+            return generic.ToolChoice("named", name, parallel=parallel)
+    raise EngineInputError("tool_choice must be 'auto', 'required', 'none' or a named function", "tool_choice")
+
+
+def chat_structure(response_format: Any = None, structured_outputs: Any = None, tools: Any = None,
+                   tool_choice: Any = None, parallel_tool_calls: bool | None = None) -> ChatStructure:
+    if tools is not None and not isinstance(tools, list):
+        raise EngineInputError("tools must be a list", "tools")
+    tool_list = [tool_of(t, i) for i, t in enumerate(tools or [])]
+    if len({t.name for t in tool_list}) != len(tool_list):
+        raise EngineInputError("tools lists a function name twice", "tools")
+    output = one_spec(from_response_format(response_format), from_structured_outputs(structured_outputs))
+    if not tool_list:
+        if tool_choice not in (None, "none", "auto"):
+            raise EngineInputError("tool_choice needs tools", "tool_choice")
+        return ChatStructure(spec=output)
+    choice = choice_of(tool_choice, parallel_tool_calls)
+    generic.check_choice(tool_list, choice)
+    if output is not None and choice.mode != "none":
+        raise EngineInputError(f"{output.param} cannot be combined with tools unless tool_choice is 'none'",
+                               output.param)
+    if output is not None:  # tools listed (so in the prompt) but not callable: the format rules
+        return ChatStructure(spec=output, tools=tool_list)
+    return ChatStructure(spec=generic.grammar(tool_list, choice), tools=tool_list, calls_allowed=True)
+
+
+def prompt_turns(messages: list[Any], structure: ChatStructure) -> list[Turn]:
+    """The conversation to render: the tool list joins the system turn; earlier assistant calls
+    and tool results are written as the generic format has the model write and read them."""
+    turns = []
+    for message in messages:
+        role, text = message.role, message.text()
+        calls = getattr(message, "tool_calls", None)
+        if role == "assistant" and calls:
+            text = generic.assistant_text([_call_of(c) for c in calls], None)
+        elif role == "assistant" and structure.calls_allowed:
+            text = generic.assistant_text([], text)
+        elif role == "tool":
+            text = generic.tool_result_text(getattr(message, "tool_call_id", None), text)
+        turns.append(Turn(role, text))
+    if structure.uses_tools:
+        system = [t for t in turns if t.role in ("system", "developer")]
+        merged = generic.system_text("\n\n".join(t.content for t in system) or None, structure.tools)
+        turns = [Turn("system", merged)] + [t for t in turns if t.role not in ("system", "developer")]
+    return turns
+
+
+def _call_of(call: Any) -> generic.ToolCall:
+    fn = call.get("function", {}) if isinstance(call, dict) else {}
+    name, arguments = fn.get("name"), fn.get("arguments", "{}")
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError as exc:
+        raise EngineInputError("an assistant tool call's arguments are not valid JSON", "messages") from exc
+    if not isinstance(name, str) or not isinstance(parsed, dict):
+        raise EngineInputError("an assistant tool call needs a function name and an arguments object", "messages")
+    return generic.ToolCall(name, parsed)
+
+
+def reply_message(text: str, structure: ChatStructure, finish_reason: str) -> tuple[str | None, list[dict], str]:
+    """(content, OpenAI tool_calls, finish_reason) for a finished reply."""
+    if not structure.calls_allowed:
+        return text, [], finish_reason
+    calls, answer = generic.parse_reply(text)
+    if not calls:
+        return answer, [], finish_reason
+    tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                   "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                  for c in calls]
+    return None, tool_calls, "tool_calls"
