@@ -29,6 +29,7 @@ from promptcache.server.engine_loop import EngineLoop
 from promptcache.server.errors import install_error_handlers, unauthorized
 from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
+from promptcache.server.explain import router as explain_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import SqliteResponseStore
 from promptcache.server.openai.routes import router as openai_router
@@ -114,13 +115,14 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type"],
-            expose_headers=["x-request-id"],
+            expose_headers=["x-request-id", "x-cache-hit-tokens", "x-cache-tiers", "x-cache-divergence"],
         )
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(RequestIds)
     for dialect in (openai_router, responses_router, anthropic_router):  # each dialect is one router
         app.include_router(dialect)
     app.include_router(admin.router)
+    app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
 
     @app.get("/health")
     async def health() -> dict:

@@ -157,6 +157,14 @@ class ChatRenderer:
             raise bad_request(f"{param}: this model's chat template has no tool format, so {what} cannot be "
                               "honoured.", param=param)
 
+    def message_at(self, text: str, messages: Sequence[ChatTurn], char: int) -> int | None:
+        """The index of the message whose region of the rendered `text` holds offset `char`
+        (None: past the last message, in the assistant header)."""
+        for i, end in enumerate(self._message_ends(text, template_messages(messages))):
+            if char < end:
+                return i
+        return None
+
     def _message_ends(self, text: str, dicts: list[dict[str, Any]]) -> list[int]:
         """For each message, the offset in `text` where its region ends (monotonic)."""
         ends: list[int] = []

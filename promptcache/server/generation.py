@@ -19,10 +19,9 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from promptcache.engine.api import CacheOptions, Request, RequestOutput, SamplingParams
-from promptcache.model.row_invariance import MIN_ROWS
 from promptcache.server.core.spec import GenerationSpec, cache_options, sampling_params
 from promptcache.server.core.sse import SSE_HEADERS
-from promptcache.server.core.usage import TokenUsage
+from promptcache.server.core.usage import TokenUsage, reusable_prefix
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission, TenantLimitError
 from promptcache.server.errors import APIError, queue_full, server_error, tenant_limit
 from promptcache.server.logs import log_event
@@ -48,6 +47,7 @@ class Generation:
     sub: Submission
     http_id: str  # the HTTP request's id, in logs and in a 5xx message
     last: RequestOutput | None = None
+    early: object = None  # the first queue item, taken by `started()` before `outputs()` runs
 
     @property
     def endpoint(self) -> str:
@@ -74,11 +74,7 @@ class Generation:
         at least MIN_ROWS). 0 with the cache off for it."""
         if not (self.state.settings.cache_enabled and self.spec.cache.enabled):
             return 0
-        size, n_prompt = self.state.settings.block_size, len(self.spec.tokens)
-        blocks = (n_prompt - 1) // size
-        while blocks > 0 and n_prompt - blocks * size < MIN_ROWS:
-            blocks -= 1
-        return blocks * size
+        return reusable_prefix(len(self.spec.tokens), self.state.settings.block_size)
 
     def written(self, cached: int) -> dict[str, int]:
         """Prompt tokens this request cached under its explicit breakpoints, per TTL label:
@@ -115,9 +111,10 @@ class Generation:
                     if await http.is_disconnected():
                         raise ClientGone()
                 try:
-                    item = await asyncio.wait_for(sub.queue.get(), DISCONNECT_POLL_S)
+                    item = self.early or await asyncio.wait_for(sub.queue.get(), DISCONNECT_POLL_S)
                 except TimeoutError:
                     continue
+                self.early = None
                 if isinstance(item, EngineFailure):
                     raise server_error(self.http_id, code="engine_failure", status=503)
                 if item.finished and item.finish_reason == "error":
@@ -146,6 +143,38 @@ class Generation:
         finally:
             if self.last is None or not self.last.finished:
                 state.loop.abort(sub.request_id)
+
+    async def started(self, http: HTTPRequest) -> None:
+        """Wait for the engine's first output, which says how much of the prompt the cache
+        supplied, so that a stream's headers can report it. A client gone meanwhile raises
+        ClientGone (the request is aborted); a failure is raised as its APIError, before any
+        status line."""
+        while self.early is None:
+            if await http.is_disconnected():
+                self.state.loop.abort(self.sub.request_id)
+                raise ClientGone()
+            try:
+                self.early = await asyncio.wait_for(self.sub.queue.get(), DISCONNECT_POLL_S)
+            except TimeoutError:
+                continue
+        early = self.early
+        if isinstance(early, EngineFailure) or (early.finished and early.finish_reason == "error"):
+            async for _ in self.outputs(None):  # raises the failure's APIError
+                pass
+
+    def cache_headers(self) -> dict[str, str]:
+        """Where the prompt came from: `x-cache-hit-tokens`, `x-cache-tiers` (tiers below memory
+        promote their blocks into memory before a request reads them, so every hit is counted
+        there), and on a partial hit `x-cache-divergence`, the first token the cache did not
+        supply (a block boundary: the prompt left the cached prefix within the block after it)."""
+        out = self.last if self.last is not None else self.early
+        if not isinstance(out, RequestOutput):
+            return {}
+        cached = out.num_cached_tokens
+        headers = {"x-cache-hit-tokens": str(cached), "x-cache-tiers": f"memory={cached};disk=0;redis=0"}
+        if 0 < cached < self.reusable_end():
+            headers["x-cache-divergence"] = str(cached)
+        return headers
 
     async def collect(self, http: HTTPRequest) -> str:
         """The whole completion text (non-streaming)."""
@@ -216,13 +245,15 @@ async def respond(gen: Generation, http: HTTPRequest, events: AsyncIterator[str]
     """The tail every dialect shares: stream `events` when given, or collect the whole text and
     answer with `reply_for(text)` (a pydantic model or a dict); a client that went away gets
     no body."""
-    if events is not None:
-        return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
     try:
+        if events is not None:
+            await gen.started(http)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={**SSE_HEADERS, **gen.cache_headers()})
         text = await gen.collect(http)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     reply = reply_for(text)
     if inspect.isawaitable(reply):  # a dialect that stores the reply before answering
         reply = await reply
-    return JSONResponse(reply if isinstance(reply, dict) else reply.model_dump())
+    return JSONResponse(reply if isinstance(reply, dict) else reply.model_dump(), headers=gen.cache_headers())

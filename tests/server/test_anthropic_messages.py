@@ -86,6 +86,9 @@ def test_ttl_expiry_makes_a_new_creation_and_a_hit_refreshes_it(server):
     server.clock.now += 200  # 400 s after creation but 200 s after the hit that refreshed it
     assert ask(server, system, "Three?").usage.cache_read_input_tokens >= created.cache_creation_input_tokens
     server.clock.now += 301  # past 5 minutes since the last use: expired
+    body = {"model": server.model, "max_tokens": 8, "system": system, "messages": [{"role": "user", "content": "Four?"}]}
+    why = httpx.post(server.url + "/v1/cache/explain", json=body, headers={"x-api-key": "key-alice"}).json()
+    assert why["cached_tokens"] == 0 and why["cause"].startswith("expired")
     expired = ask(server, system, "Four?").usage
     assert expired.cache_read_input_tokens == 0
     assert expired.cache_creation_input_tokens == created.cache_creation_input_tokens

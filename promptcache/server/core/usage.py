@@ -9,6 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from promptcache.model.row_invariance import MIN_ROWS
+
+
+def reusable_prefix(n_prompt: int, block_size: int) -> int:
+    """The most leading tokens of an n_prompt-token prompt that a request can read from the
+    cache: whole blocks, short of the rows the engine always computes (the last token, and at
+    least MIN_ROWS, for batch-invariant numerics)."""
+    blocks = (n_prompt - 1) // block_size
+    while blocks > 0 and n_prompt - blocks * block_size < MIN_ROWS:
+        blocks -= 1
+    return max(0, blocks) * block_size
+
 
 @dataclass(frozen=True)
 class TokenUsage:
