@@ -51,9 +51,12 @@ def render_html(report: dict) -> str:
                   [[f["message"], f["position"], f"{f['affected']:,}", f["example_line"]] for f in report["lint"]]) \
         if report["lint"] else "<p>No prefix-stability problems found.</p>"
     bad = "".join(f"<li>line {b['line']}: {escape(b['reason'])}</li>" for b in report["bad_examples"])
-    images = {name: base64.b64encode(draw(report)).decode("ascii") for name, draw in PLOTS.items()}
+    shown = {"curves": True, "block-sizes": bool(report["block_sizes"]), "replicas": bool(report["replicas"])}
+    images = {name: base64.b64encode(draw(report)).decode("ascii") for name, draw in PLOTS.items() if shown[name]}
 
     def img(name: str, alt: str) -> str:
+        if name not in images:
+            return "<p>Not computed (--quick).</p>"
         return f'<img id="plot-{name}" class="plot" alt="{escape(alt)}" src="data:image/png;base64,{images[name]}">'
 
     return f"""<!DOCTYPE html>

@@ -39,6 +39,7 @@ def analyze(
     prefill_tok_s: Annotated[Optional[float], typer.Option(help="Prefill rate for the time saved (default: SmolLM2-135M on the 2-core CPU of docs/benchmarks.md).", min=0.001)] = None,
     min_computed_tokens: Annotated[Optional[int], typer.Option(help="Prompt tokens the server always computes after a hit (default: 16, as with --deterministic; 1 with --no-deterministic).", min=1)] = None,
     interval_s: Annotated[float, typer.Option(help="Seconds between requests that carry no timestamp.", min=0)] = 1.0,
+    quick: Annotated[bool, typer.Option("--quick", help="Only the headline and the LRU curve (no other policies, block sizes or replicas): for very large logs.")] = False,
     jobs: Annotated[Optional[int], typer.Option(help="Worker processes for the replays (default: one per CPU).", min=1)] = None,
     top: Annotated[int, typer.Option(help="Shared prefixes to list.", min=0)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
@@ -59,13 +60,14 @@ def analyze(
             raise ValueError(f"unknown eviction policy {policy!r}; choose from {', '.join(POLICIES)}")
         if dtype not in ("bfloat16", "float32"):
             raise ValueError(f"unknown dtype {dtype!r}: use bfloat16 or float32")
-        blocks = tuple(int(b) for b in _floats(block_sizes, "--block-sizes"))
-        counts = tuple(int(n) for n in _floats(replicas, "--replicas"))
+        blocks = () if quick else tuple(int(b) for b in _floats(block_sizes, "--block-sizes"))
+        counts = () if quick else tuple(int(n) for n in _floats(replicas, "--replicas"))
         source = open_model(model)
         settings = Settings(cache_mb=cache_mb, policy=policy, block_size=block_size, ttl_s=ttl_s,
                             kv_bytes_per_token=source.config.kv_bytes_per_token(2 if dtype == "bfloat16" else 4),
                             sizes_mb=_floats(sizes_mb, "--sizes-mb"), block_sizes=blocks, replicas=counts,
-                            jobs=jobs, min_computed=min_computed_tokens or MIN_ROWS)
+                            jobs=jobs, min_computed=min_computed_tokens or MIN_ROWS,
+                            policies=("lru",) if quick else tuple(POLICIES))
         with err.status("analysing") as status:
             report = run(log, source, settings, prefill_tok_s=prefill_tok_s or DEFAULT_PREFILL_TOK_S, top_n=top,
                          interval_s=interval_s, progress=lambda step: status.update(step))
