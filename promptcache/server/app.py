@@ -20,7 +20,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from starlette.middleware.cors import CORSMiddleware
 
-from promptcache.server import admin
+from promptcache.server import admin, tokenize
 from promptcache.server.anthropic.routes import router as anthropic_router
 from promptcache.server.core.deps import caller_of
 from promptcache.server.body_limit import BodyLimit
@@ -123,6 +123,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(dialect)
     app.include_router(admin.router)
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
+    app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info
 
     @app.get("/health")
     async def health() -> dict:

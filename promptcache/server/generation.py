@@ -171,7 +171,8 @@ class Generation:
         if not isinstance(out, RequestOutput):
             return {}
         cached = out.num_cached_tokens
-        headers = {"x-cache-hit-tokens": str(cached), "x-cache-tiers": f"memory={cached};disk=0;redis=0"}
+        headers = {**self.spec.headers, "x-cache-hit-tokens": str(cached),
+                   "x-cache-tiers": f"memory={cached};disk=0;redis=0"}
         if 0 < cached < self.reusable_end():
             headers["x-cache-divergence"] = str(cached)
         return headers
@@ -229,6 +230,7 @@ def start(state: ServerState, spec: GenerationSpec, *, http_id: str, arrived: fl
                                  settings.default_max_tokens),
         cache=cache_options(spec.cache, spec.tenant, settings.isolate_by),
         token_roles=spec.roles,
+        structure=spec.structure,
     )
     try:
         sub = state.loop.submit(request)

@@ -48,6 +48,8 @@ class GenerationSpec:
     sampling: SamplingSpec = field(default_factory=SamplingSpec)
     cache: CacheSpec = field(default_factory=CacheSpec)
     prompt_text: str | None = None  # only ever logged with --log-prompts
+    structure: object | None = None  # a compiled output grammar (server/structured/compile.py)
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (e.g. ignored keywords)
 
 
 def sampling_params(spec: SamplingSpec, n_prompt: int, context_length: int, default_max_tokens: int) -> SamplingParams:

@@ -28,9 +28,11 @@ from promptcache.server.openai.schema import (
     TextChoice,
     TextCompletion,
 )
-from promptcache.server.openai.stream import chat_chunks, sse_stream, text_chunks
+from promptcache.server.openai.stream import chat_chunks, sse_stream, text_chunks, tool_chat_chunks
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
 from promptcache.server.request_id import request_id_of
+from promptcache.server.structured.compile import compile_structure, ignored_header
+from promptcache.server.structured.openai_chat import chat_structure, prompt_turns, reply_message
 from promptcache.server.tenants import Tenant
 
 router = APIRouter()
@@ -48,22 +50,41 @@ async def chat_completions(
     arrived = state.clock()
     check_model(state, body.model)
     check_chat(body, state.settings.limits)
-    prompt = await off_loop(state, state.renderer.render, body.messages, body.tools)
+    structure, messages, template_tools = _structure(state, body)
+    compiled = await compile_structure(state.engine, structure.spec)
+    prompt = await off_loop(state, state.renderer.render, messages, template_tools)
     http_id = request_id_of(http.scope)
     spec = GenerationSpec(
         endpoint="chat", request_id=f"chatcmpl-{http_id.removeprefix('req_')}", tenant=tenant.name,
         tokens=prompt.tokens, roles=prompt.roles, sampling=sampling_spec(body, body.token_limit()),
-        cache=cache_spec(body), prompt_text=prompt.text,
+        cache=cache_spec(body), prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled),
     )
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), state.engine.model_name
-    return await respond(
-        gen, http, sse_stream(gen, chat_chunks(gen, created, model, _include_usage(body))) if body.stream else None,
-        lambda text: ChatCompletion(
-            id=gen.sub.request_id, created=created, model=model, usage=openai_usage(gen.usage),
-            choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=gen.finish_reason)],
-        ),
-    )
+    chunks = tool_chat_chunks(gen, created, model, _include_usage(body), structure) if structure.calls_allowed \
+        else chat_chunks(gen, created, model, _include_usage(body))
+
+    def reply(text: str) -> ChatCompletion:
+        content, calls, reason = reply_message(text, structure, gen.finish_reason)
+        message = AssistantMessage(content=content, tool_calls=calls or None)
+        return ChatCompletion(id=gen.sub.request_id, created=created, model=model, usage=openai_usage(gen.usage),
+                              choices=[ChatChoice(message=message, finish_reason=reason)])
+
+    return await respond(gen, http, sse_stream(gen, chunks) if body.stream else None, reply)
+
+
+def _structure(state, body: ChatCompletionRequest):
+    """(output structure, messages to render, tools for the template). A template with its own
+    tool format renders the tools natively (tool_choice beyond "auto" cannot be enforced there
+    and is refused); any other model gets the generic tool format."""
+    fields = (body.response_format, body.structured_outputs)
+    if body.tools and state.renderer.tool_format:
+        if body.tool_choice not in (None, "auto"):
+            raise bad_request("tool_choice other than 'auto' is not supported with this model's own tool format",
+                              param="tool_choice")
+        return chat_structure(*fields), body.messages, body.tools
+    structure = chat_structure(*fields, body.tools, body.tool_choice, body.parallel_tool_calls)
+    return structure, prompt_turns(body.messages, structure), None
 
 
 @router.post("/v1/completions", response_model=None, responses={200: {"model": TextCompletion}})

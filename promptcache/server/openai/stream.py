@@ -9,6 +9,7 @@ from promptcache.server.errors import default_shape
 from promptcache.server.generation import Generation
 from promptcache.server.openai.schema import ChatCompletionChunk, ChunkChoice, ChunkDelta, TextChoice, TextCompletion
 from promptcache.server.openai.translate import openai_usage
+from promptcache.server.structured.openai_chat import reply_message
 
 DONE = sse_event("[DONE]")
 
@@ -45,6 +46,35 @@ def chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
             chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=gen.finish_reason)]))
             if include_usage:
                 chunks.append(chunk([], usage=openai_usage(gen.usage)))
+        return chunks
+
+    return render
+
+
+def tool_chat_chunks(gen: Generation, created: int, model: str, include_usage: bool, structure):
+    """Chat chunks for a reply in the generic tool format (server/structured/tools.py): the
+    JSON is held back while it streams, and when it ends it goes out as OpenAI does, either the
+    answer as content or each call as a `tool_calls` delta (id and name, then the arguments)."""
+    chunk = chunk_maker(ChatCompletionChunk, gen, created, model, include_usage)
+    held: list[str] = []
+
+    def render(out: RequestOutput | None) -> list[dict]:
+        if out is None:
+            return [chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])]
+        held.append(out.new_text)
+        if not out.finished:
+            return []
+        content, calls, reason = reply_message("".join(held), structure, gen.finish_reason)
+        chunks = [chunk([ChunkChoice(delta=ChunkDelta(content=content))])] if content else []
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(tool_calls=[head]))]))
+            args = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(tool_calls=[args]))]))
+        chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=reason)]))
+        if include_usage:
+            chunks.append(chunk([], usage=openai_usage(gen.usage)))
         return chunks
 
     return render

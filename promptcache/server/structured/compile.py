@@ -30,3 +30,12 @@ async def compile_structure(engine, spec: StructureSpec | None,
     except asyncio.TimeoutError as exc:
         raise GrammarError(f"compiling the {spec.kind} took longer than the limit of {timeout_s:g} s",
                            spec.param) from exc
+
+
+def ignored_header(compiled: CompiledGrammar | None) -> dict[str, str]:
+    """`x-structured-output-ignored`: what a non-strict schema asked for that is not enforced,
+    so a silently weaker constraint is never mistaken for the one requested."""
+    if compiled is None or not compiled.warnings:
+        return {}
+    text = "; ".join(w.replace("\r", " ").replace("\n", " ") for w in compiled.warnings)
+    return {"x-structured-output-ignored": text.encode("ascii", "backslashreplace").decode()[:500]}
