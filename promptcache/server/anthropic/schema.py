@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from promptcache.server.core.fields import Text
+from promptcache.server.core.fields import Text, refuse_unsupported
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
 MAX_BREAKPOINTS = 4
@@ -81,7 +81,18 @@ class Metadata(AnthropicBody):
     user_id: Text | None = None
 
 
+# Messages fields this server does not implement, with the values that mean "not used";
+# `diagnostics` asks for Anthropic's miss diagnostics, which POST /v1/cache/explain answers.
+UNSUPPORTED = {"thinking": ({"type": "disabled"},), "output_config": ({},), "diagnostics": (), "container": ()}
+
+
 class CountTokensRequest(AnthropicBody):
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, raw: Any) -> Any:
+        refuse_unsupported(raw, UNSUPPORTED)
+        return raw
+
     model: Text
     messages: Annotated[list[Message], Field(min_length=1)]
     system: Text | list[TextBlock] | None = None

@@ -17,3 +17,18 @@ def _encodable(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+
+
+def refuse_unsupported(raw: object, neutral: dict[str, tuple]) -> None:
+    """A 400 naming the first field of `raw` (a request body) that this server does not
+    implement and that is set to anything but one of its neutral values: such a field would
+    change the reply, so ignoring it would answer a different request than the one sent.
+    Raised before the body is validated field by field, as the dialect's error shape."""
+    if not isinstance(raw, dict):
+        return
+    from promptcache.server.errors import bad_request
+
+    for name, allowed in neutral.items():
+        if name in raw and raw[name] is not None and raw[name] not in allowed:
+            raise bad_request(f"'{name}' is not supported by this server (it would be ignored, so it is refused).",
+                              param=name, code="unsupported_parameter")

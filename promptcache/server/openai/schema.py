@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text
+from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text, refuse_unsupported
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -63,8 +63,22 @@ class CachingOptions(OpenAIBody):
         return self.type != "disabled"
 
 
+# OpenAI fields this server does not implement, with the values that mean "not used".
+UNSUPPORTED = {
+    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},), "top_logprobs": (0,),
+    "functions": ([],), "function_call": ("none",), "audio": (), "prediction": (), "web_search_options": (),
+    "modalities": (["text"],), "best_of": (1,), "suffix": ("",),
+}
+
+
 class SamplingFields(OpenAIBody):
     """Fields shared by chat and text completions."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, raw: Any) -> Any:
+        refuse_unsupported(raw, UNSUPPORTED)
+        return raw
 
     model: Text
     max_tokens: Annotated[int, Field(ge=1)] | None = None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from promptcache.server.core.fields import Text
+from promptcache.server.core.fields import Text, refuse_unsupported
 from promptcache.server.openai.schema import CachingOptions, OpenAIBody
 
 
@@ -29,6 +29,13 @@ class InputMessage(OpenAIBody):
         if isinstance(self.content, str):
             return self.content
         return "\n".join(part.text for part in self.content)
+
+
+# Responses fields this server does not implement, with the values that mean "not used".
+UNSUPPORTED = {
+    "background": (False,), "conversation": (), "prompt": (), "include": ([],), "top_logprobs": (0,),
+    "reasoning": ({},), "truncation": ("disabled",), "max_tool_calls": (),
+}
 
 
 class ResponsesRequest(OpenAIBody):
@@ -52,6 +59,12 @@ class ResponsesRequest(OpenAIBody):
     cache_salt: Text | None = None  # extension: a partition inside the caller's tenant
     user: Text | None = None
     safety_identifier: Text | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, raw: Any) -> Any:
+        refuse_unsupported(raw, UNSUPPORTED)
+        return raw
 
     @field_validator("text")
     @classmethod
