@@ -64,11 +64,14 @@ def _divergence(texts: Counter) -> int:
 def _system_findings(prompts: Sequence[tuple[int, LoggedPrompt]]) -> list[Finding]:
     masked: dict[str, Counter] = defaultdict(Counter)
     lines: dict[str, int] = {}
+    seen: Counter = Counter()
     for line, prompt in prompts:
         if prompt.messages and prompt.messages[0].role in ("system", "developer"):
             text = prompt.messages[0].content
-            masked[_VOLATILE.sub("\x00", text)][text] += 1
+            seen[text] += 1
             lines.setdefault(text, line)
+    for text, count in seen.items():  # each distinct system prompt masked once
+        masked[_VOLATILE.sub("\x00", text)][text] += count
     findings = []
     rest: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for group in masked.values():

@@ -10,6 +10,10 @@ plain tokenizer as it goes. A prompt the template refuses is one the server woul
 
 from __future__ import annotations
 
+import multiprocessing
+from array import array
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from promptcache.analyze.dialects import LoggedPrompt
@@ -19,7 +23,7 @@ from promptcache.server.chat import ChatRenderer
 
 @dataclass(frozen=True)
 class Rendered:
-    tokens: list[int]
+    tokens: Sequence[int]  # a list, or an array('I') from render_all
     roles: list[str]  # one per token
     text: str | None  # the rendered chat prompt (None for completions)
 
@@ -43,3 +47,54 @@ class PromptRenderer:
         except Exception as exc:  # the server's renderer raises its 400 for a template error
             raise ValueError(f"the chat template refuses it: {getattr(exc, 'detail', exc)}") from None
         return Rendered(out.tokens, list(out.roles), out.text)
+
+
+# What forked render workers inherit: set by render_all before its pool starts.
+_POOL: dict = {}
+
+
+def _render_chunk(bounds: tuple[int, int]) -> list:
+    """Rendered prompts [start, end) of the shared list, roles run-length encoded (cheap to send)."""
+    renderer, prompts = _POOL["renderer"], _POOL["prompts"]
+    out: list = []
+    for prompt in prompts[bounds[0]:bounds[1]]:
+        try:
+            done = renderer.render(prompt)
+        except ValueError as exc:
+            out.append(str(exc))
+            continue
+        runs: list = []
+        for role in done.roles:
+            if runs and runs[-1][0] == role:
+                runs[-1][1] += 1
+            else:
+                runs.append([role, 1])
+        out.append((array("I", done.tokens), runs, done.text))
+    return out
+
+
+def _expand(item) -> Rendered | str:
+    if isinstance(item, str):
+        return item
+    tokens, runs, text = item
+    roles: list[str] = []
+    for role, count in runs:
+        roles += [role] * count
+    return Rendered(tokens, roles, text)
+
+
+def render_all(prompts: Sequence[LoggedPrompt], tokenizer, jobs: int = 1, chunk: int = 2000) -> list[Rendered | str]:
+    """Every prompt rendered (or the reason it cannot be), in order; in `jobs` forked processes
+    when there is more than one chunk, each with its own piece memo."""
+    renderer = PromptRenderer(tokenizer)
+    bounds = [(start, min(start + chunk, len(prompts))) for start in range(0, len(prompts), chunk)]
+    _POOL.update(renderer=renderer, prompts=prompts)
+    try:
+        if jobs > 1 and len(bounds) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                parts = list(pool.map(_render_chunk, bounds))
+        else:
+            parts = [_render_chunk(b) for b in bounds]
+    finally:
+        _POOL.clear()
+    return [_expand(item) for part in parts for item in part]

@@ -63,6 +63,7 @@ class Settings:
 class Grid:
     headline: ReplayResult
     footprint_bytes: int  # every distinct block of the log at the chosen block size
+    items: list[ReplayItem] = field(default_factory=list)  # the prompts hashed at the chosen block size
     curves: dict[str, list[tuple[float, ReplayResult]]] = field(default_factory=dict)  # policy -> (MiB, result)
     block_sizes: list[tuple[int, ReplayResult]] = field(default_factory=list)
     replicas: list[tuple[int, str, ReplayResult]] = field(default_factory=list)
@@ -138,7 +139,7 @@ def run_grid(traffic: Traffic, settings: Settings, block_roles: Callable,
                 progress(f"replays {done}/{len(todo)}")
     finally:
         _WORK.clear()
-    grid = Grid(results[runs[0]], footprint)
+    grid = Grid(results[runs[0]], footprint, items[bs])
     for policy in settings.policies:
         grid.curves[policy] = [(mb, results[_Run(mb, policy, bs)]) for mb in sizes]
     grid.block_sizes = [(b, results[_Run(settings.cache_mb, settings.policy, b)]) for b in settings.block_sizes]

@@ -125,3 +125,23 @@ def test_bad_options_are_one_line_errors(tiny_llama_dir, tmp_path):
     assert result.exit_code == 1 and "unknown eviction policy 'fifo'" in result.output
     result = CliRunner().invoke(app, ["analyze", str(log), "--model", str(tiny_llama_dir), "--sizes-mb", "1,x"])
     assert result.exit_code == 1 and "--sizes-mb must be numbers" in result.output
+
+
+def test_rendering_in_worker_processes_gives_the_same_prompts(tiny_llama_dir):
+    from promptcache.analyze.dialects import parse_body
+    from promptcache.analyze.render import render_all
+
+    tokenizer = open_model(str(tiny_llama_dir)).tokenizer
+    prompts = [parse_body(chat("Be brief. " * i, f"question {i}")) for i in range(7)] + [
+        parse_body({"model": "m", "prompt": "plain text"})]
+    serial = render_all(prompts, tokenizer, jobs=1, chunk=100)
+    forked = render_all(prompts, tokenizer, jobs=2, chunk=3)
+    assert [(list(r.tokens), r.roles, r.text) if not isinstance(r, str) else r for r in serial] == \
+        [(list(r.tokens), r.roles, r.text) if not isinstance(r, str) else r for r in forked]
+    # The piece memo gives the server renderer's own tokens.
+    from promptcache.server.chat import ChatRenderer
+
+    plain = ChatRenderer(tokenizer)
+    for prompt, rendered in zip(prompts[:7], serial):
+        assert list(rendered.tokens) == plain.render(prompt.messages).tokens
+    assert list(serial[7].tokens) == tokenizer.encode("plain text")
