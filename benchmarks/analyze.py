@@ -1,6 +1,6 @@
 """`promptcache analyze` on a generated log: how long a log of N requests takes, by phase.
 
-    .venv/bin/python benchmarks/analyze.py --requests 100000 [--keep log.jsonl]
+    .venv/bin/python benchmarks/analyze.py --requests 100000 [--keep log.jsonl | --log log.jsonl] [--quick]
 
 The log is seeded mixed traffic in the OpenAI chat shape with timestamps: multi-turn chats
 behind a shared system prompt (one app puts the time in its system prompt), RAG questions over a
@@ -16,6 +16,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, help="analyse this log instead of generating one")
     parser.add_argument("--jobs", type=int, help="replay worker processes (default: one per CPU)")
     parser.add_argument("--replicas", default="1,2,4,8", help="replica counts of the grid")
+    parser.add_argument("--quick", action="store_true", help="as analyze --quick: the headline and the LRU curve")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from promptcache.analyze.pipeline import analyze
@@ -88,7 +90,9 @@ def main() -> None:
         start = time.perf_counter()
         source = open_model(None)
         settings = Settings(kv_bytes_per_token=source.config.kv_bytes_per_token(2), jobs=args.jobs,
-                            replicas=tuple(int(n) for n in args.replicas.split(",")))
+                            replicas=() if args.quick else tuple(int(n) for n in args.replicas.split(",")))
+        if args.quick:
+            settings = replace(settings, policies=("lru",), block_sizes=())
         report = analyze(path, source, settings)
         total = time.perf_counter() - start
     figures = {"requests": report["requests"], "prompt_tokens": report["prompt_tokens"],
