@@ -11,7 +11,6 @@ import pytest
 from promptcache.engine.api import CacheOptions, Request, SamplingParams
 from promptcache.engine.engine import Engine
 from promptcache.engine.structured.spec import StructureSpec
-from promptcache.server.structured.tools import Tool, ToolChoice, assistant_text, grammar, parse_reply, system_text
 from tests.engine.helpers import tiny_engine
 
 PERSON = {"type": "object", "additionalProperties": False, "required": ["name", "age"],
@@ -83,38 +82,3 @@ def test_constrained_greedy_output_is_the_same_with_the_cache_on_and_off(engine)
         outputs += engine.step()
     assert outputs[-1].num_cached_tokens > 0
     assert "".join(o.new_text for o in outputs if o.request_id == "warm") == cold[0]
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    """The embedded model in the serving default (bfloat16). Only validity is asserted on its
-    replies: the mask guarantees it on every kernel, while which values come out depends on the
-    model's margins."""
-    return Engine.from_model(None, device="cpu", max_batch_size=1, progress=False)
-
-
-def chat(engine: Engine, messages: list[dict], spec: StructureSpec, max_tokens: int = 60) -> tuple[str, str]:
-    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages), add_special_tokens=False)
-    req = Request("p", prompt, SamplingParams(max_tokens=max_tokens), structure=engine.grammars.compile(spec))
-    text, reason, _ = run(engine, [req])["p"]
-    return text, reason
-
-
-def test_the_real_model_answers_in_the_schema(smollm2):
-    messages = [{"role": "user", "content": "Alice is 30 years old. Reply with her name and age as JSON."}]
-    text, reason = chat(smollm2, messages, StructureSpec("json_schema", json.dumps(PERSON)))
-    assert reason == "stop"
-    jsonschema.validate(json.loads(text), PERSON)
-
-
-def test_the_real_model_calls_a_tool_in_the_generic_format(smollm2):
-    weather = Tool("get_weather", "Current weather for a city",
-                   {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
-                    "required": ["city"], "additionalProperties": False})
-    messages = [{"role": "system", "content": system_text("You are a helpful assistant.", [weather])},
-                {"role": "user", "content": "What is the weather in Paris?"}]
-    text, reason = chat(smollm2, messages, grammar([weather], ToolChoice("required", parallel=False)))
-    calls, answer = parse_reply(text)
-    assert reason == "stop" and answer is None and len(calls) == 1
-    assert calls[0].name == "get_weather" and isinstance(calls[0].arguments["city"], str)
-    assert assistant_text(calls, None) == text  # the next turn's prompt extends this reply exactly

@@ -29,7 +29,8 @@ from promptcache.engine.structured.spec import StructureSpec
 TOOLS_HEADER = (
     "# Tools\n\nYou can call the tools listed below. To call tools, reply with only a JSON object "
     '{"tool_calls": [{"name": <tool name>, "arguments": <arguments object>}]}. To answer without '
-    'calling a tool, reply with only {"response": <your answer as a string>}.\n\nAvailable tools, one per line:'
+    'calling a tool, reply with only {"response": <your answer as a string>}. When a tool turn has given you '
+    'the result you need, answer the user with it in a response.\n\nAvailable tools, one per line:'
 )
 _SEPARATORS = (", ", ": ")  # the grammar's own (engine/structured/compiler.py JSON_OPTIONS)
 
