@@ -153,7 +153,7 @@ def _edge(state: ServerState, tokens: list[int], options: CacheOptions, held: in
 
 
 def _cause(state: ServerState, r: Rendered, options: CacheOptions, held: int, around: str, role: str | None,
-           edge: Edge) -> str | None:
+           message: int | None, edge: Edge) -> str | None:
     """The first cause that applies, most specific first; None when the prompt is cached."""
     size = state.settings.block_size
     if not state.settings.cache_enabled or not options.enabled:
@@ -166,6 +166,13 @@ def _cause(state: ServerState, r: Rendered, options: CacheOptions, held: int, ar
         return "another salt: more of this prompt is cached without this cache_salt / user"
     if edge.expired:
         return "expired: the next block was cached, and its time-to-live has passed"
+    if r.prompt is not None:  # a reply re-rendered otherwise than it was generated
+        first = message or 0
+        for i, turn in enumerate(r.turns[first:], first):
+            text = turn.text()
+            if turn.role == "assistant" and "</think>" in text and text not in r.prompt.text:
+                return (f"the chat template drops earlier reasoning (<think>...</think>) from message {i}, so it "
+                        "renders differently from when it was generated")
     if role == "system" and TIMESTAMP.search(around):
         return "a timestamp-like value in the system prompt: it changes with every request"
     if held == 0:
@@ -205,5 +212,5 @@ async def explain(http: HTTPRequest, dialect: Dialect | None = None, tenant: Ten
         "tiers": {"memory": held, "disk": 0, "redis": 0}, "block_size": state.settings.block_size,
         "divergence": divergence,
         "cause": _cause(state, r, options, held, (divergence["before"] + divergence["after"]) if divergence else "",
-                        role, edge),
+                        role, divergence["message"] if divergence else None, edge),
     }
