@@ -106,7 +106,11 @@ def read_log(path: Path, interval_s: float = 1.0) -> LogRead:
     """Every request of the log at `path`, in order; see the module docstring."""
     out = LogRead()
     clock = 0.0
-    with open(path, "rb") as stream:
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    with stream:
         for number, raw in enumerate(_lines(stream), 1):
             out.lines += 1
             if raw is None:

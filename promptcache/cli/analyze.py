@@ -74,7 +74,10 @@ def analyze(
         if html is not None:
             from promptcache.analyze.html import write_html
 
-            write_html(report, html)
+            try:
+                write_html(report, html)
+            except OSError as exc:
+                raise ValueError(f"cannot write {html}: {exc.strerror}") from None
     if as_json:
         print(json.dumps(report, indent=1))
     else:

@@ -70,11 +70,14 @@ def bench(
     meta = {"workload": workload, "seed": seed, "sizes": vars(sizes), "concurrency": concurrency, "max_tokens": max_tokens,
             "endpoints": [{"label": e.label, "base_url": u, "model": e.model} for e, u in zip(endpoints, urls)]}
     with user_errors():
-        if out is not None:
-            out.write_text(json.dumps(report.document(meta, summaries, rows, ratio), indent=1) + "\n")
-        if plot is not None:
-            from promptcache.bench.plot import plot_ttft
+        try:
+            if out is not None:
+                out.write_text(json.dumps(report.document(meta, summaries, rows, ratio), indent=1) + "\n")
+            if plot is not None:
+                from promptcache.bench.plot import plot_ttft
 
-            plot_ttft(rows, plot, f"{workload}: time to first token per request")
+                plot_ttft(rows, plot, f"{workload}: time to first token per request")
+        except OSError as exc:
+            raise ValueError(f"cannot write {exc.filename or 'the report'}: {exc.strerror}") from None
     if len(errors) == len(rows):
         raise typer.Exit(1)
