@@ -64,6 +64,7 @@ class RedisServer:
                     return self
             except redis.ConnectionError:
                 time.sleep(0.01)
+        self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def stop(self) -> None:
@@ -85,6 +86,13 @@ class RedisClusterNodes:
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self) -> RedisClusterNodes:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # never leave nodes running behind a failed start
+            raise
+
+    def _start(self) -> RedisClusterNodes:
         for node in self.nodes:
             node.start()
         subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
