@@ -41,7 +41,8 @@ CHAT_CASES = {
     "max_completion_tokens negative": case(
         400, {"model": "M", "messages": MSGS, "max_completion_tokens": -3}, "max_completion_tokens"
     ),
-    "n two": case(400, {"model": "M", "messages": MSGS, "n": 2}, "n"),
+    "n two on chat": case(400, {"model": "M", "messages": MSGS, "n": 2}, "n"),
+    "n past the cap": case(400, {"model": "M", "messages": MSGS, "n": 17}, "n"),
     "over the context": case(400, {"model": "M", "messages": MSGS, "max_tokens": 10**7}, "max_tokens"),
     "stop wrong type": case(400, {"model": "M", "messages": MSGS, "stop": 7}, "stop"),
     "stream not bool": case(400, {"model": "M", "messages": MSGS, "stream": "maybe"}, "stream"),
@@ -54,7 +55,7 @@ CHAT_CASES = {
 COMPLETION_CASES = {
     "missing prompt": case(400, {"model": "M"}, "prompt"),
     "empty prompt": case(400, {"model": "M", "prompt": ""}, "prompt"),
-    "two prompts": case(400, {"model": "M", "prompt": ["a", "b"]}, "prompt"),
+    "too many choices": case(400, {"model": "M", "prompt": ["a", "b"], "n": 9}, "n"),
     "token out of vocab": case(400, {"model": "M", "prompt": [10**9]}, "prompt"),
     "negative token": case(400, {"model": "M", "prompt": [-1]}, "prompt[0]"),
 }

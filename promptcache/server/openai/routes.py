@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
-from promptcache.server.generation import respond, start
+from promptcache.server.core.sse import SSE_HEADERS, sse_event
+from promptcache.server.fanout import choice_specs, collect_all, merged, shared_usage, start_shared
+from promptcache.server.generation import CLIENT_CLOSED, ClientGone, respond, start
 from promptcache.server.limits import check_chat, check_sampling
 from promptcache.server.openai.schema import (
+    MAX_CHOICES,
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
@@ -28,7 +31,7 @@ from promptcache.server.openai.schema import (
     TextChoice,
     TextCompletion,
 )
-from promptcache.server.openai.stream import chat_chunks, sse_stream, text_chunks, tool_chat_chunks
+from promptcache.server.openai.stream import DONE, chat_chunks, sse_stream, text_chunks, tool_chat_chunks
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
 from promptcache.server.request_id import request_id_of
 from promptcache.server.structured.compile import compile_structure, ignored_header
@@ -50,6 +53,9 @@ async def chat_completions(
     arrived = state.clock()
     check_model(state, body.model)
     check_chat(body, state.settings.limits)
+    if (body.n or 1) > 1:
+        raise bad_request("n > 1 is served on /v1/completions only, for now; send the chat request n times "
+                          "(the prompt is read from the cache after the first).", param="n")
     structure, messages, template_tools = _structure(state, body)
     compiled = await compile_structure(state.engine, structure.spec)
     prompt = await off_loop(state, state.renderer.render, messages, template_tools)
@@ -97,15 +103,22 @@ async def completions(
     if body.echo:
         raise bad_request("echo is not supported", param="echo")
     check_sampling(body, state.settings.limits)
-    tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
+    prompts, n = body.prompts(), body.n or 1
+    if len(prompts) * n > MAX_CHOICES:
+        raise bad_request(f"{len(prompts)} prompts times n={n} is more than {MAX_CHOICES} choices.", param="n")
     http_id = request_id_of(http.scope)
-    spec = GenerationSpec(
-        endpoint="completions", request_id=f"cmpl-{http_id.removeprefix('req_')}", tenant=tenant.name,
-        tokens=tokens, sampling=sampling_spec(body, body.token_limit()), cache=cache_spec(body),
-        prompt_text=body.prompt if isinstance(body.prompt, str) else None,
-    )
-    gen = start(state, spec, http_id=http_id, arrived=arrived)
+    specs = []
+    for prompt in prompts:
+        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt)
+        specs.append(GenerationSpec(
+            endpoint="completions", request_id=f"cmpl-{http_id.removeprefix('req_')}", tenant=tenant.name,
+            tokens=tokens, sampling=sampling_spec(body, body.token_limit()), cache=cache_spec(body),
+            prompt_text=prompt if isinstance(prompt, str) else None,
+        ))
     created, model = int(state.wall_clock()), state.engine.model_name
+    if len(specs) * n > 1:
+        return await _choices(state, body, specs, n, http, http_id, arrived, created, model)
+    gen = start(state, specs[0], http_id=http_id, arrived=arrived)
     return await respond(
         gen, http, sse_stream(gen, text_chunks(gen, created, model, _include_usage(body))) if body.stream else None,
         lambda text: TextCompletion(
@@ -113,3 +126,35 @@ async def completions(
             choices=[TextChoice(text=text, finish_reason=gen.finish_reason)],
         ),
     )
+
+
+async def _choices(state, body: CompletionRequest, specs: list[GenerationSpec], n: int, http: HTTPRequest,
+                   http_id: str, arrived: float, created: int, model: str) -> Response:
+    """Batched prompts and n > 1: choice i * n + j is choice j of prompt i (OpenAI's order)."""
+    groups = [choice_specs(spec, n, i * n) for i, spec in enumerate(specs)]
+    try:
+        gens = await start_shared(state, groups, http_id=http_id, arrived=arrived, http=http)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    leaders, completion_id = gens[::n], specs[0].request_id
+    include_usage = _include_usage(body)
+    if body.stream:
+        async def events():
+            streams = [sse_stream(g, text_chunks(g, created, model, include_usage, k, final_usage=False), trailer="")
+                       for k, g in enumerate(gens)]
+            async for event in merged(streams):
+                yield event
+            if include_usage:
+                usage = openai_usage(shared_usage(leaders, gens))
+                yield sse_event(TextCompletion(id=completion_id, created=created, model=model, choices=[],
+                                               usage=usage).model_dump())
+            yield DONE
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    try:
+        texts = await collect_all(gens, http)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    choices = [TextChoice(index=k, text=text, finish_reason=g.finish_reason) for k, (g, text) in enumerate(zip(gens, texts))]
+    return JSONResponse(TextCompletion(id=completion_id, created=created, model=model, choices=choices,
+                                       usage=openai_usage(shared_usage(leaders, gens))).model_dump())

@@ -63,6 +63,9 @@ class CachingOptions(OpenAIBody):
         return self.type != "disabled"
 
 
+# Choices in one request (n times the prompts): each is a generation of its own in the batch.
+MAX_CHOICES = 16
+
 # OpenAI fields this server does not implement, with the values that mean "not used".
 UNSUPPORTED = {
     "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},), "top_logprobs": (0,),
@@ -87,7 +90,7 @@ class SamplingFields(OpenAIBody):
     top_k: Annotated[int, Field(ge=0)] | None = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
-    n: int | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None  # choices per prompt, sharing its prefill
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     logprobs: bool | int | None = None
@@ -106,12 +109,6 @@ class SamplingFields(OpenAIBody):
         """The end user a request is for: OpenAI's newer `safety_identifier`, else `user`."""
         return self.safety_identifier if self.safety_identifier is not None else self.user
 
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, n: int | None) -> int | None:
-        if n is not None and n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
 
     @field_validator("logprobs")
     @classmethod
@@ -142,19 +139,18 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_
 
 
 class CompletionRequest(SamplingFields):
-    # A string, or token ids; a list of several prompts is a batch, which needs n-way output.
-    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)] | TokenIds | Annotated[
-        list[TokenIds], Field(min_length=1, max_length=1)
+    # A string, or token ids; a list of strings or of token-id lists is a batch of prompts.
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_CHOICES)] | TokenIds | Annotated[
+        list[TokenIds], Field(min_length=1, max_length=MAX_CHOICES)
     ]
     echo: bool | None = False
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _one_prompt(cls, prompt: Any) -> Any:
-        # Checked before the union so the error names the real problem, not a branch.
-        if isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, (str, list)) for p in prompt):
-            raise ValueError("send one prompt per request (batched prompts are not supported)")
-        return prompt
+    def prompts(self) -> list:
+        """The batch: each prompt as a string or a token-id list."""
+        p = self.prompt
+        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
+            return list(p)
+        return [p]
 
     def token_limit(self) -> int | None:
         return self.max_tokens

@@ -14,10 +14,10 @@ from promptcache.server.structured.openai_chat import reply_message
 DONE = sse_event("[DONE]")
 
 
-def sse_stream(gen: Generation, render):
+def sse_stream(gen: Generation, render, trailer: str = DONE):
     """`render(output)` gives chunk dicts; they go out as `data:` events."""
     return gen.events(lambda out: [sse_event(chunk) for chunk in render(out)],
-                      lambda err: sse_event(default_shape(err)), DONE)
+                      lambda err: sse_event(default_shape(err)), trailer)
 
 
 def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool):
@@ -80,7 +80,10 @@ def tool_chat_chunks(gen: Generation, created: int, model: str, include_usage: b
     return render
 
 
-def text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
+def text_chunks(gen: Generation, created: int, model: str, include_usage: bool, index: int = 0,
+                final_usage: bool = True):
+    """Chunks of choice `index`; with several choices their one usage chunk is sent after all
+    of them (final_usage=False here)."""
     chunk = chunk_maker(TextCompletion, gen, created, model, include_usage)
 
     def render(out: RequestOutput | None) -> list[dict]:
@@ -88,10 +91,10 @@ def text_chunks(gen: Generation, created: int, model: str, include_usage: bool):
             return []
         chunks = []
         if out.new_text and not out.finished:
-            chunks.append(chunk([TextChoice(text=out.new_text)]))
+            chunks.append(chunk([TextChoice(index=index, text=out.new_text)]))
         if out.finished:
-            chunks.append(chunk([TextChoice(text=out.new_text, finish_reason=gen.finish_reason)]))
-            if include_usage:
+            chunks.append(chunk([TextChoice(index=index, text=out.new_text, finish_reason=gen.finish_reason)]))
+            if include_usage and final_usage:
                 chunks.append(chunk([], usage=openai_usage(gen.usage)))
         return chunks
 
