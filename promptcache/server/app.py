@@ -31,7 +31,7 @@ from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
 from promptcache.server.openai.responses.routes import router as responses_router
-from promptcache.server.openai.responses.store import SqliteResponseStore
+from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
 from promptcache.server.openai.schema import ModelCard, ModelList
 from promptcache.server.request_id import RequestIds
@@ -78,7 +78,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         metrics=metrics,
         key_stats=PromptCacheKeyStats(settings.limits.max_keys_per_tenant),
         render_limiter=anyio.CapacityLimiter(settings.render_threads),
-        responses=SqliteResponseStore(settings.responses_db, settings.responses_ttl_s),
+        responses=response_store(settings),
     )
     started_at = int(state.wall_clock())
 

@@ -37,6 +37,7 @@ from promptcache.server.openai.responses.translate import (
 from promptcache.server.request_id import request_id_of
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
+from promptcache.tiers.store import StoreUnavailable
 
 router = APIRouter(prefix="/v1/responses")
 
@@ -49,9 +50,18 @@ def store_of(state: ServerState) -> ResponseStore:
     return state.responses
 
 
+async def _store_call(fn, *args):
+    """A store call in a worker thread; a store that cannot be reached is a 503, not a 500."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except StoreUnavailable:
+        raise APIError(503, "The response store is unavailable; try again shortly.", code="store_unavailable",
+                       type="server_error") from None
+
+
 async def _stored(state: ServerState, tenant: str, response_id: str, param: str | None = None) -> StoredResponse:
     check_label(response_id, state.settings.limits.max_label_chars, param or "response_id")
-    record = await run_in_threadpool(store_of(state).get, tenant, response_id)
+    record = await _store_call(store_of(state).get, tenant, response_id)
     if record is None:
         raise not_found(response_id, param)
     return record
@@ -96,7 +106,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
         if body.store:
             record = StoredResponse(response_id, tenant.name, final, input_items(body, response_id),
                                     conversation + [{"role": "assistant", "content": text}])
-            await run_in_threadpool(store_of(state).put, record)
+            await _store_call(store_of(state).put, record)
         return final
 
     events = None
@@ -115,7 +125,7 @@ async def get_response(response_id: str, http: HTTPRequest, tenant: Tenant = Dep
 async def delete_response(response_id: str, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
     state = server_state(http)
     check_label(response_id, state.settings.limits.max_label_chars, "response_id")
-    if not await run_in_threadpool(store_of(state).delete, tenant.name, response_id):
+    if not await _store_call(store_of(state).delete, tenant.name, response_id):
         raise not_found(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 

@@ -8,7 +8,7 @@ the next write.
 `ResponseStore` is the interface; `SqliteResponseStore` is the default, a file so that a
 restart does not end every conversation (an in-memory store would). A Redis store lets any
 replica continue a chain once the storage tiers' Redis client is configured; it implements
-the same three methods.
+the same three methods (`redis_store.py`).
 """
 
 from __future__ import annotations
@@ -95,3 +95,13 @@ class SqliteResponseStore:
             cursor = self._conn().execute("DELETE FROM responses WHERE tenant = ? AND id = ? AND expires_at > ?",
                                           (tenant, response_id, self.clock()))
         return cursor.rowcount > 0
+
+
+def response_store(settings) -> ResponseStore:
+    """Redis when the storage tiers' Redis is configured (any replica continues a chain), else
+    the SQLite file."""
+    if settings.redis_url:
+        from promptcache.server.openai.responses.redis_store import RedisResponseStore
+
+        return RedisResponseStore(settings.redis_url, settings.responses_ttl_s, settings.tier_key)
+    return SqliteResponseStore(settings.responses_db, settings.responses_ttl_s)
