@@ -10,6 +10,11 @@ Two measurements:
 
     python benchmarks/server.py                 # starts `promptcache serve` on a free port
     python benchmarks/server.py --url http://127.0.0.1:8000 --json
+    python benchmarks/server.py --serving-path [--quantize int8]
+
+`--serving-path` measures instead what the serving path costs one stream: the engine's
+in-process decode (step() in a loop) and the same reply streamed from a started server, taking
+turns, best of `--repeats`; tokens/s after the first token. Target: server >= 0.9x engine.
 """
 
 from __future__ import annotations
@@ -125,7 +130,52 @@ def multi_turn_run(client, model: str, cache_on: bool, reply_tokens: int, system
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     options = ["--max-batch-size", "8", "--device", args.device] + (["--model", args.model] if args.model else [])
+    options += ["--quantize", args.quantize] if args.quantize else []
     return serve(options)
+
+
+SERVING_MESSAGES = [{"role": "user", "content": "Tell a long story about a lighthouse keeper."}]
+
+
+def engine_decode(engine, tokens: int) -> float:
+    """tokens/s of one greedy reply stepped in this process, after its first token."""
+    from promptcache.engine.api import CacheOptions, Request, SamplingParams
+
+    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(SERVING_MESSAGES), add_special_tokens=False)
+    sampling = SamplingParams(max_tokens=tokens, ignore_eos=True)
+    engine.add_request(Request(f"path-{time.monotonic_ns()}", prompt, sampling, CacheOptions(enabled=False)))
+    times = []
+    while engine.has_unfinished():
+        times += [time.perf_counter() for out in engine.step() if out.new_token_ids]
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def server_decode(url: str, tokens: int) -> float:
+    from benchmarks.peer import stream
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+    s = stream(client, client.models.list().data[0].id, SERVING_MESSAGES, tokens, ignore_eos=True)
+    return (s.tokens - 1) / (s.chunk_times[-1] - s.chunk_times[0])
+
+
+def serving_path(args) -> dict:
+    """The engine in this process and a started server, in turns; best tokens/s of each."""
+    from promptcache.engine.engine import Engine
+
+    engine = Engine.from_model(args.model, device=args.device, quantize=args.quantize, cache_config=None)
+    engine_decode(engine, 8)  # first-call costs
+    proc, url = start_server(args)
+    try:
+        server_decode(url, 8)
+        best = {"engine_tok_s": 0.0, "server_tok_s": 0.0}
+        for _ in range(args.repeats):
+            best["engine_tok_s"] = max(best["engine_tok_s"], engine_decode(engine, args.decode_tokens))
+            best["server_tok_s"] = max(best["server_tok_s"], server_decode(url, args.decode_tokens))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    best["server_over_engine"] = best["server_tok_s"] / best["engine_tok_s"]
+    return best
 
 
 def main() -> None:
@@ -138,7 +188,16 @@ def main() -> None:
     parser.add_argument("--requests-each", type=int, default=2)
     parser.add_argument("--reply-tokens", type=int, default=16, help="assistant reply length in the chat run")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quantize", choices=["int8"], help="the started server's (and engine's) --quantize")
+    parser.add_argument("--serving-path", action="store_true", help="engine in-process vs server, one stream")
+    parser.add_argument("--repeats", type=int, default=3, help="turns of each in --serving-path")
     args = parser.parse_args()
+    if args.serving_path:
+        report = serving_path(args)
+        print(json.dumps(report, indent=2) if args.json else
+              "one stream, tok/s after the first token: engine {engine_tok_s:.1f}, server {server_tok_s:.1f}, "
+              "server / engine {server_over_engine:.2f} (target >= 0.9)".format(**report))
+        return
 
     proc = None
     url = args.url

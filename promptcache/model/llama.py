@@ -79,6 +79,8 @@ class OutputHead:
         self.weight = weight.to(device=device, dtype=torch.float32).contiguous()  # (V, E)
         self._mixed = False
         self._onednn = device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if self._onednn:
+            self.weight = prepack(self.weight)
         if device.type == "cuda" and dtype != torch.float32:
             low = weight.to(device=device, dtype=dtype).contiguous()
             try:
@@ -92,8 +94,23 @@ class OutputHead:
         if self._mixed:
             return torch.mm(x.to(self.low_dtype), self.weight.t(), out_dtype=torch.float32)
         if self._onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+            return packed_linear(x, self.weight)
         return F.linear(x, self.weight)
+
+
+def prepack(weight: torch.Tensor) -> torch.Tensor:
+    """weight (out, in) reordered once into oneDNN's blocked layout, for
+    `torch.ops.mkldnn._linear_pointwise`. The products are bitwise those of F.linear over the
+    plain weight (the same oneDNN kernel, which otherwise reorders the weight on every call);
+    one-row decode products ran ~2x faster (docs/benchmarks.md)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, PREPACK_ROWS)
+
+
+PREPACK_ROWS = 2  # the row count oneDNN is told to expect: decode's, padded (row_invariance.py)
+
+
+def packed_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
 
 
 # Products of at most this many rows use the int8 copy: one-row products read half the bytes of
@@ -160,6 +177,12 @@ class LlamaModel:
         self.quantize = quantize
         if quantize is not None:
             self._add_int8_copies(quantize)
+        # bfloat16 weights on the CPU are held prepacked for oneDNN (bitwise the same products).
+        self.prepacked = self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+        if self.prepacked:
+            for layer in self.layers:
+                for name in ("qkv", "o", "gate_up", "down"):
+                    setattr(layer, name, prepack(getattr(layer, name)))
         c = config
         self._split = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.num_kv_heads * c.head_dim)
         self.grid_attention = self.device.type == "cpu"
@@ -219,6 +242,9 @@ class LlamaModel:
         return product(pad_rows(x, padded_rows(rows, invariant)))[:rows]
 
     def _matmul(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.prepacked:
+            out = packed_linear(x.contiguous(), weight)
+            return out if bias is None else out + bias
         if not self.transposed:
             return F.linear(x, weight, bias)
         return x @ weight if bias is None else torch.addmm(bias, x, weight)
@@ -346,24 +372,35 @@ class LlamaModel:
                                        torch.tensor(slots, device=self.device),
                                        self.decode_mask(positions, slots, span, length).to(self.device), span, length, kv)
         B = tokens.shape[0]
+        # The whole step runs at a batch-invariant row count (zero rows appended once), so no
+        # product pads and cuts its own rows; row-wise ops give a row the same bits either way.
+        R = self._decode_rows(B)
         pos = torch.tensor(positions, device=self.device)
         slot_idx = torch.tensor(slots, device=self.device)
-        x = F.embedding(tokens, self.embed)  # (B, E)
-        cos, sin = self.cos[pos], self.sin[pos]  # (B, D): row b is sequence b
+        x = pad_rows(F.embedding(tokens, self.embed), R)  # (R, E)
+        cos, sin = pad_rows(self.cos[pos], R), pad_rows(self.sin[pos], R)  # (R, D): row b is sequence b
+        padding = [torch.zeros(self.config.num_heads, self.config.head_dim, dtype=self.kv_dtype)] * (R - B)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, cos, sin, decode=True)  # q (Hq, B, D) rows are sequences
-            kv[i, 0][slot_idx, :, pos] = k.transpose(0, 1)  # (B, Hkv, D)
-            kv[i, 1][slot_idx, :, pos] = v.transpose(0, 1)
+            q, k, v = self._qkv(layer, x, cos, sin, decode=True)  # q (Hq, R, D) rows are sequences
+            kv[i, 0][slot_idx, :, pos] = k[:, :B].transpose(0, 1)  # (B, Hkv, D)
+            kv[i, 1][slot_idx, :, pos] = v[:, :B].transpose(0, 1)
             outs = []
             for b in range(B):
                 n, s = positions[b] + 1, slots[b]
                 outs.append(F.scaled_dot_product_attention(
                     q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
                 )[0, :, 0])  # (Hq, D)
-            attn = torch.stack(outs).reshape(B, -1)  # (B, Hq D)
+            attn = torch.stack(outs + padding).reshape(R, -1)  # (R, Hq D)
             x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o", True))
             x = x + self._mlp(layer, x, decode=True)
-        return self._logits(x)
+        return self._logits(x[:B])
+
+    def _decode_rows(self, batch: int) -> int:
+        """The row count a CPU decode step of `batch` sequences runs at: the next one probed
+        batch-invariant for the products decode uses (int8 copies or full-precision weights)."""
+        int8 = self.layers[0].int8 is not None and (self.deterministic or batch <= INT8_MAX_ROWS)
+        invariant = self._invariant.get("int8" if int8 else "dense")
+        return batch if invariant is None else padded_rows(batch, invariant)
 
     @staticmethod
     def decode_mask(positions: list[int], slots: list[int], span: int, length: int) -> torch.Tensor:
