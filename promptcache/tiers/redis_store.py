@@ -14,13 +14,14 @@ their TTL (Redis' own expiry). The breaker around the store is the hierarchy's (
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -56,23 +57,36 @@ class RedisStore:
         )
         if self.cluster:
             self.name = "redis-cluster"
-            self._client = RedisCluster.from_url(url.replace("+cluster://", "://", 1), **options)
-        else:
-            self._client = Redis.from_url(url, **options)
+        self._url, self._options = url, options
+        self._client_lock = threading.Lock()
+        self._made: Redis | RedisCluster | None = None
+
+    def _client(self) -> Redis | RedisCluster:
+        """The client, made on first use: a cluster client asks for the slot map when made, and
+        a cluster that is down then is an outage like any other, not a failed start."""
+        with self._client_lock:
+            if self._made is None:
+                if self.cluster:
+                    self._made = RedisCluster.from_url(self._url.replace("+cluster://", "://", 1), **self._options)
+                else:
+                    self._made = Redis.from_url(self._url, **self._options)
+            return self._made
 
     def _call(self, fn, *args, **kwargs):
+        """fn(client, *args): connection errors and timeouts (after redis-py's retries) and any
+        other Redis error become StoreUnavailable, with the password left out."""
         try:
-            return fn(*args, **kwargs)
+            return fn(self._client(), *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"{self.name} at {self.url}: {type(exc).__name__}") from None
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"{self.name} at {self.url}: {type(exc).__name__}: {exc}") from None
 
     def _key(self, key: bytes) -> bytes:
         return self.prefix + key
 
     def get(self, key: bytes) -> bytes | None:
-        return self._call(self._client.get, self._key(key))
+        return self._call(lambda client: client.get(self._key(key)))
 
     def put(self, key: bytes, value: bytes, ttl_s: float | None = None) -> None:
         self.put_many([(key, value)], ttl_s)
@@ -81,8 +95,8 @@ class RedisStore:
         if not keys:
             return []
 
-        def run():
-            pipe = self._client.pipeline(transaction=False)
+        def run(client):
+            pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.get(self._key(key))
             return pipe.execute()
@@ -95,8 +109,8 @@ class RedisStore:
             return
         px = None if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
 
-        def run():
-            pipe = self._client.pipeline(transaction=False)
+        def run(client):
+            pipe = client.pipeline(transaction=False)
             for key, value in items:
                 pipe.set(self._key(key), bytes(value), px=px)
             pipe.execute()
@@ -104,32 +118,33 @@ class RedisStore:
         self._call(run)
 
     def delete(self, key: bytes) -> bool:
-        return bool(self._call(self._client.delete, self._key(key)))
+        return bool(self._call(lambda client: client.delete(self._key(key))))
 
     def exists(self, key: bytes) -> bool:
-        return bool(self._call(self._client.exists, self._key(key)))
+        return bool(self._call(lambda client: client.exists(self._key(key))))
 
     def ttl(self, key: bytes) -> float | None:
-        left = self._call(self._client.pttl, self._key(key))
+        left = self._call(lambda client: client.pttl(self._key(key)))
         if left == -2:
             return None
         return math.inf if left == -1 else left / 1000
 
     def _keys(self) -> list[bytes]:
         pattern = self.prefix.replace(b"[", b"\\[").replace(b"*", b"\\*").replace(b"?", b"\\?") + b"*"
-        return self._call(lambda: list(self._client.scan_iter(match=pattern, count=1000)))
+        return self._call(lambda client: list(client.scan_iter(match=pattern, count=1000)))
 
     def clear(self) -> int:
         keys = self._keys()
         for start in range(0, len(keys), 512):
-            self._call(self._client.unlink, *keys[start:start + 512])
+            self._call(lambda client, batch: client.unlink(*batch), keys[start:start + 512])
         return len(keys)
 
     def size(self) -> int:
         return len(self._keys())
 
     def close(self) -> None:
-        try:
-            self._client.close()
-        except RedisError:
-            pass
+        if self._made is not None:
+            try:
+                self._made.close()
+            except RedisError:
+                pass

@@ -228,3 +228,17 @@ def test_an_overrunning_fetch_is_abandoned_and_keeps_what_it_read():
     fill(tier)
     found = tier.fetch(metas(4), deadline=clock.now + 0.5)
     assert len(found) == 2 and tier.stats.abandoned_reads == 1
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+def test_a_redis_down_at_start_is_an_outage_not_a_failed_start(scheme):
+    from redis_servers import free_port
+
+    from promptcache.tiers.store import StoreUnavailable
+
+    store = RedisStore(f"{scheme}://:secret@127.0.0.1:{free_port()}/0")  # nothing listens there
+    with pytest.raises(StoreUnavailable) as error:
+        store.get(b"k" * 16)
+    assert "secret" not in str(error.value)
+    tier = Tier(store)
+    assert tier.fetch(metas(2), deadline=float("inf")) == [] and tier.stats.errors == 1
