@@ -35,6 +35,7 @@ from promptcache.cache.budget import Budget
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.eviction import EvictedBlock, EvictionQueue
 from promptcache.cache.expiry import ExpiryQueue
+from promptcache.cache.invariants import check_books
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.pins import PinBudget
 from promptcache.cache.policies import ROLES, TIER_RANK, make_policy
@@ -478,25 +479,4 @@ class PrefixCache:
 
     def check_invariants(self) -> None:
         """Assert the books balance (for tests): counts, reference counts, budget, structure."""
-        budget, pins = self._budget, self._pins
-        per_tenant: dict[str, int] = {}
-        pinned: dict[str, int] = {}
-        count = 0
-        for root in self._trie.roots():
-            assert root.children, "an empty namespace root was left behind"
-            for node in BlockTrie.postorder(root):
-                count += 1
-                per_tenant[node.tenant] = per_tenant.get(node.tenant, 0) + 1
-                if node.pins:
-                    pinned[node.tenant] = pinned.get(node.tenant, 0) + 1
-                assert node.alive and node.refcount >= 0 and node.pins >= 0
-                assert node.parent is not None and node.parent.children.get(node.key) is node
-                assert node.tenant == root.tenant
-        assert count == len(self._trie) == budget.blocks
-        assert per_tenant == budget.tenant_blocks
-        assert 0 <= budget.blocks <= budget.capacity
-        for tenant, held in budget.tenant_blocks.items():
-            assert held <= budget.quota(tenant), (tenant, held, budget.quota(tenant))
-        assert pinned == pins.tenant_blocks and sum(pinned.values()) == pins.blocks <= pins.global_limit
-        for tenant, held in pinned.items():
-            assert held <= pins.limit(tenant), (tenant, held, pins.limit(tenant))
+        check_books(self._trie, self._budget, self._pins)
