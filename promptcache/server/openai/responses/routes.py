@@ -68,8 +68,14 @@ async def _stored(state: ServerState, tenant: str, response_id: str, param: str 
 
 
 def written(gen: Generation) -> int:
-    """Prompt tokens this request wrote to the cache for later requests: past the hit."""
-    return max(0, gen.reusable_end() - gen.usage.cached)
+    """Prompt tokens this request wrote to the cache: its full blocks past the hit, all of which
+    the next turn of the chain can read (a block the same prompt sent twice rewrites is
+    counted again)."""
+    settings = gen.state.settings
+    if not (settings.cache_enabled and gen.spec.cache.enabled):
+        return 0
+    size = settings.block_size
+    return max(0, len(gen.spec.tokens) // size * size - gen.usage.cached)
 
 
 @router.post("", response_model=None)
