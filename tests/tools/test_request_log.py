@@ -6,20 +6,29 @@ from __future__ import annotations
 import json
 
 import openai
+import pytest
 from live_server import start_server
 from typer.testing import CliRunner
 
 from promptcache.cli.main import app
+from promptcache.server.app import engine_from_settings
 from promptcache.server.request_log import close_request_logs, open_request_log
 from promptcache.server.settings import ServerSettings
 
 SYSTEM = "You are a careful assistant who answers in one short sentence. " * 6
 
 
-def test_analyze_of_the_request_log_matches_the_servers_usage(tiny_llama_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_llama_dir):
+    """One engine for this module's servers (started one after another), so each test does not
+    pay the engine's start-up; their prompts share no block."""
+    return engine_from_settings(ServerSettings(model=str(tiny_llama_dir)))
+
+
+def test_analyze_of_the_request_log_matches_the_servers_usage(tiny_llama_dir, tiny_engine, tmp_path):
     log = tmp_path / "requests.jsonl"
     server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=4, request_log=str(log),
-                                         request_log_bodies=True))
+                                         request_log_bodies=True), tiny_engine)
     usages = []
     try:
         client = server.client()
@@ -31,6 +40,7 @@ def test_analyze_of_the_request_log_matches_the_servers_usage(tiny_llama_dir, tm
             client.chat.completions.create(model=server.model, messages=[{"role": "wizard", "content": "x"}])
         except openai.BadRequestError:  # the 400 is the point: it is logged as refused
             pass
+        client.close()
     finally:
         server.stop()
         close_request_logs()
@@ -48,11 +58,12 @@ def test_analyze_of_the_request_log_matches_the_servers_usage(tiny_llama_dir, tm
     assert report["hit_tokens"] == sum(u.prompt_tokens_details.cached_tokens for u in usages) > 0
 
 
-def test_bodies_only_when_asked(tiny_llama_dir, tmp_path):
+def test_bodies_only_when_asked(tiny_llama_dir, tiny_engine, tmp_path):
     log = tmp_path / "requests.jsonl"
-    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=2, request_log=str(log)))
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=2, request_log=str(log)), tiny_engine)
     try:
-        server.client().chat.completions.create(model=server.model, messages=[{"role": "user", "content": "secret words"}])
+        with server.client() as client:  # closed before the server stops, which then need not wait for it
+            client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "secret words"}])
     finally:
         server.stop()
         close_request_logs()
