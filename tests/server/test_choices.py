@@ -46,6 +46,7 @@ def test_streamed_choices_carry_their_index_and_one_usage_chunk(tiny_server):
     prompt = "Stream choices. " + SYSTEM_PROMPT[:400]
     chunks = list(client.completions.create(model=tiny_server.model, prompt=prompt, max_tokens=3, temperature=0,
                                             n=2, stream=True, stream_options={"include_usage": True}))
+    assert len({c.id for c in chunks}) == 1  # one completion, one id
     texts = {0: "", 1: ""}
     for chunk in chunks:
         for choice in chunk.choices:

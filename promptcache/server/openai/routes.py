@@ -140,7 +140,8 @@ async def _choices(state, body: CompletionRequest, specs: list[GenerationSpec], 
     include_usage = _include_usage(body)
     if body.stream:
         async def events():
-            streams = [sse_stream(g, text_chunks(g, created, model, include_usage, k, final_usage=False), trailer="")
+            streams = [sse_stream(g, text_chunks(g, created, model, include_usage, k, final_usage=False,
+                                                 chunk_id=completion_id), trailer="")
                        for k, g in enumerate(gens)]
             async for event in merged(streams):
                 yield event

@@ -20,12 +20,14 @@ def sse_stream(gen: Generation, render, trailer: str = DONE):
                       lambda err: sse_event(default_shape(err)), trailer)
 
 
-def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool):
+def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool, chunk_id: str | None = None):
     """Builds one streamed chunk of `shape` (a pydantic model); OpenAI's chunks carry `usage`
-    only when the client asked for it with stream_options.include_usage."""
+    only when the client asked for it with stream_options.include_usage. Every choice of a
+    request streams under the request's one id (`chunk_id`)."""
 
     def chunk(choices: list, usage=None) -> dict:
-        body = shape(id=gen.sub.request_id, created=created, model=model, choices=choices, usage=usage).model_dump()
+        body = shape(id=chunk_id or gen.sub.request_id, created=created, model=model, choices=choices,
+                     usage=usage).model_dump()
         if not include_usage:
             body.pop("usage")
         return body
@@ -81,10 +83,10 @@ def tool_chat_chunks(gen: Generation, created: int, model: str, include_usage: b
 
 
 def text_chunks(gen: Generation, created: int, model: str, include_usage: bool, index: int = 0,
-                final_usage: bool = True):
+                final_usage: bool = True, chunk_id: str | None = None):
     """Chunks of choice `index`; with several choices their one usage chunk is sent after all
     of them (final_usage=False here)."""
-    chunk = chunk_maker(TextCompletion, gen, created, model, include_usage)
+    chunk = chunk_maker(TextCompletion, gen, created, model, include_usage, chunk_id)
 
     def render(out: RequestOutput | None) -> list[dict]:
         if out is None:
