@@ -113,7 +113,7 @@ def test_stream_sends_typed_events_and_the_same_text(server):
 
 
 @pytest.mark.parametrize("field, value, named", [
-    ("text", {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}, "text"),
+    ("text", {"format": {"type": "xml"}}, "text"),
     ("tools", [{"type": "function", "name": "f", "parameters": {"type": "object"}}], "tools"),
     ("input", [{"type": "function_call_output", "call_id": "c", "output": "1"}], "input"),
 ])

@@ -132,3 +132,18 @@ def test_bad_structured_requests_are_400s_naming_the_field(server, client, field
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=server.model, messages=ASK, max_tokens=8, **fields)
     assert err.value.body["param"] == param and words in err.value.body["message"]
+
+
+def test_responses_text_format_is_enforced(server, client):
+    schema = Person.model_json_schema()
+    response = client.responses.create(model=server.model, input="Describe Alice.", max_output_tokens=200,
+                                       text={"format": {"type": "json_schema", "name": "person", "schema": schema,
+                                                        "strict": True}}, temperature=0)
+    assert response.status == "completed" and response.text.format.type == "json_schema"
+    Person.model_validate_json(response.output_text)
+    parsed = client.responses.parse(model=server.model, input="Describe Alice.", text_format=Person,
+                                    max_output_tokens=200, temperature=0)
+    assert isinstance(parsed.output_parsed, Person)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model=server.model, input="x", text={"format": {"type": "xml"}})
+    assert err.value.body["param"] == "text.format"

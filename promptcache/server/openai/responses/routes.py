@@ -17,6 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
+from promptcache.server.structured.compile import compile_structure, ignored_header
+from promptcache.server.structured.formats import from_response_format
 from promptcache.server.errors import APIError
 from promptcache.server.generation import Generation, respond, start
 from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages, check_tools
@@ -94,12 +96,13 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     chat = turns(body, conversation)
     check_messages(chat, limits)
     tools = tool_dicts(body, state.renderer)
+    compiled = await compile_structure(state.engine, from_response_format((body.text or {}).get("format"), "text.format"))
     prompt = await off_loop(state, state.renderer.render, chat, tools)
     http_id = request_id_of(http.scope)
     response_id = f"resp_{http_id.removeprefix('req_')}"
     spec = GenerationSpec(endpoint="responses", request_id=response_id, tenant=tenant.name, tokens=prompt.tokens,
                           roles=prompt.roles, sampling=sampling_spec(body), cache=cache_spec(body),
-                          prompt_text=prompt.text)
+                          prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled))
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), state.engine.model_name
     item_id = f"msg_{uuid.uuid4().hex}"

@@ -2,14 +2,15 @@
 
 Input items we cannot honour fail validation with a 400 naming the item (function calls and
 their outputs need a model whose chat template has a tool format; images and files are not
-served), and so does a `text.format` other than plain text: neither is dropped in silence.
+served): nothing is dropped in silence. `text.format` (json_object, json_schema) is enforced by
+the decoder, as `response_format` is on chat (server/structured/).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from promptcache.server.core.fields import Text, refuse_unsupported
 from promptcache.server.openai.schema import CachingOptions, OpenAIBody
@@ -65,14 +66,6 @@ class ResponsesRequest(OpenAIBody):
     def _refuse_unsupported(cls, raw: Any) -> Any:
         refuse_unsupported(raw, UNSUPPORTED)
         return raw
-
-    @field_validator("text")
-    @classmethod
-    def _plain_text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        kind = ((value or {}).get("format") or {}).get("type", "text")
-        if kind != "text":
-            raise ValueError(f"text.format {kind!r} is not supported; only 'text' is")
-        return value
 
     def end_user(self) -> str | None:
         return self.safety_identifier if self.safety_identifier is not None else self.user

@@ -76,7 +76,7 @@ def response_object(response_id: str, created_at: int, model: str, body: Respons
         "prompt_cache_key": body.prompt_cache_key, "prompt_cache_retention": body.prompt_cache_retention,
         "safety_identifier": body.safety_identifier, "store": body.store,
         "temperature": 1.0 if body.temperature is None else body.temperature,
-        "text": {"format": {"type": "text"}}, "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
+        "text": body.text or {"format": {"type": "text"}}, "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
         "top_p": 1.0 if body.top_p is None else body.top_p, "truncation": "disabled", "usage": usage,
         "user": body.user, "metadata": body.metadata or {},
     }
