@@ -138,7 +138,17 @@ SERVING_MESSAGES = [{"role": "user", "content": "Tell a long story about a light
 
 
 def engine_decode(engine, tokens: int) -> float:
-    """tokens/s of one greedy reply stepped in this process, after its first token."""
+    """tokens/s of one greedy reply stepped in this process, after its first token. Stepped on
+    a second thread, as the server steps it: torch's OpenMP team of the main thread behaved
+    differently on a busy machine (docs/benchmarks.md, "The serving path")."""
+    result: list[float] = []
+    thread = threading.Thread(target=lambda: result.append(_engine_decode(engine, tokens)))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _engine_decode(engine, tokens: int) -> float:
     from promptcache.engine.api import CacheOptions, Request, SamplingParams
 
     prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(SERVING_MESSAGES), add_special_tokens=False)
