@@ -80,7 +80,8 @@ class OutputHead:
         self._mixed = False
         self._onednn = device.type == "cpu" and torch.backends.mkldnn.is_available()
         if self._onednn:
-            self.weight = prepack(self.weight)
+            packed = prepack(self.weight)
+            self.weight = self.weight if packed is None else packed
         if device.type == "cuda" and dtype != torch.float32:
             low = weight.to(device=device, dtype=dtype).contiguous()
             try:
@@ -98,12 +99,17 @@ class OutputHead:
         return F.linear(x, self.weight)
 
 
-def prepack(weight: torch.Tensor) -> torch.Tensor:
+def prepack(weight: torch.Tensor) -> torch.Tensor | None:
     """weight (out, in) reordered once into oneDNN's blocked layout, for
     `torch.ops.mkldnn._linear_pointwise`. The products are bitwise those of F.linear over the
     plain weight (the same oneDNN kernel, which otherwise reorders the weight on every call);
-    one-row decode products ran ~2x faster (docs/benchmarks.md)."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight, PREPACK_ROWS)
+    one-row decode products ran ~2x faster (docs/benchmarks.md). None where oneDNN cannot
+    prepack this dtype on this CPU (bfloat16 needs AVX-512 or AVX-NE-CONVERT): the caller keeps
+    the plain weight, whose products are the same."""
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, PREPACK_ROWS)
+    except RuntimeError:
+        return None
 
 
 PREPACK_ROWS = 2  # the row count oneDNN is told to expect: decode's, padded (row_invariance.py)
@@ -178,7 +184,8 @@ class LlamaModel:
         if quantize is not None:
             self._add_int8_copies(quantize)
         # bfloat16 weights on the CPU are held prepacked for oneDNN (bitwise the same products).
-        self.prepacked = self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+        self.prepacked = (self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+                          and prepack(self.layers[0].o) is not None)
         if self.prepacked:
             for layer in self.layers:
                 for name in ("qkv", "o", "gate_up", "down"):
