@@ -19,19 +19,9 @@ from typing import Any
 
 from promptcache.engine.api import EngineInputError
 from promptcache.engine.structured.spec import StructureSpec
+from promptcache.server.chat import Turn
 from promptcache.server.structured import tools as generic
 from promptcache.server.structured.formats import from_response_format, from_structured_outputs, one_spec
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A message as the chat renderer takes it (role and text)."""
-
-    role: str
-    content: str
-
-    def text(self) -> str:
-        return self.content
 
 
 @dataclass(frozen=True)
