@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptcache.engine.api import EngineInputError
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.limits import check_messages
 from promptcache.server.openai.schema import ChatMessage
 from promptcache.server.tenants import Tenant
 
@@ -68,6 +69,7 @@ async def tokenize(body: TokenizeRequest, http: HTTPRequest, tenant: Tenant = De
     state = server_state(http)
     if body.model is not None:
         check_model(state, body.model)
+    check_messages(body.messages, state.settings.limits)  # the same limits as a chat request, before rendering
     tokens = await off_loop(state, _tokens, state, body)
     answer: dict[str, Any] = {"count": len(tokens), "max_model_len": state.engine.context_length, "tokens": tokens,
                               "token_strs": None}

@@ -65,6 +65,7 @@ def test_tokenizer_info_is_what_a_remote_tokenizer_client_reads(server):
     ("/tokenize", {}, "prompt"),
     ("/tokenize", {"prompt": "a", "truncate": True}, "truncate"),
     ("/tokenize", {"model": "other-model", "prompt": "a"}, "model"),
+    ("/tokenize", {"messages": [{"role": "user", "content": "a"}] * 2049}, "messages"),
     ("/detokenize", {"tokens": [10**9]}, "tokens"),
     ("/detokenize", {"tokens": "abc"}, "tokens"),
 ])
