@@ -33,6 +33,9 @@ from promptcache.server.explain import router as explain_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
+from promptcache.server.prompts.backends import open_store
+from promptcache.server.prompts.routes import router as prompts_router
+from promptcache.server.prompts.warm import warm_all
 from promptcache.server.openai.schema import ModelCard, ModelList
 from promptcache.server.request_id import RequestIds
 from promptcache.server.settings import ServerSettings
@@ -79,12 +82,15 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
         key_stats=PromptCacheKeyStats(settings.limits.max_keys_per_tenant),
         render_limiter=anyio.CapacityLimiter(settings.render_threads),
         responses=response_store(settings),
+        prompts=open_store(settings.prompt_store, redis_url=settings.redis_url, tier_key=settings.tier_key),
     )
     started_at = int(state.wall_clock())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state.loop.start()
+        if settings.warm_prompts:  # a deploy starts hot: every warm prompt pinned before serving
+            await warm_all(state)
         log.info(
             "serving %s (context %d) with %r, prefix cache %s",
             engine.model_name,
@@ -122,6 +128,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     for dialect in (openai_router, responses_router, anthropic_router):  # each dialect is one router
         app.include_router(dialect)
     app.include_router(admin.router)
+    app.include_router(prompts_router)  # /v1/prompts, the prompt registry
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
     app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info
 

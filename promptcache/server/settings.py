@@ -72,6 +72,11 @@ class ServerSettings:
     # Stored Responses-API responses (previous_response_id): a SQLite file, or ":memory:".
     responses_db: str = "~/.cache/promptcache/responses.sqlite3"
     responses_ttl_s: float = 30 * 86_400.0
+    # The prompt registry (server/prompts/backends.py): a SQLite path, redis://..., or
+    # mlflow+http://HOST:PORT; None: Redis when redis_url is set, else a SQLite file. It may
+    # hold a password: kept out of repr. warm_prompts: re-warm every warm prompt at start-up.
+    prompt_store: str | None = field(default=None, repr=False)
+    warm_prompts: bool = False
     # Logging: prompt text is never logged unless log_prompts is set.
     log_prompts: bool = False
     log_level: str = "info"
@@ -102,6 +107,9 @@ class ServerSettings:
             self.tier_config()  # a bad URL, size or key fails at start, in one line
         if self.cache_mb < 0 or self.min_prefix_blocks < 0:
             raise ValueError("cache_mb and min_prefix_blocks must be >= 0")
+        from promptcache.server.prompts.backends import check_spec
+
+        check_spec(self.prompt_store)  # a malformed --prompt-store fails at start, in one line
         if self.responses_ttl_s <= 0:
             raise ValueError("responses_ttl_s must be positive")
         # Each of these at 0 would refuse every request (max_queue = 0 turned every one into a 429).

@@ -33,6 +33,7 @@ from promptcache.server.openai.schema import (
 )
 from promptcache.server.openai.stream import DONE, chat_chunks, sse_stream, text_chunks, tool_chat_chunks
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
+from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.request_id import request_id_of
 from promptcache.server.structured.compile import compile_structure, ignored_header
 from promptcache.server.structured.openai_chat import chat_structure, prompt_turns, reply_message
@@ -57,6 +58,8 @@ async def chat_completions(
         raise bad_request("n > 1 is served on /v1/completions only, for now; send the chat request n times "
                           "(the prompt is read from the cache after the first).", param="n")
     structure, messages, template_tools = _structure(state, body)
+    lead, _ = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
+    messages = lead + list(messages)
     compiled = await compile_structure(state.engine, structure.spec)
     prompt = await off_loop(state, state.renderer.render, messages, template_tools)
     http_id = request_id_of(http.scope)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text, refuse_unsupported
+from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -130,6 +131,7 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None  # vLLM's extension: json, regex, choice or grammar
+    prompt: PromptReference | None = None  # extension: a registered template as the leading system turn
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

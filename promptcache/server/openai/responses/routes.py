@@ -36,6 +36,7 @@ from promptcache.server.openai.responses.translate import (
     turns,
     usage_object,
 )
+from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.request_id import request_id_of
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
@@ -93,7 +94,8 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     if body.previous_response_id is not None:
         previous = await _stored(state, tenant.name, body.previous_response_id, "previous_response_id")
     conversation = history(body, previous)
-    chat = turns(body, conversation)
+    lead, echo = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
+    chat = lead + turns(body, conversation)
     check_messages(chat, limits)
     tools = tool_dicts(body, state.renderer)
     compiled = await compile_structure(state.engine, from_response_format((body.text or {}).get("format"), "text.format"))
@@ -111,7 +113,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
         length = gen.finish_reason == "length"
         final = response_object(response_id, created, model, body, status="incomplete" if length else "completed",
                                 output=[message_item(item_id, text)],
-                                usage=usage_object(gen.usage, written(gen)), length=length)
+                                usage=usage_object(gen.usage, written(gen)), length=length, prompt=echo)
         if body.store:
             record = StoredResponse(response_id, tenant.name, final, input_items(body, response_id),
                                     conversation + [{"role": "assistant", "content": text}])
@@ -120,7 +122,8 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
 
     events = None
     if body.stream:
-        opening = response_object(response_id, created, model, body, status="in_progress", output=[], usage=None)
+        opening = response_object(response_id, created, model, body, status="in_progress", output=[], usage=None,
+                                  prompt=echo)
         events = EventStream(gen, item_id, opening).events(finish)
     return await respond(gen, http, events, finish)
 

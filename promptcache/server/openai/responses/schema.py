@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from promptcache.server.core.fields import Text, refuse_unsupported
 from promptcache.server.openai.schema import CachingOptions, OpenAIBody
+from promptcache.server.prompts.schema import PromptReference
 
 
 class ContentText(OpenAIBody):
@@ -34,7 +35,7 @@ class InputMessage(OpenAIBody):
 
 # Responses fields this server does not implement, with the values that mean "not used".
 UNSUPPORTED = {
-    "background": (False,), "conversation": (), "prompt": (), "include": ([],), "top_logprobs": (0,),
+    "background": (False,), "conversation": (), "include": ([],), "top_logprobs": (0,),
     "reasoning": ({},), "truncation": ("disabled",), "max_tool_calls": (),
 }
 
@@ -53,6 +54,7 @@ class ResponsesRequest(OpenAIBody):
     stream: bool = False
     metadata: dict[str, Text] | None = None
     text: dict[str, Any] | None = None
+    prompt: PromptReference | None = None  # a registered template (/v1/prompts), rendered first
     # Prompt caching.
     prompt_cache_key: Text | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None

@@ -65,7 +65,7 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict:
 
 
 def response_object(response_id: str, created_at: int, model: str, body: ResponsesRequest, *, status: str,
-                    output: list[dict], usage: dict | None, length: bool = False) -> dict:
+                    output: list[dict], usage: dict | None, length: bool = False, prompt: dict | None = None) -> dict:
     """The Response object with the fields OpenAI's reference lists, echoing the request's."""
     return {
         "id": response_id, "object": "response", "created_at": created_at, "status": status,
@@ -78,7 +78,7 @@ def response_object(response_id: str, created_at: int, model: str, body: Respons
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "text": body.text or {"format": {"type": "text"}}, "tool_choice": body.tool_choice or "auto", "tools": body.tools or [],
         "top_p": 1.0 if body.top_p is None else body.top_p, "truncation": "disabled", "usage": usage,
-        "user": body.user, "metadata": body.metadata or {},
+        "user": body.user, "metadata": body.metadata or {}, "prompt": prompt,
     }
 
 
