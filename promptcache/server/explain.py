@@ -43,6 +43,7 @@ from promptcache.server.openai.responses.routes import _stored
 from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.openai.schema import ChatCompletionRequest, CompletionRequest
 from promptcache.server.state import ServerState
+from promptcache.server.structured.openai_chat import plan_chat
 from promptcache.server.tenants import Tenant
 
 router = APIRouter(prefix="/v1/cache")
@@ -84,8 +85,9 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
     if dialect == "chat":
         body = _parse(ChatCompletionRequest, raw)
         check_chat(body, limits)
-        prompt = await off_loop(state, renderer.render, body.messages, body.tools)
-        return Rendered(prompt.tokens, openai.cache_spec(body), prompt, list(body.messages))
+        _, turns, template_tools = plan_chat(renderer, body)
+        prompt = await off_loop(state, renderer.render, turns, template_tools)
+        return Rendered(prompt.tokens, openai.cache_spec(body), prompt, turns)
     if dialect == "completions":
         body = _parse(CompletionRequest, raw)
         check_sampling(body, limits)
@@ -94,8 +96,7 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
     if dialect == "messages":
         body = _parse(CountTokensRequest, raw)
         check_messages(body.messages, limits)
-        prompt, _ = await off_loop(state, anthropic.render, body, renderer)
-        turns, _ = anthropic.conversation(body, renderer)
+        prompt, _, _, turns = await off_loop(state, anthropic.render_with_plan, body, renderer)
         return Rendered(prompt.tokens, CacheSpec(), prompt, turns)
     body = _parse(ResponsesRequest, raw)
     previous = None

@@ -12,7 +12,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request as HTTPRequest
@@ -48,6 +48,7 @@ class Generation:
     http_id: str  # the HTTP request's id, in logs and in a 5xx message
     last: RequestOutput | None = None
     early: object = None  # the first queue item, taken by `started()` before `outputs()` runs
+    token_ids: list[int] = field(default_factory=list)  # every generated token so far
 
     @property
     def endpoint(self) -> str:
@@ -125,6 +126,7 @@ class Generation:
                 if sub.first_token_at is None and item.new_token_ids:
                     sub.first_token_at = now
                 self.last = item
+                self.token_ids.extend(item.new_token_ids)
                 if item.finished:
                     sub.finished_at = now
                     state.finished(

@@ -184,7 +184,7 @@ def test_errors_are_in_anthropics_shape(server, headers, status, kind):
 
 
 @pytest.mark.parametrize("field, value, named", [
-    ("tools", [{"name": "f", "input_schema": {"type": "object"}}], "tools"),
+    ("tool_choice", {"type": "tool", "name": "f"}, "tool_choice"),
     ("messages", [{"role": "user", "content": [{"type": "image", "source": {}}]}], "messages"),
     ("temperature", 1.5, "temperature"),
     ("model", "other-model", "other-model"),

@@ -12,15 +12,17 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 
 from promptcache.server.anthropic.errors import anthropic_error
-from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest, TextContent
-from promptcache.server.anthropic.stream import message_events, messages_usage, stop_reason
-from promptcache.server.anthropic.translate import cache_spec, render, sampling_spec
+from promptcache.server.anthropic.reply import content_blocks
+from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest
+from promptcache.server.anthropic.stream import message_events, messages_usage
+from promptcache.server.anthropic.translate import cache_spec, render, render_with_plan, sampling_spec
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request, register_error_shape
 from promptcache.server.generation import respond, start
 from promptcache.server.limits import Limits, check_label, check_messages, check_tools
 from promptcache.server.request_id import request_id_of
+from promptcache.server.structured.compile import compile_structure, ignored_header
 from promptcache.server.tenants import Tenant
 
 PREFIX = "/v1/messages"
@@ -46,20 +48,24 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
     arrived = state.clock()
     check_model(state, body.model)
     _check_limits(body, state.settings.limits)
-    prompt, breakpoints = await off_loop(state, render, body, state.renderer)
+    prompt, breakpoints, plan, _ = await off_loop(state, render_with_plan, body, state.renderer)
+    compiled = await compile_structure(state.engine, plan.spec)
     http_id = request_id_of(http.scope)
     spec = GenerationSpec(
         endpoint="messages", request_id=f"msg_{http_id.removeprefix('req_')}", tenant=tenant.name,
         tokens=prompt.tokens, roles=prompt.roles, sampling=sampling_spec(body),
-        cache=cache_spec(body, breakpoints), prompt_text=prompt.text,
+        cache=cache_spec(body, breakpoints), prompt_text=prompt.text, structure=compiled,
+        headers=ignored_header(compiled),
     )
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     model = state.engine.model_name
-    return await respond(
-        gen, http, message_events(gen, model) if body.stream else None,
-        lambda text: MessageReply(id=gen.sub.request_id, model=model, content=[TextContent(text=text)],
-                                  stop_reason=stop_reason(gen), usage=messages_usage(gen.usage)),
-    )
+
+    def reply(text: str) -> MessageReply:
+        blocks, reason, sequence = content_blocks(gen, text, plan)
+        return MessageReply(id=gen.sub.request_id, model=model, content=blocks, stop_reason=reason,
+                            stop_sequence=sequence, usage=messages_usage(gen.usage))
+
+    return await respond(gen, http, message_events(gen, model, plan) if body.stream else None, reply)
 
 
 @router.post(PREFIX + "/count_tokens")

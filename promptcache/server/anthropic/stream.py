@@ -4,12 +4,16 @@ content_block_stop, message_delta, message_stop, each an SSE event named by its 
 message_start waits for the engine's first output, since only then is it known how much of
 the prompt the cache supplied; its usage and message_delta's carry the prompt-side counts
 (cache reads and writes) as Anthropic sends them, message_delta's the final output count.
+
+A reply under a tool format is held back until it ends (its JSON is parsed whole), then sent as
+its blocks: any text, then each `tool_use` block with its input as one `input_json_delta`.
 """
 
 from __future__ import annotations
 
 from promptcache.engine.api import RequestOutput
 from promptcache.server.anthropic.errors import anthropic_error
+from promptcache.server.anthropic.reply import block_events, content_blocks, stop_details
 from promptcache.server.anthropic.schema import MessagesUsage, CacheCreation
 from promptcache.server.core.sse import sse_event
 from promptcache.server.core.usage import TokenUsage
@@ -27,16 +31,14 @@ def messages_usage(usage: TokenUsage) -> MessagesUsage:
     )
 
 
-def stop_reason(gen: Generation) -> str:
-    return "max_tokens" if gen.finish_reason == "length" else "end_turn"
-
-
 def _event(data: dict) -> str:
     return sse_event(data, event=data["type"])
 
 
-def message_events(gen: Generation, model: str):
+def message_events(gen: Generation, model: str, plan=None):
     started = False
+    held = plan is not None and plan.calls_allowed
+    parts: list[str] = []
 
     def render(out: RequestOutput | None) -> list[str]:
         nonlocal started
@@ -51,15 +53,23 @@ def message_events(gen: Generation, model: str):
                        "content": [], "stop_reason": None, "stop_sequence": None,
                        "usage": messages_usage(usage).model_dump()}
             events.append(_event({"type": "message_start", "message": message}))
-            events.append(_event({"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}))
-        if out.new_text:
+            if not held:
+                events.append(_event({"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "text", "text": ""}}))
+        parts.append(out.new_text)
+        if out.new_text and not held:
             events.append(_event({"type": "content_block_delta", "index": 0,
                                   "delta": {"type": "text_delta", "text": out.new_text}}))
         if out.finished:
-            events.append(_event({"type": "content_block_stop", "index": 0}))
+            text = "".join(parts)
+            if held:
+                blocks, reason, sequence = content_blocks(gen, text, plan)
+                events += [_event(e) for i, block in enumerate(blocks) for e in block_events(i, block)]
+            else:
+                reason, sequence = stop_details(gen, text)
+                events.append(_event({"type": "content_block_stop", "index": 0}))
             events.append(_event({"type": "message_delta",
-                                  "delta": {"stop_reason": stop_reason(gen), "stop_sequence": None},
+                                  "delta": {"stop_reason": reason, "stop_sequence": sequence},
                                   "usage": messages_usage(gen.usage).model_dump()}))
             events.append(_event({"type": "message_stop"}))
         return events

@@ -5,14 +5,19 @@ A breakpoint's position is found by rendering the conversation cut right after t
 block (no assistant header) and taking the length of the token prefix it shares with the full
 prompt: the same template, so the same tokens up to that point. At most four extra renders,
 each linear in the conversation.
+
+Tools, `tool_use` and `tool_result` blocks become the neutral turns every dialect renders
+(server/structured/): with the template's own tool format where it has one, the generic format
+otherwise, so a tool round trip's next prompt extends exactly what the model generated, and the
+same conversation sent as OpenAI chat renders to the same tokens.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from promptcache.server.chat import ChatPrompt, ChatRenderer, Turn
+from promptcache.engine.api import EngineInputError
+from promptcache.server.chat import ChatPrompt, ChatRenderer
 from promptcache.server.core.spec import CacheSpec, SamplingSpec
 from promptcache.server.errors import bad_request
 from promptcache.server.anthropic.schema import (
@@ -24,11 +29,13 @@ from promptcache.server.anthropic.schema import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from promptcache.server.structured.openai_chat import ChatStructure, native_format, prompt_turns, tool_structure
+from promptcache.server.structured.tools import Tool, ToolCall, ToolChoice, ToolMessage
 
 
 @dataclass(frozen=True)
 class Breakpoint:
-    turns: tuple[Turn, ...]  # the conversation cut right after the marked block
+    messages: tuple[ToolMessage, ...]  # the conversation cut right after the marked block
     tools: int  # how many tools precede it (all of them past the tools list)
     ttl: str
 
@@ -37,37 +44,77 @@ def _joined(blocks) -> str:
     return "\n".join(b.text for b in blocks)
 
 
-def _check_tools(body: CountTokensRequest, renderer: ChatRenderer) -> None:
-    """Tool definitions and tool blocks need a template that renders them; otherwise they
-    would vanish from the prompt, so the request is refused, naming the field."""
-    if body.tools:
-        renderer.require_tool_format("tools")
-    for i, message in enumerate(body.messages):
-        for j, block in enumerate(message.blocks()):
-            if isinstance(block, (ToolUseBlock, ToolResultBlock)):
-                renderer.require_tool_format(f"messages.{i}.content.{j}", f"{block.type} blocks")
+def tool_plan(body: CountTokensRequest, renderer: ChatRenderer) -> ChatStructure:
+    """`tools` and `tool_choice` as the structure every dialect uses: the template's own tool
+    format where it documents one, the generic one otherwise (server/structured/)."""
+    tools = [Tool(t.name, t.description or "", t.input_schema) for t in body.tools or []]
+    choice = _choice(body.tool_choice)
+    try:
+        return tool_structure(tools, (choice or ToolChoice("auto")) if tools else None, native_format=bool(tools) and native_format(renderer),
+                              tool_choice=None if choice is None or choice.mode == "auto" else choice.mode)
+    except EngineInputError as err:
+        raise bad_request(str(err), param=err.param or "tool_choice") from None
 
 
-def conversation(body: CountTokensRequest, renderer: ChatRenderer) -> tuple[list[Turn], list[Breakpoint]]:
-    """The turns to render and the breakpoints, in prompt order (tools, system, messages)."""
-    _check_tools(body, renderer)
+def _choice(value: dict | None) -> ToolChoice | None:
+    """Anthropic's tool_choice: auto, any (a call is required), tool (that one), none."""
+    if value is None:
+        return None
+    kind, parallel = value.get("type"), not value.get("disable_parallel_tool_use", False)
+    if kind in ("auto", "none"):
+        return ToolChoice(kind, parallel=parallel)
+    if kind == "any":
+        return ToolChoice("required", parallel=parallel)
+    if kind == "tool" and isinstance(value.get("name"), str):
+        return ToolChoice("named", value["name"], parallel=parallel)
+    raise bad_request("tool_choice.type must be 'auto', 'any', 'tool' (with a name) or 'none'.",
+                      param="tool_choice")
+
+
+def _messages(role: str, blocks) -> list[ToolMessage]:
+    """One Anthropic message as neutral turns: an assistant's text and tool_use blocks are one
+    turn with its calls; a user's tool_result blocks are tool turns, its text a user turn."""
+    if role == "assistant":
+        calls = tuple(ToolCall(b.name, b.input) for b in blocks if isinstance(b, ToolUseBlock))
+        return [ToolMessage("assistant", _joined(b for b in blocks if isinstance(b, TextBlock)), calls)]
+    out: list[ToolMessage] = []
+    text: list[TextBlock] = []
+    for block in blocks:
+        if isinstance(block, ToolResultBlock):
+            if text:
+                out.append(ToolMessage("user", _joined(text)))
+                text = []
+            out.append(ToolMessage("tool", block.text(), tool_call_id=block.tool_use_id,
+                                   is_error=bool(block.is_error)))
+        elif isinstance(block, TextBlock):
+            text.append(block)
+        else:
+            raise bad_request("tool_use blocks belong in assistant messages.", param="messages")
+    if text:
+        out.append(ToolMessage("user", _joined(text)))
+    return out
+
+
+def conversation(body: CountTokensRequest) -> tuple[list[ToolMessage], list[Breakpoint]]:
+    """The neutral turns and the breakpoints, in prompt order (tools, system, messages)."""
     system = [TextBlock(type="text", text=body.system)] if isinstance(body.system, str) else list(body.system or [])
-    turns = [Turn("system", _joined(system))] if system else []
+    turns = [ToolMessage("system", _joined(system))] if system else []
     marks: list[Breakpoint] = []
     n_tools = len(body.tools or [])
     for i, tool in enumerate(body.tools or []):
         if tool.cache_control is not None:
-            marks.append(Breakpoint(tuple(turns[:1]) if system else (), i + 1, tool.cache_control.ttl))
+            marks.append(Breakpoint(tuple(turns[:1]), i + 1, tool.cache_control.ttl))
     for j, block in enumerate(system):
         if block.cache_control is not None:
-            marks.append(Breakpoint((Turn("system", _joined(system[: j + 1])),), n_tools, block.cache_control.ttl))
+            marks.append(Breakpoint((ToolMessage("system", _joined(system[: j + 1])),), n_tools,
+                                    block.cache_control.ttl))
     for message in body.messages:
         blocks = message.blocks()
         for j, block in enumerate(blocks):
             if block.cache_control is not None:
-                cut = Turn(message.role, _block_text(blocks[: j + 1]))
-                marks.append(Breakpoint((*turns, cut), n_tools, block.cache_control.ttl))
-        turns.append(Turn(message.role, _block_text(blocks)))
+                marks.append(Breakpoint((*turns, *_messages(message.role, blocks[: j + 1])), n_tools,
+                                        block.cache_control.ttl))
+        turns.extend(_messages(message.role, blocks))
     if body.cache_control is not None:
         marks.append(Breakpoint(tuple(turns), n_tools, body.cache_control.ttl))
     if len(marks) > MAX_BREAKPOINTS:
@@ -80,39 +127,26 @@ def conversation(body: CountTokensRequest, renderer: ChatRenderer) -> tuple[list
     return turns, marks
 
 
-def _block_text(blocks) -> str:
-    """Text blocks joined by newlines; tool blocks (only with a tool format) as their text."""
-    parts = []
-    for block in blocks:
-        if isinstance(block, TextBlock):
-            parts.append(block.text)
-        elif isinstance(block, ToolResultBlock):
-            parts.append(block.text())
-        else:
-            call = json.dumps({"name": block.name, "arguments": block.input}, ensure_ascii=False)
-            parts.append(f"<tool_call>{call}</tool_call>")
-    return "\n".join(parts)
-
-
-def tool_dicts(body: CountTokensRequest) -> list[dict] | None:
-    """Anthropic tools as the OpenAI-style function dicts chat templates expect."""
-    if not body.tools:
-        return None
-    return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                              "parameters": t.input_schema}} for t in body.tools]
-
-
 def render(body: CountTokensRequest, renderer: ChatRenderer) -> tuple[ChatPrompt, tuple[tuple[int, str], ...]]:
     """The prompt and its breakpoints as (token position, TTL label), in order. Runs in a worker
     thread: it renders and tokenizes."""
-    turns, marks = conversation(body, renderer)
-    tools = tool_dicts(body)
-    prompt = renderer.render(turns, tools)
+    return render_with_plan(body, renderer)[:2]
+
+
+def render_with_plan(body: CountTokensRequest, renderer: ChatRenderer):
+    """(prompt, breakpoints, tool structure, turns rendered)."""
+    plan = tool_plan(body, renderer)
+    messages, marks = conversation(body)
+    turns = prompt_turns(messages, plan)
+    prompt = renderer.render(turns, plan.template_tools)
     points = []
     for mark in marks:
-        prefix = renderer.render_prefix(mark.turns, tools[: mark.tools] if tools else None) if mark.turns else []
+        prefix = []
+        if mark.messages or mark.tools:
+            cut = replace(plan, tools=plan.tools[: mark.tools])
+            prefix = renderer.render_prefix(prompt_turns(list(mark.messages), cut), cut.template_tools)
         points.append((_shared(prefix, prompt.tokens), mark.ttl))
-    return prompt, tuple(sorted(points))
+    return prompt, tuple(sorted(points)), plan, turns
 
 
 def _shared(a: list[int], b: list[int]) -> int:

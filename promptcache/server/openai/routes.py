@@ -21,6 +21,7 @@ from promptcache.server.core.sse import SSE_HEADERS, sse_event
 from promptcache.server.fanout import choice_specs, collect_all, merged, shared_usage, start_shared
 from promptcache.server.generation import CLIENT_CLOSED, ClientGone, respond, start
 from promptcache.server.limits import check_chat, check_sampling
+from promptcache.server.openai.chat_choices import chat_choices
 from promptcache.server.openai.schema import (
     MAX_CHOICES,
     AssistantMessage,
@@ -36,7 +37,7 @@ from promptcache.server.openai.translate import cache_spec, openai_usage, sampli
 from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.request_id import request_id_of
 from promptcache.server.structured.compile import compile_structure, ignored_header
-from promptcache.server.structured.openai_chat import chat_structure, prompt_turns, reply_message
+from promptcache.server.structured.openai_chat import plan_chat, reply_message
 from promptcache.server.tenants import Tenant
 
 router = APIRouter()
@@ -54,10 +55,7 @@ async def chat_completions(
     arrived = state.clock()
     check_model(state, body.model)
     check_chat(body, state.settings.limits)
-    if (body.n or 1) > 1:
-        raise bad_request("n > 1 is served on /v1/completions only, for now; send the chat request n times "
-                          "(the prompt is read from the cache after the first).", param="n")
-    structure, messages, template_tools = _structure(state, body)
+    structure, messages, template_tools = plan_chat(state.renderer, body)
     lead, _ = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
     messages = lead + list(messages)
     compiled = await compile_structure(state.engine, structure.spec)
@@ -68,8 +66,10 @@ async def chat_completions(
         tokens=prompt.tokens, roles=prompt.roles, sampling=sampling_spec(body, body.token_limit()),
         cache=cache_spec(body), prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled),
     )
-    gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), state.engine.model_name
+    if (body.n or 1) > 1:  # the choices share one prefill (fanout.py)
+        return await chat_choices(state, body, spec, structure, http, http_id, arrived, created, model)
+    gen = start(state, spec, http_id=http_id, arrived=arrived)
     chunks = tool_chat_chunks(gen, created, model, _include_usage(body), structure) if structure.calls_allowed \
         else chat_chunks(gen, created, model, _include_usage(body))
 
@@ -80,20 +80,6 @@ async def chat_completions(
                               choices=[ChatChoice(message=message, finish_reason=reason)])
 
     return await respond(gen, http, sse_stream(gen, chunks) if body.stream else None, reply)
-
-
-def _structure(state, body: ChatCompletionRequest):
-    """(output structure, messages to render, tools for the template). A template with its own
-    tool format renders the tools natively (tool_choice beyond "auto" cannot be enforced there
-    and is refused); any other model gets the generic tool format."""
-    fields = (body.response_format, body.structured_outputs)
-    if body.tools and state.renderer.tool_format:
-        if body.tool_choice not in (None, "auto"):
-            raise bad_request("tool_choice other than 'auto' is not supported with this model's own tool format",
-                              param="tool_choice")
-        return chat_structure(*fields), body.messages, body.tools
-    structure = chat_structure(*fields, body.tools, body.tool_choice, body.parallel_tool_calls)
-    return structure, prompt_turns(body.messages, structure), None
 
 
 @router.post("/v1/completions", response_model=None, responses={200: {"model": TextCompletion}})

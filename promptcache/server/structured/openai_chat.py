@@ -5,9 +5,13 @@
 once, a named tool that is not listed, or a `tool_choice` other than the four OpenAI defines
 is a 400 naming the field.
 
-Tools use the generic format (tools.py): the tool list joins the system turn, earlier calls and
-results are rendered back as the model generated them, and the reply is parsed into
-`tool_calls` (finish_reason "tool_calls") or content.
+Tools use the model's own format where its chat template documents Hermes / Qwen
+`<tool_call>` blocks (native.py: the template renders the tool list), and the generic format
+otherwise (tools.py: the tool list joins the system turn). Either way earlier calls and results
+are rendered back as the model generated them, the grammar constrains each call's arguments to
+its tool's schema, and the reply is parsed into `tool_calls` (finish_reason "tool_calls") or
+content. The Anthropic and Responses dialects build the same structure from their own fields
+(`ToolMessage` turns), so one conversation renders to the same tokens in every dialect.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from promptcache.engine.api import EngineInputError
 from promptcache.engine.structured.spec import StructureSpec
 from promptcache.server.chat import Turn
+from promptcache.server.structured import native
 from promptcache.server.structured import tools as generic
 from promptcache.server.structured.formats import from_response_format, from_structured_outputs, one_spec
 
@@ -28,11 +33,17 @@ from promptcache.server.structured.formats import from_response_format, from_str
 class ChatStructure:
     spec: StructureSpec | None = None
     tools: list[generic.Tool] = field(default_factory=list)
-    calls_allowed: bool = False  # the reply is in the generic tool format and may hold calls
+    calls_allowed: bool = False  # the reply is in a tool format and may hold calls
+    native: bool = False  # the template's own (Hermes / Qwen) format, not the generic one
 
     @property
     def uses_tools(self) -> bool:
         return bool(self.tools)
+
+    @property
+    def template_tools(self) -> list[dict] | None:
+        """The tools the chat template renders itself (native format only)."""
+        return native.template_tools(self.tools) if self.native and self.tools else None
 
 
 def tool_of(entry: Any, index: int) -> generic.Tool:
@@ -60,24 +71,36 @@ def choice_of(value: Any, parallel: bool | None) -> generic.ToolChoice:
 
 
 def chat_structure(response_format: Any = None, structured_outputs: Any = None, tools: Any = None,
-                   tool_choice: Any = None, parallel_tool_calls: bool | None = None) -> ChatStructure:
+                   tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                   native_format: bool = False) -> ChatStructure:
     if tools is not None and not isinstance(tools, list):
         raise EngineInputError("tools must be a list", "tools")
     tool_list = [tool_of(t, i) for i, t in enumerate(tools or [])]
+    choice = choice_of(tool_choice, parallel_tool_calls) if tool_list else None
+    return tool_structure(tool_list, choice, response_format, structured_outputs, native_format, tool_choice)
+
+
+def tool_structure(tool_list: list[generic.Tool], choice: generic.ToolChoice | None, response_format: Any = None,
+                   structured_outputs: Any = None, native_format: bool = False,
+                   tool_choice: Any = None) -> ChatStructure:
+    """The structure for parsed tools and choice, in any dialect."""
     if len({t.name for t in tool_list}) != len(tool_list):
         raise EngineInputError("tools lists a function name twice", "tools")
     output = one_spec(from_response_format(response_format), from_structured_outputs(structured_outputs))
-    if not tool_list:
-        if tool_choice not in (None, "none", "auto"):
+    if not tool_list or choice is None:
+        if tool_choice not in (None, "none", "auto") or (choice is not None and choice.mode not in ("none", "auto")):
             raise EngineInputError("tool_choice needs tools", "tool_choice")
         return ChatStructure(spec=output)
-    choice = choice_of(tool_choice, parallel_tool_calls)
     generic.check_choice(tool_list, choice)
     if output is not None and choice.mode != "none":
         raise EngineInputError(f"{output.param} cannot be combined with tools unless tool_choice is 'none'",
                                output.param)
+    native_format = bool(native_format)
     if output is not None:  # tools listed (so in the prompt) but not callable: the format rules
-        return ChatStructure(spec=output, tools=tool_list)
+        return ChatStructure(spec=output, tools=tool_list, native=native_format)
+    if native_format:
+        return ChatStructure(spec=native.grammar(tool_list, choice), tools=tool_list,
+                             calls_allowed=choice.mode != "none", native=True)
     return ChatStructure(spec=generic.grammar(tool_list, choice), tools=tool_list, calls_allowed=True)
 
 
@@ -88,14 +111,20 @@ def prompt_turns(messages: list[Any], structure: ChatStructure) -> list[Turn]:
     for message in messages:
         role, text = message.role, message.text()
         calls = getattr(message, "tool_calls", None)
+        if structure.native:  # the template wraps tool turns; calls are written as generated
+            if role == "assistant" and calls:
+                text = native.assistant_text([_call_of(c) for c in calls], text or None)
+            turns.append(Turn(role, text))
+            continue
         if role == "assistant" and calls:
             text = generic.assistant_text([_call_of(c) for c in calls], None)
         elif role == "assistant" and structure.calls_allowed:
             text = generic.assistant_text([], text)
         elif role == "tool":
-            text = generic.tool_result_text(getattr(message, "tool_call_id", None), text)
+            text = generic.tool_result_text(getattr(message, "tool_call_id", None), text,
+                                            getattr(message, "is_error", False))
         turns.append(Turn(role, text))
-    if structure.uses_tools:
+    if structure.uses_tools and not structure.native:
         system = [t for t in turns if t.role in ("system", "developer")]
         merged = generic.system_text("\n\n".join(t.content for t in system) or None, structure.tools)
         turns = [Turn("system", merged)] + [t for t in turns if t.role not in ("system", "developer")]
@@ -103,6 +132,8 @@ def prompt_turns(messages: list[Any], structure: ChatStructure) -> list[Turn]:
 
 
 def _call_of(call: Any) -> generic.ToolCall:
+    if isinstance(call, generic.ToolCall):
+        return call
     fn = call.get("function", {}) if isinstance(call, dict) else {}
     name, arguments = fn.get("name"), fn.get("arguments", "{}")
     try:
@@ -116,12 +147,31 @@ def _call_of(call: Any) -> generic.ToolCall:
 
 def reply_message(text: str, structure: ChatStructure, finish_reason: str) -> tuple[str | None, list[dict], str]:
     """(content, OpenAI tool_calls, finish_reason) for a finished reply."""
-    if not structure.calls_allowed:
-        return text, [], finish_reason
-    calls, answer = generic.parse_reply(text)
+    calls, answer = reply_calls(text, structure)
     if not calls:
         return answer, [], finish_reason
     tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
                   for c in calls]
     return None, tool_calls, "tool_calls"
+
+
+def reply_calls(text: str, structure: ChatStructure) -> tuple[list[generic.ToolCall], str | None]:
+    """(calls, content) of a finished reply, in the structure's tool format."""
+    if not structure.calls_allowed:
+        return [], text
+    return (native if structure.native else generic).parse_reply(text)
+
+
+def plan_chat(renderer, body) -> tuple[ChatStructure, list[Turn], list[dict] | None]:
+    """An OpenAI chat body's (structure, turns to render, tools for the template): the native
+    tool format where the template documents one, the generic format otherwise."""
+    structure = chat_structure(body.response_format, body.structured_outputs, body.tools, body.tool_choice,
+                               body.parallel_tool_calls, native_format=bool(body.tools) and native_format(renderer))
+    return structure, prompt_turns(body.messages, structure), structure.template_tools
+
+
+def native_format(renderer) -> bool:
+    """Whether the renderer's chat template documents the Hermes / Qwen tool format."""
+    template = getattr(renderer.tokenizer, "chat_template", None)
+    return native.available(getattr(template, "source", "") or "")

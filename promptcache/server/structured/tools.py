@@ -119,5 +119,21 @@ def assistant_text(calls: list[ToolCall], content: str | None) -> str:
     return dumps({"response": content or ""})
 
 
-def tool_result_text(tool_call_id: str | None, content: str) -> str:
-    return dumps({"tool_call_id": tool_call_id, "content": content})
+def tool_result_text(tool_call_id: str | None, content: str, is_error: bool = False) -> str:
+    """A tool turn; a result the client marks as an error (Anthropic's `is_error`) says so."""
+    return dumps({"tool_call_id": tool_call_id, "content": content, **({"is_error": True} if is_error else {})})
+
+
+@dataclass(frozen=True)
+class ToolMessage:
+    """One turn of a conversation with tools, in any dialect: what `openai_chat.prompt_turns`
+    renders (an OpenAI chat message has the same attributes)."""
+
+    role: str
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+    def text(self) -> str:
+        return self.content
