@@ -65,6 +65,8 @@ class Namespace:
 
 def pack_tokens(tokens: Sequence[int]) -> bytes:
     """Token ids as little-endian uint32 bytes; raises OverflowError for ids outside [0, 2**32)."""
+    if isinstance(tokens, array) and tokens.typecode == "I" and sys.byteorder == "little":
+        return tokens.tobytes()  # copying it element by element was most of analyze's hashing time
     packed = array("I", tokens)
     if sys.byteorder == "big":  # pragma: no cover
         packed.byteswap()

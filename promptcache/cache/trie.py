@@ -140,9 +140,10 @@ class BlockTrie:
         """
         path: list[BlockNode] = []
         node = root
+        key, block = keys.key, keys.block  # bound once: the analyzer walks millions of blocks
         for index in range(min(keys.num_blocks, limit)):
-            child = node.children.get(keys.key(index))
-            if child is None or child.tokens != keys.block(index):
+            child = node.children.get(key(index))
+            if child is None or child.tokens != block(index):
                 break
             path.append(child)
             node = child

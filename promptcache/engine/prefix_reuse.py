@@ -44,7 +44,11 @@ def block_roles(token_roles: Seq[Role] | None, num_blocks: int, block_size: int)
     roles = []
     for b in range(num_blocks):
         span = token_roles[b * block_size:(b + 1) * block_size] or ["user"]
-        roles.append(max(span, key=lambda r: TIER_RANK.get(r, TIER_RANK["user"])))
+        distinct = set(span)  # most blocks hold one role: no per-token ranking (analyze replays millions)
+        if len(distinct) == 1:
+            roles.append(span[0])
+        else:
+            roles.append(max(span, key=lambda r: TIER_RANK.get(r, TIER_RANK["user"])))
     return roles
 
 
