@@ -38,6 +38,7 @@ from promptcache.server.core.usage import reusable_prefix
 from promptcache.server.errors import bad_request, param_path
 from promptcache.server.limits import check_chat, check_messages, check_sampling
 from promptcache.server.openai import translate as openai
+from promptcache.server.openai.responses import tools as responses_tools
 from promptcache.server.openai.responses import translate as responses
 from promptcache.server.openai.responses.routes import _stored
 from promptcache.server.openai.responses.schema import ResponsesRequest
@@ -102,9 +103,10 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
     previous = None
     if body.previous_response_id is not None:
         previous = await _stored(state, tenant, body.previous_response_id, "previous_response_id")
-    turns = responses.turns(body, responses.history(body, previous))
+    plan = responses_tools.tool_plan(body, renderer)
+    turns = responses.turns(body, responses.history(body, previous), plan)
     check_messages(turns, limits)
-    prompt = await off_loop(state, renderer.render, turns, responses.tool_dicts(body, renderer))
+    prompt = await off_loop(state, renderer.render, turns, plan.template_tools)
     return Rendered(prompt.tokens, responses.cache_spec(body), prompt, turns)
 
 

@@ -114,8 +114,8 @@ def test_stream_sends_typed_events_and_the_same_text(server):
 
 @pytest.mark.parametrize("field, value, named", [
     ("text", {"format": {"type": "xml"}}, "text"),
-    ("tools", [{"type": "function", "name": "f", "parameters": {"type": "object"}}], "tools"),
-    ("input", [{"type": "function_call_output", "call_id": "c", "output": "1"}], "input"),
+    ("tool_choice", {"type": "function", "name": "f"}, "tool_choice"),
+    ("input", [{"type": "input_image", "image_url": "data:,"}], "input"),
 ])
 def test_fields_the_server_cannot_honour_are_a_400_naming_them(server, field, value, named):
     body = {"model": server.model, "input": "hi", field: value}

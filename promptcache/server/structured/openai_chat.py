@@ -82,11 +82,12 @@ def chat_structure(response_format: Any = None, structured_outputs: Any = None, 
 
 def tool_structure(tool_list: list[generic.Tool], choice: generic.ToolChoice | None, response_format: Any = None,
                    structured_outputs: Any = None, native_format: bool = False,
-                   tool_choice: Any = None) -> ChatStructure:
-    """The structure for parsed tools and choice, in any dialect."""
+                   tool_choice: Any = None, output: StructureSpec | None = None) -> ChatStructure:
+    """The structure for parsed tools and choice, in any dialect (`output`: a dialect's own
+    output-format field, already read)."""
     if len({t.name for t in tool_list}) != len(tool_list):
         raise EngineInputError("tools lists a function name twice", "tools")
-    output = one_spec(from_response_format(response_format), from_structured_outputs(structured_outputs))
+    output = one_spec(output, from_response_format(response_format), from_structured_outputs(structured_outputs))
     if not tool_list or choice is None:
         if tool_choice not in (None, "none", "auto") or (choice is not None and choice.mode not in ("none", "auto")):
             raise EngineInputError("tool_choice needs tools", "tool_choice")

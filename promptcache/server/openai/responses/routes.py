@@ -7,6 +7,7 @@ worker thread.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Literal
 
@@ -18,21 +19,21 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.structured.compile import compile_structure, ignored_header
-from promptcache.server.structured.formats import from_response_format
 from promptcache.server.errors import APIError
 from promptcache.server.generation import Generation, respond, start
 from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages, check_tools
 from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.openai.responses.store import ResponseStore, StoredResponse
 from promptcache.server.openai.responses.stream import EventStream
+from promptcache.server.openai.responses.tool_stream import ToolEventStream
+from promptcache.server.openai.responses.tools import reply as tool_reply
+from promptcache.server.openai.responses.tools import tool_plan
 from promptcache.server.openai.responses.translate import (
     cache_spec,
     history,
     input_items,
-    message_item,
     response_object,
     sampling_spec,
-    tool_dicts,
     turns,
     usage_object,
 )
@@ -95,11 +96,11 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
         previous = await _stored(state, tenant.name, body.previous_response_id, "previous_response_id")
     conversation = history(body, previous)
     lead, echo = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
-    chat = lead + turns(body, conversation)
+    plan = tool_plan(body, state.renderer)  # tools, tool_choice and text.format: one output structure
+    chat = lead + turns(body, conversation, plan)
     check_messages(chat, limits)
-    tools = tool_dicts(body, state.renderer)
-    compiled = await compile_structure(state.engine, from_response_format((body.text or {}).get("format"), "text.format"))
-    prompt = await off_loop(state, state.renderer.render, chat, tools)
+    compiled = await compile_structure(state.engine, plan.spec)
+    prompt = await off_loop(state, state.renderer.render, chat, plan.template_tools)
     http_id = request_id_of(http.scope)
     response_id = f"resp_{http_id.removeprefix('req_')}"
     spec = GenerationSpec(endpoint="responses", request_id=response_id, tenant=tenant.name, tokens=prompt.tokens,
@@ -108,15 +109,16 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), state.engine.model_name
     item_id = f"msg_{uuid.uuid4().hex}"
+    outcome = functools.cache(lambda text: tool_reply(text, plan, item_id))  # calls keep one id each
 
     async def finish(text: str) -> dict:
         length = gen.finish_reason == "length"
+        output, entry, _ = outcome(text)
         final = response_object(response_id, created, model, body, status="incomplete" if length else "completed",
-                                output=[message_item(item_id, text)],
-                                usage=usage_object(gen.usage, written(gen)), length=length, prompt=echo)
+                                output=output, usage=usage_object(gen.usage, written(gen)), length=length, prompt=echo)
         if body.store:
             record = StoredResponse(response_id, tenant.name, final, input_items(body, response_id),
-                                    conversation + [{"role": "assistant", "content": text}])
+                                    conversation + [entry])
             await _store_call(store_of(state).put, record)
         return final
 
@@ -124,7 +126,8 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     if body.stream:
         opening = response_object(response_id, created, model, body, status="in_progress", output=[], usage=None,
                                   prompt=echo)
-        events = EventStream(gen, item_id, opening).events(finish)
+        stream = ToolEventStream(gen, item_id, opening, outcome) if plan.calls_allowed else EventStream(gen, item_id, opening)
+        events = stream.events(finish)
     return await respond(gen, http, events, finish)
 
 

@@ -1,8 +1,8 @@
 """The Responses API request body, with the field names and ranges of OpenAI's reference.
 
-Input items we cannot honour fail validation with a 400 naming the item (function calls and
-their outputs need a model whose chat template has a tool format; images and files are not
-served): nothing is dropped in silence. `text.format` (json_object, json_schema) is enforced by
+Input items we cannot honour fail validation with a 400 naming the item (images and files are
+not served): nothing is dropped in silence. Function calls and their outputs are rendered back
+as the model wrote and read them (tools.py). `text.format` (json_object, json_schema) is enforced by
 the decoder, as `response_format` is on chat (server/structured/).
 """
 
@@ -33,6 +33,35 @@ class InputMessage(OpenAIBody):
         return "\n".join(part.text for part in self.content)
 
 
+class FunctionCallItem(OpenAIBody):
+    """An earlier reply's call, sent back by a client that keeps its own history."""
+
+    type: Literal["function_call"]
+    call_id: Text
+    name: Text
+    arguments: Text
+    id: Text | None = None
+    status: Text | None = None
+
+
+class FunctionCallOutputItem(OpenAIBody):
+    """A tool's result, answering the call with the same `call_id`."""
+
+    type: Literal["function_call_output"]
+    call_id: Text
+    output: Text | Annotated[list[ContentText], Field(min_length=1)]
+    id: Text | None = None
+    status: Text | None = None
+
+    def text(self) -> str:
+        if isinstance(self.output, str):
+            return self.output
+        return "\n".join(part.text for part in self.output)
+
+
+InputItem = InputMessage | FunctionCallItem | FunctionCallOutputItem
+
+
 # Responses fields this server does not implement, with the values that mean "not used".
 UNSUPPORTED = {
     "background": (False,), "conversation": (), "include": ([],), "top_logprobs": (0,),
@@ -42,13 +71,14 @@ UNSUPPORTED = {
 
 class ResponsesRequest(OpenAIBody):
     model: Text
-    input: Text | Annotated[list[InputMessage], Field(min_length=1)]
+    input: Text | Annotated[list[InputItem], Field(min_length=1)]
     instructions: Text | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     store: bool = True
     previous_response_id: Text | None = None
     stream: bool = False
@@ -72,7 +102,7 @@ class ResponsesRequest(OpenAIBody):
     def end_user(self) -> str | None:
         return self.safety_identifier if self.safety_identifier is not None else self.user
 
-    def items(self) -> list[InputMessage]:
+    def items(self) -> list[InputItem]:
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)]
         return list(self.input)

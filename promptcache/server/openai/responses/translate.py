@@ -10,31 +10,29 @@ first, as the system turn.
 
 from __future__ import annotations
 
-from promptcache.server.chat import ChatRenderer, Turn
+from promptcache.server.chat import Turn
 from promptcache.server.core.spec import CacheSpec, SamplingSpec
 from promptcache.server.core.usage import TokenUsage
-from promptcache.server.openai.responses.schema import ResponsesRequest
+from promptcache.server.openai.responses.schema import InputMessage, ResponsesRequest
 from promptcache.server.openai.responses.store import StoredResponse
+from promptcache.server.openai.responses.tools import entries, message_item, messages  # noqa: F401 (re-exported)
 from promptcache.server.openai.translate import RETENTION_TTL_S
+from promptcache.server.structured.openai_chat import ChatStructure, prompt_turns
+from promptcache.server.structured.tools import ToolMessage
 
 
 def history(body: ResponsesRequest, previous: StoredResponse | None) -> list[dict]:
-    """Every turn so far, this request's input last, as {"role", "content"} (no instructions)."""
+    """Every turn so far, this request's input last, as {"role", "content"} (no instructions);
+    calls and tool results carry their data (tools.py)."""
     earlier = previous.history if previous is not None else []
-    return earlier + [{"role": item.role, "content": item.text()} for item in body.items()]
+    return earlier + entries(body)
 
 
-def turns(body: ResponsesRequest, conversation: list[dict]) -> list[Turn]:
-    system = [Turn("system", body.instructions)] if body.instructions else []
-    return system + [Turn(t["role"], t["content"]) for t in conversation]
-
-
-def tool_dicts(body: ResponsesRequest, renderer: ChatRenderer) -> list[dict] | None:
-    """Responses tools (flat function objects) as the nested ones chat templates expect."""
-    if not body.tools:
-        return None
-    renderer.require_tool_format("tools")
-    return [{"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}} for tool in body.tools]
+def turns(body: ResponsesRequest, conversation: list[dict], plan: ChatStructure | None = None) -> list[Turn]:
+    """The turns to render, in the tool format of `plan` (the tool list joins the system turn
+    in the generic format; without tools, calls and results are written in it too)."""
+    system = [ToolMessage("system", body.instructions)] if body.instructions else []
+    return prompt_turns(system + messages(conversation), plan or ChatStructure())
 
 
 def sampling_spec(body: ResponsesRequest) -> SamplingSpec:
@@ -59,11 +57,6 @@ def usage_object(usage: TokenUsage, written: int) -> dict:
     }
 
 
-def message_item(item_id: str, text: str, status: str = "completed") -> dict:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status != "in_progress" else []
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
-
-
 def response_object(response_id: str, created_at: int, model: str, body: ResponsesRequest, *, status: str,
                     output: list[dict], usage: dict | None, length: bool = False, prompt: dict | None = None) -> dict:
     """The Response object with the fields OpenAI's reference lists, echoing the request's."""
@@ -72,7 +65,7 @@ def response_object(response_id: str, created_at: int, model: str, body: Respons
         "background": False, "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if length else None,
         "instructions": body.instructions, "max_output_tokens": body.max_output_tokens, "model": model,
-        "output": output, "parallel_tool_calls": True, "previous_response_id": body.previous_response_id,
+        "output": output, "parallel_tool_calls": body.parallel_tool_calls is not False, "previous_response_id": body.previous_response_id,
         "prompt_cache_key": body.prompt_cache_key, "prompt_cache_retention": body.prompt_cache_retention,
         "safety_identifier": body.safety_identifier, "store": body.store,
         "temperature": 1.0 if body.temperature is None else body.temperature,
@@ -86,6 +79,10 @@ def input_items(body: ResponsesRequest, response_id: str) -> list[dict]:
     """This request's input as items with ids, as GET .../input_items lists them."""
     items = []
     for i, item in enumerate(body.items()):
+        if not isinstance(item, InputMessage):  # function calls and outputs, as sent
+            items.append({"id": f"fc_{response_id.removeprefix('resp_')}_{i}", "status": "completed",
+                          **item.model_dump(exclude_none=True)})
+            continue
         kind = "output_text" if item.role == "assistant" else "input_text"
         items.append({"type": "message", "id": f"msg_{response_id.removeprefix('resp_')}_{i}", "status": "completed",
                       "role": item.role, "content": [{"type": kind, "text": item.text()}]})
