@@ -33,6 +33,20 @@ class PinBudget(TenantCounts):
             raise PinBudgetExceeded(tenant, new_blocks * nbytes, held * nbytes, self.limit(tenant) * nbytes,
                                     self.blocks * nbytes, self.global_limit * nbytes)
 
+    def check_with(self, tenant: str, new_blocks: int, tenant_reserved: int, all_reserved: int) -> None:
+        """`check`, counting blocks reserved but not pinned yet as pinned (retained.py)."""
+        held = self.tenant_blocks.get(tenant, 0) + tenant_reserved
+        if new_blocks and (held + new_blocks > self.limit(tenant)
+                           or self.blocks + all_reserved + new_blocks > self.global_limit):
+            nbytes = self._budget.block_nbytes
+            raise PinBudgetExceeded(tenant, new_blocks * nbytes, held * nbytes, self.limit(tenant) * nbytes,
+                                    (self.blocks + all_reserved) * nbytes, self.global_limit * nbytes)
+
+    def room_with(self, tenant: str, tenant_reserved: int, all_reserved: int) -> int:
+        """How many more blocks `tenant` may pin now, leaving the open reservations their room."""
+        tenant_room = self.limit(tenant) - self.tenant_blocks.get(tenant, 0) - tenant_reserved
+        return max(0, min(tenant_room, self.global_limit - self.blocks - all_reserved))
+
     def bytes_pinned(self, tenant: str | None = None) -> int:
         blocks = self.blocks if tenant is None else self.tenant_blocks.get(tenant, 0)
         return blocks * self._budget.block_nbytes

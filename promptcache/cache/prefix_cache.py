@@ -120,6 +120,16 @@ class PrefixCache:
         """How many leading full blocks of `tokens` a match would find now; holds and touches nothing."""
         return len(self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock()))
 
+    def pinned_blocks(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> int:
+        """How many leading full blocks of `tokens` carry a pin now (pins cover whole paths)."""
+        path = self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock())
+        return next((depth for depth, node in enumerate(path) if not node.pins), len(path))
+
+    @property
+    def pin_budget(self) -> PinBudget:
+        """The pin counts and limits, for owners that admit pins ahead of time (retained.py)."""
+        return self._pins
+
     def keys(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> PromptKeys:
         """`tokens`' block keys in `namespace`: the given PromptKeys (checked), or new ones.
 
@@ -147,7 +157,7 @@ class PrefixCache:
 
     def insert(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, store: Callable[[int], object], *,
                roles: Sequence[str] | None = None, ttl_s: float | None = None,
-               num_blocks: int | None = None) -> InsertResult:
+               num_blocks: int | None = None, own_room_only: bool = False) -> InsertResult:
         """Cache the full blocks of `tokens` (the first `num_blocks` when given).
 
         Blocks already cached are touched, their role raised to the more persistent of old and
@@ -156,7 +166,8 @@ class PrefixCache:
         payload. If room cannot be made for all of them (the rest of the cache is held, pinned,
         or within other tenants' fair shares), the leading blocks that fit are stored and
         `reason` says so. New blocks that alone exceed the budget or the tenant quota are not
-        cached at all (nothing is evicted for them).
+        cached at all (nothing is evicted for them). With `own_room_only` (a prefix about to be
+        pinned) room is made only from the tenant's own blocks and free space.
         """
         now = self._clock()
         self._collect_expired(now)
@@ -191,7 +202,8 @@ class PrefixCache:
         stored, why = 0, None
         try:
             if len(path) < total:
-                stored, why = self._insert_new(keys, namespace.tenant, root, path, total, store, roles, now, expires_at)
+                stored, why = self._insert_new(keys, namespace.tenant, root, path, total, store, roles, now, expires_at,
+                                               own_room_only)
         finally:
             self._release_nodes(path)
             root.refcount -= 1
@@ -205,7 +217,7 @@ class PrefixCache:
 
     def _insert_new(self, keys: PromptKeys, tenant: str, root: BlockNode, path: list[BlockNode], total: int,
                     store: Callable[[int], object], roles: Sequence[str] | None, now: float,
-                    expires_at: float) -> tuple[int, str | None]:
+                    expires_at: float, own_room_only: bool = False) -> tuple[int, str | None]:
         """Store the blocks past the cached `path`; returns (blocks stored, why any were skipped)."""
         start = len(path)
         parent = path[-1] if path else root
@@ -219,7 +231,7 @@ class PrefixCache:
         if (why := self._budget.too_large(tenant, wanted)) is not None:
             logger.debug("not caching %d new blocks for tenant %r: %s", wanted, tenant, why)
             return 0, why
-        fit, short = self._make_room(tenant, wanted)
+        fit, short = self._make_room(tenant, wanted, own_room_only)
         add_child, offer_expiry = self._trie.add_child, self._expiry.offer
         has_ttl = expires_at != INF
         stored = 0
@@ -253,7 +265,7 @@ class PrefixCache:
             admitted += run
         return admitted
 
-    def _make_room(self, tenant: str, wanted: int) -> tuple[int, str | None]:
+    def _make_room(self, tenant: str, wanted: int, own_only: bool = False) -> tuple[int, str | None]:
         """Evict until `wanted` more blocks fit for `tenant`, or until nothing more may go.
 
         Returns how many fit and, when not all do, why. First the tenant's quota: over it, the
@@ -273,7 +285,7 @@ class PrefixCache:
             allowed = min(wanted, max(0, quota - budget.held(tenant)))
         excess = budget.blocks + allowed - budget.capacity
         if excess > 0:
-            if budget.tenant_blocks.keys() - own:
+            if budget.tenant_blocks.keys() - own and not own_only:
                 excess -= self._evict(excess, "policy", lambda: budget.over_fair_share(tenant, allowed),
                                       lambda victim: budget.over_share(victim, tenant, allowed))
             if excess > 0:

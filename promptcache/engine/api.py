@@ -79,6 +79,10 @@ class CacheOptions:
     # rows one at a time, so a later turn reusing them matches a cold prefill only within float
     # tolerance, not bitwise (docs/design.md); the next turn's prefill caches them exactly.
     cache_reply: bool = False
+    # Retention (cache/retained.py): the owner (a session, a cached content, a pin) that keeps
+    # this request's cached blocks pinned. Admitted against the tenant's pin budget when the
+    # request is added, before any KV is computed; pinned in the same step as the insert.
+    pin_owner: str | None = None
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.keys import PromptKeys
+from promptcache.cache.retained import PinLedger
 from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, Request, RequestOutput,
                                     SamplingParams)
 from promptcache.engine.detokenizer import IncrementalDetokenizer
@@ -71,6 +72,7 @@ class Engine:
             self.prefix = PrefixReuse(cache_config, model_id=self.model_id, layers=c.num_layers,
                                       kv_heads=c.num_kv_heads, head_dim=c.head_dim, kv_dtype=model.kv_dtype,
                                       device=model.device)
+        self.retained: PinLedger | None = PinLedger(self.prefix.cache) if self.prefix is not None else None
         self.scheduler = Scheduler(max_batch_size, self._peek_cached, prefill_chunk=prefill_chunk,
                                    max_prefill_chunk=max_prefill_chunk)
         self.saves = SaveQueue()
@@ -120,7 +122,14 @@ class Engine:
                 f"and max_tokens is {m}", "max_tokens" if n < self.context_length else "prompt")
 
     def add_request(self, request: Request) -> None:
+        """Queue `request`. One with a `pin_owner` is admitted against its tenant's pin budget
+        first (PinBudgetExceeded, nothing queued, when its prefix does not fit)."""
         self.validate(request)
+        owner = request.cache.pin_owner
+        if owner is not None:
+            if self.retained is None or not request.cache.enabled:
+                raise EngineInputError("retaining a prefix needs the prefix cache", "prompt")
+            self.retained.reserve(request.request_id, owner, request.cache.tenant, len(request.prompt_tokens))
         with self._inbox_lock:
             self._inbox.append(request)
 
@@ -272,11 +281,26 @@ class Engine:
         for save in self.saves.drain():
             try:
                 self.prefix.save(save.tokens, save.seq.request.cache, self.kv, save.seq.slot, save.roles)
+                if save.seq.request.cache.pin_owner is not None:
+                    self._commit_pin(save.seq, len(save.tokens))
             except Exception:  # noqa: BLE001 - a lost save costs future hits, nothing else
                 logger.exception("saving blocks of request %s to the prefix cache failed", save.seq.request_id)
             finally:
                 if save.then_free_slot:
                     self.scheduler.free_slot(save.seq)
+                    self._settle_pin(save.seq)
+
+    def _commit_pin(self, seq: Sequence, num_tokens: int) -> None:
+        """Pin what the save just inserted for the request's owner, in the same step: nothing
+        can evict the new blocks in between."""
+        options = seq.request.cache
+        tokens = seq.all_ids[:num_tokens]
+        self.retained.commit(seq.request_id, options.pin_owner, tokens, self.prefix.namespace(options))
+        self.prefix.pin_to_tiers(tokens, options)
+
+    def _settle_pin(self, seq: Sequence) -> None:
+        if self.retained is not None and seq.request.cache.pin_owner is not None:
+            self.retained.settle(seq.request_id)
 
     # -- postprocess ---------------------------------------------------------------------------
 
@@ -311,6 +335,8 @@ class Engine:
         if seq.slot is not None:
             self._queue_final_save(seq, save)
         seq.status = Status.FINISHED
+        if self.saves.find(seq) is None:  # else its last save settles it
+            self._settle_pin(seq)
         del self._by_id[seq.request_id]
         new_ids = [last_token] if (last_token is not None and emit_token) else []
         outputs.append(self._output(seq, text, new_ids))
@@ -388,7 +414,11 @@ class Engine:
         """Drop unheld blocks (of `tenant` only, when given); with include_pinned, pins first."""
         with self._lock:
             self._run_saves([])  # admin sees every finished request's blocks
-            return self.prefix.cache.flush(tenant, include_pinned=include_pinned) if self.prefix else 0
+            if self.prefix is None:
+                return 0
+            if include_pinned:
+                self.retained.forget(tenant)
+            return self.prefix.cache.flush(tenant, include_pinned=include_pinned)
 
     def pin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
         return self._pinning(tokens, tenant, salt, pin=True)
@@ -408,6 +438,23 @@ class Engine:
             pinned = cache.pin(tokens, namespace)
             self.prefix.pin_to_tiers(tokens, CacheOptions(tenant=tenant, salt=salt))
             return pinned
+
+    def release_retained(self, owner: str) -> int:
+        """Unpin what `owner` retains (blocks stay cached as ordinary entries); returns blocks."""
+        if self.retained is None:
+            return 0
+        with self._lock:
+            return self.retained.release(owner)
+
+    def retained_blocks(self, owner: str) -> int:
+        """How many blocks `owner` keeps pinned now (0 after a restart, until retained again);
+        runs the pending saves first, so a finished request's pin is counted."""
+        if self.retained is None:
+            return 0
+        with self._lock:
+            self._run_saves([])
+            held = self.retained.held(owner)
+        return held.blocks if held is not None else 0
 
     # -- lower storage tiers (promptcache.tiers) -----------------------------------------------
 

@@ -159,7 +159,9 @@ class PrefixReuse:
 
         namespace = self.namespace(options)
         try:
-            self.cache.insert(tokens, namespace, store, roles=roles, ttl_s=options.ttl_s)
+            # A prefix about to be pinned makes room from its own tenant's blocks only.
+            self.cache.insert(tokens, namespace, store, roles=roles, ttl_s=options.ttl_s,
+                              own_room_only=options.pin_owner is not None)
             if new:
                 # An insert extends the cached path from where it stopped matching, so the new
                 # blocks are one run of consecutive indices: one copy out of the slot.

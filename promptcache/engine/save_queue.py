@@ -36,6 +36,10 @@ class SaveQueue:
                 return self._pending.pop(i)
         return None
 
+    def find(self, seq: Sequence) -> PendingSave | None:
+        """The save queued for seq, if any, left in the queue."""
+        return next((save for save in self._pending if save.seq is seq), None)
+
     def drain(self) -> list[PendingSave]:
         pending, self._pending = self._pending, []
         return pending

@@ -9,6 +9,9 @@ Who may do what (the caller was authenticated from the headers by guard.py):
   pinning is how a tenant keeps its system prompt warm, and must never let one tenant reach
   into another's namespace or invent tenants (and with them metric label values).
 
+A pin is a retained prefix (retention.py): admitted against the pin budget before its KV is
+computed and pinned in the same engine step as its insertion; its owner is the tenant, salt and
+prefix, so pinning the same prefix twice holds it once and one unpin releases it.
 A pin past the tenant's or the cache's pin budget is a 409 with the figures (errors.py). The
 engine's admin calls take its lock, which the stepping thread holds during a step, so they run
 in the thread pool rather than stalling the event loop.
@@ -16,6 +19,8 @@ in the thread pool rather than stalling the event loop.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -27,7 +32,7 @@ from promptcache.server.chat import prompt_from_completion
 from promptcache.server.core.deps import caller_of, off_loop, server_state
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
-from promptcache.server.generation import warm_prefix
+from promptcache.server.retention import release, retain
 from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages
 from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
 from promptcache.server.request_id import request_id_of
@@ -99,6 +104,12 @@ async def _prefix(http: HTTPRequest, caller: Caller, body: PinRequest) -> tuple[
     return tenant, tokens, namespace_salt(state.settings.isolate_by, body.cache_salt, end_user)
 
 
+def pin_owner(tenant: str, salt: str | None, tokens: list[int]) -> str:
+    """The retention owner of an admin pin: one per (tenant, salt, prefix)."""
+    digest = hashlib.sha256(json.dumps([tenant, salt, tokens]).encode()).hexdigest()[:32]
+    return f"pin:{digest}"
+
+
 def _own_view(stats: dict, tenant: str) -> dict:
     """What a tenant may see of the cache: its own bytes, none of the others' names."""
     by_tenant = stats.get("bytes_by_tenant") or stats.get("tenant_bytes") or {}
@@ -138,14 +149,15 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
 async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
-    await warm_prefix(state, tokens, tenant, salt, request_id_of(http.scope))
-    blocks = await run_in_threadpool(state.engine.pin_prefix, tokens, tenant, salt)
-    return {"pinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}
+    kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=None, owner=pin_owner(tenant, salt, tokens),
+                        http_id=request_id_of(http.scope))
+    return {"pinned_blocks": kept.cached_tokens // state.settings.block_size, "prefix_tokens": len(tokens),
+            "tenant": tenant}
 
 
 @router.post("/unpin")
 async def cache_unpin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
-    blocks = await run_in_threadpool(state.engine.unpin_prefix, tokens, tenant, salt)
+    blocks = await release(state, pin_owner(tenant, salt, tokens))
     return {"unpinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}

@@ -204,7 +204,7 @@ async def _pin_budget(request: Request, exc: PinBudgetExceeded) -> JSONResponse:
     """409: the pin would pass the tenant's or the cache's pin budget. The figures (bytes) tell
     the caller how much it may still pin: unpin something, or ask the admin for a flush."""
     err = _logged(request, APIError(409, str(exc), code="pin_budget_exceeded"))
-    body = default_shape(err)
+    body = shape_for(request.url.path)(err)  # the dialect's own shape, figures added
     body["error"].update({name: getattr(exc, name, None) for name in PIN_FIGURES})
     return JSONResponse(body, status_code=409)
 

@@ -72,6 +72,9 @@ class ServerSettings:
     # Stored Responses-API responses (previous_response_id): a SQLite file, or ":memory:".
     responses_db: str = "~/.cache/promptcache/responses.sqlite3"
     responses_ttl_s: float = 30 * 86_400.0
+    # Sessions, cached contents and pins (server/core/records.py): a SQLite file, or ":memory:";
+    # in Redis instead when redis_url is set.
+    records_db: str = "~/.cache/promptcache/records.sqlite3"
     # The prompt registry (server/prompts/backends.py): a SQLite path, redis://..., or
     # mlflow+http://HOST:PORT; None: Redis when redis_url is set, else a SQLite file. It may
     # hold a password: kept out of repr. warm_prompts: re-warm every warm prompt at start-up.

@@ -81,6 +81,8 @@ class ServerState:
     key_stats: PromptCacheKeyStats = field(default_factory=PromptCacheKeyStats)
     render_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     responses: ResponseStore | None = None  # stored Responses-API responses
+    records: object | None = None  # sessions, cached contents, pins (core/records.py); made on first use
+    retention: object | None = None  # retained prefixes and their expiry (server/retention.py)
     prompts: object | None = None  # the prompt registry's store (server/prompts/store.py)
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time

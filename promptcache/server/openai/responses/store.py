@@ -14,13 +14,13 @@ the same three methods (`redis_store.py`).
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from promptcache.server.core.records import SqliteFile
 
 DEFAULT_TTL_S = 30 * 86_400.0  # as long as OpenAI keeps a stored response
 
@@ -51,26 +51,17 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
-class SqliteResponseStore:
+class SqliteResponseStore(SqliteFile):
     """One SQLite file (or ":memory:"), opened on first use; calls are serialized by a lock
     and are short (one row by primary key), so routes run them in a worker thread."""
+
+    SCHEMA = _SCHEMA
 
     def __init__(self, path: str | Path, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time):
         if ttl_s <= 0:
             raise ValueError("the responses store's ttl_s must be positive")
-        self.path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
+        super().__init__(path, clock)
         self.ttl_s = ttl_s
-        self.clock = clock
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute(_SCHEMA)
-        return self._db
 
     def put(self, record: StoredResponse) -> None:
         now = self.clock()

@@ -1,0 +1,145 @@
+"""Retention: keep a prefix's KV pinned for an owner, admitted before any of it is computed.
+
+The one mechanism under sessions (/v1/context), cached contents (/v1beta/cachedContents),
+registered warm prompts and admin pins. Contract:
+
+- `await retain(state, tokens, tenant=, salt=, ttl_s=, owner=)` prefills `tokens` if needed and
+  pins their full blocks for `owner`, atomically with their insertion (the engine pins in the
+  same step that inserts, `cache/retained.py`). The prefix is admitted against the tenant's pin
+  budget when submitted, before any KV is computed: one that does not fit raises
+  PinBudgetExceeded (the server answers 409 `pin_budget_exceeded`, naming the tenant or global
+  budget, with the figures in bytes), and nothing is computed, cached or evicted. Room for the
+  new blocks is made only from the tenant's own unpinned blocks and free space: a retained
+  prefix never evicts a pin or another tenant's block. Retaining again for the same owner moves
+  its pin to the new prefix (shared blocks stay pinned throughout).
+- Queue limits raise their usual 429 APIErrors; a prompt the engine cannot run, its 400.
+- `await release(state, owner)` unpins; the blocks stay cached as ordinary entries.
+- `ttl_s` (None: until released) is kept per owner; `await sweep(state)` releases every owner
+  whose time has passed by `state.wall_clock` (injectable), and `retain` and the routes built
+  on it sweep first, so an expired pin never holds budget from a new one.
+- `extend(state, owner, ttl_s)` sets a new deadline from now; `expires_at(state, owner)` reads it.
+
+Expiry and the owner table are this process's; what must outlive a restart or be seen by
+another replica is a record (`core/records.py`) from which the owner retains again.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from promptcache.engine.api import CacheOptions, Request, SamplingParams
+from promptcache.server.core.records import RecordStore, record_store
+from promptcache.server.engine_loop import EngineFailure, QueueFullError, TenantLimitError
+from promptcache.server.errors import queue_full, server_error, tenant_limit
+from promptcache.server.state import ServerState
+
+
+@dataclass(frozen=True)
+class Retained:
+    owner: str
+    tenant: str
+    prompt_tokens: int  # the prefix's length
+    cached_tokens: int  # of which pinned now: whole blocks
+    expires_at: float | None  # wall clock; None: until released
+
+
+class Leases:
+    """owner -> (tenant, deadline) of the prefixes this process retains."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict[str, tuple[str, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, owner: str, tenant: str, expires_at: float | None) -> None:
+        with self._lock:
+            self._deadlines[owner] = (tenant, expires_at)
+
+    def get(self, owner: str) -> tuple[str, float | None] | None:
+        with self._lock:
+            return self._deadlines.get(owner)
+
+    def pop(self, owner: str) -> None:
+        with self._lock:
+            self._deadlines.pop(owner, None)
+
+    def due(self, now: float) -> list[str]:
+        with self._lock:
+            return [o for o, (_, at) in self._deadlines.items() if at is not None and at <= now]
+
+
+def leases(state: ServerState) -> Leases:
+    if state.retention is None:
+        state.retention = Leases()
+    return state.retention
+
+
+def records(state: ServerState) -> RecordStore:
+    """The server's record store, made on first use; it reads the state's wall clock at each
+    call, so a test that swaps `state.wall_clock` moves records and pins together."""
+    if state.records is None:
+        state.records = record_store(state.settings, clock=lambda: state.wall_clock())
+    return state.records
+
+
+async def sweep(state: ServerState) -> list[str]:
+    """Release every owner whose deadline has passed; returns them."""
+    due = leases(state).due(state.wall_clock())
+    for owner in due:
+        await release(state, owner)
+    return due
+
+
+def deadline(state: ServerState, ttl_s: float | None) -> float | None:
+    return None if ttl_s is None else state.wall_clock() + ttl_s
+
+
+async def retain(state: ServerState, tokens: list[int], *, tenant: str, salt: str | None, ttl_s: float | None,
+                 owner: str, http_id: str = "retain") -> Retained:
+    """Prefill (if needed) and pin `tokens` for `owner`; see the module's contract."""
+    await sweep(state)
+    request = Request(request_id=f"retain-{uuid.uuid4().hex}", prompt_tokens=list(tokens),
+                      sampling=SamplingParams(max_tokens=1, temperature=0.0),
+                      cache=CacheOptions(tenant=tenant, salt=salt, pin_owner=owner))
+    try:
+        sub = state.loop.submit(request)  # admission: PinBudgetExceeded before any KV exists
+    except TenantLimitError as err:
+        raise tenant_limit(err.limit, err.retry_after_s) from None
+    except QueueFullError:
+        raise queue_full(state.loop.max_queue) from None
+    try:
+        while True:
+            item = await sub.queue.get()
+            if isinstance(item, EngineFailure) or (item.finished and item.finish_reason == "error"):
+                raise server_error(http_id, code="engine_failure", status=503)
+            if item.finished:
+                break
+    finally:
+        state.loop.abort(sub.request_id)  # a no-op once finished; frees the slot if cancelled
+    expires_at = deadline(state, ttl_s)
+    leases(state).set(owner, tenant, expires_at)
+    blocks = await run_in_threadpool(state.engine.retained_blocks, owner)  # after the pinning save ran
+    return Retained(owner, tenant, len(tokens), blocks * state.settings.block_size, expires_at)
+
+
+async def release(state: ServerState, owner: str) -> int:
+    """Unpin `owner`'s prefix (its blocks become ordinary cache entries); returns blocks."""
+    leases(state).pop(owner)
+    return await run_in_threadpool(state.engine.release_retained, owner)
+
+
+def extend(state: ServerState, owner: str, ttl_s: float | None) -> float | None:
+    """A new deadline, `ttl_s` from now (None: until released); returns it."""
+    lease = leases(state).get(owner)
+    expires_at = deadline(state, ttl_s)
+    if lease is not None:
+        leases(state).set(owner, lease[0], expires_at)
+    return expires_at
+
+
+async def retained_tokens(state: ServerState, owner: str) -> int:
+    """Tokens `owner` keeps pinned in this process now (0 once released, or after a restart)."""
+    return await run_in_threadpool(state.engine.retained_blocks, owner) * state.settings.block_size
