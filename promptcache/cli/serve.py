@@ -60,6 +60,9 @@ def serve(
     request_log: Annotated[Optional[str], _opt("--request-log", env="REQUEST_LOG", help="Write one JSON line per generation request here, for `promptcache analyze` (rotated by size).")] = None,
     request_log_bodies: Annotated[Optional[bool], _opt("--request-log-bodies", env="REQUEST_LOG_BODIES", help="Include request bodies (prompt text) in the request log.")] = None,
     request_log_max_mb: Annotated[Optional[float], _opt("--request-log-max-mb", env="REQUEST_LOG_MAX_MB", help="Rotate the request log at this size (default: 100; 5 old files kept).", min=0.001)] = None,
+    replicas: Annotated[Optional[int], _opt("--replicas", env="REPLICAS", help="Run N engine replicas as a Ray Serve application behind a prefix-aware router, same HTTP API (docs/deployment.md).", min=1)] = None,
+    router: Annotated[Optional[str], _opt("--router", env="ROUTER", help="With --replicas: prefix (default), round-robin or least-loaded.")] = None,
+    ray_address: Annotated[Optional[str], _opt("--ray-address", env="RAY_ADDRESS", help="With --replicas: deploy onto this Ray cluster (e.g. ray://head:10001, auto) instead of a local Ray.")] = None,
 ) -> None:
     """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
     import uvicorn
@@ -92,6 +95,19 @@ def serve(
             keys_file=keys_file,
         )
         configure_logging(settings.log_level, settings.log_format)
+        if replicas is None and (router is not None or ray_address is not None):
+            raise ValueError("--router and --ray-address need --replicas")
+        if replicas is not None:  # Ray is imported on this path only
+            from promptcache.scaleout.launch import ScaleOut, check_ray
+
+            check_ray()
+            settings.tier_config()  # a bad tier setting stops here, before Ray starts
+            cluster = ScaleOut(replicas=replicas, router=router or "prefix", ray_address=ray_address)
+    if replicas is not None:
+        from promptcache.scaleout.launch import serve_cluster
+
+        return serve_cluster(settings, cluster)
+    with user_errors():
         engine = engine_from_settings(settings)
         if settings.tier_config().enabled:
             from promptcache.tiers.config import build_tiers

@@ -63,9 +63,10 @@ def engine_from_settings(settings: ServerSettings):
     )
 
 
-def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLoop | None = None) -> FastAPI:
     """An OpenAI-compatible app serving `engine`. The engine must not be stepped by anyone
-    else while the app runs: the app's loop thread is its only stepper."""
+    else while the app runs: the app's loop thread is its only stepper. `loop`: another
+    loop with EngineLoop's interface (the scale-out ingress sends requests to replicas)."""
     settings = settings or ServerSettings()
     keys = settings.key_ring()
     # The plaintext keys are dropped: the running server keeps only the key ring's digests.
@@ -73,8 +74,8 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     metrics = ServerMetrics(engine)
     state = ServerState(
         engine=engine,
-        loop=EngineLoop(engine, max_queue=settings.max_queue,
-                        max_per_tenant=settings.tenant_request_limit(open_server=keys.open)),
+        loop=loop or EngineLoop(engine, max_queue=settings.max_queue,
+                                max_per_tenant=settings.tenant_request_limit(open_server=keys.open)),
         settings=settings,
         keys=keys,
         renderer=ChatRenderer(engine.tokenizer),

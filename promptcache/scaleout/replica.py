@@ -1,0 +1,103 @@
+"""One engine replica: the engine and its stepping loop, served to the ingress through Ray Serve.
+
+The replica runs the same `EngineLoop` as a single server, so batching, admission and aborts
+are the single server's. It takes engine `Request`s that the ingress has already rendered,
+tokenized and validated, and streams back `RequestOutput` deltas. When the caller goes away
+(the HTTP client disconnected and the ingress cancelled its stream) Ray Serve cancels the
+generator here, and the request is aborted in the engine at its next step.
+
+`record_routing_stats` is Ray Serve's hook for the router's data: the block-key summary
+(`summary.py`), run off the event loop since it waits for the engine's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from promptcache.engine.api import Request, RequestOutput
+from promptcache.engine.structured.spec import StructureSpec
+from promptcache.scaleout.book import Ticket
+from promptcache.scaleout.summary import KeySummary
+from promptcache.server.engine_loop import EngineFailure, EngineLoop
+from promptcache.server.settings import ServerSettings
+
+log = logging.getLogger("promptcache.scaleout.replica")
+
+
+class ReplicaFailure(RuntimeError):
+    """The replica's engine failed this request (the replica itself is still serving)."""
+
+
+@dataclass(frozen=True)
+class ShippedGrammar:
+    """An output constraint on its way to a replica: the spec, compiled again there (compiled
+    grammars do not cross processes). The ingress compiled it once already, so a bad spec was
+    refused with a 400 before it got here; `warnings` are the ingress's compile's."""
+
+    spec: StructureSpec
+    warnings: tuple[str, ...] = ()
+
+
+class EngineReplica:
+    def __init__(self, settings: ServerSettings, threads: int | None = None):
+        import torch
+
+        from promptcache.server.app import engine_from_settings
+        from promptcache.server.logs import configure_logging
+
+        configure_logging(settings.log_level, settings.log_format)
+        if threads:
+            torch.set_num_threads(threads)
+        self.engine = engine_from_settings(settings)
+        if settings.tier_config().enabled:
+            from promptcache.tiers.config import build_tiers
+
+            self.engine.attach_tiers(build_tiers(settings.tier_config(), self.engine.prefix.block_size))
+        self.settings = settings
+        self.loop = EngineLoop(self.engine, max_queue=settings.max_queue)
+        self.loop.start()
+        self.summary = KeySummary(self.engine)
+        try:
+            from ray import serve
+
+            self.replica_id = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # noqa: BLE001 - constructed outside Ray Serve (tests of this class)
+            self.replica_id = self.summary.epoch
+
+    def describe(self) -> dict:
+        """What the ingress must agree on with the replicas: the cache namespace and limits."""
+        engine = self.engine
+        return dict(model_id=engine.model_id, model_name=engine.model_name, context_length=engine.context_length,
+                    vocab_size=engine.model.config.vocab_size, block_size=self.settings.block_size)
+
+    def in_flight(self) -> int:
+        return self.loop.in_flight
+
+    async def record_routing_stats(self) -> dict:
+        return await asyncio.to_thread(self.summary.report)
+
+    async def generate(self, request: Request, ticket: Ticket | None = None) -> AsyncIterator[RequestOutput]:
+        if isinstance(request.structure, ShippedGrammar):
+            request.structure = await asyncio.to_thread(self.engine.grammars.compile, request.structure.spec)
+        sub = self.loop.submit(request)
+        finished = False
+        try:
+            yield self.replica_id  # first: the router learns where the request landed
+            while not finished:
+                item = await sub.queue.get()
+                if isinstance(item, EngineFailure):
+                    raise ReplicaFailure(str(item))
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:  # cancelled (the client went away) or failed: free the slot
+                self.loop.abort(sub.request_id)
+
+    def __del__(self):
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop(timeout=2.0)
+            self.engine.close_tiers()
