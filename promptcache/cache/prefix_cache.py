@@ -130,6 +130,12 @@ class PrefixCache:
         """The pin counts and limits, for owners that admit pins ahead of time (retained.py)."""
         return self._pins
 
+    def payloads(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> list[object]:
+        """The payloads along `tokens`' cached prefix; holds and touches nothing (for an owner
+        that keeps side data with its blocks)."""
+        path = self._cached_path(tokens, namespace, len(tokens) // self.block_size, self._clock())
+        return [node.payload for node in path]
+
     def keys(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> PromptKeys:
         """`tokens`' block keys in `namespace`: the given PromptKeys (checked), or new ones.
 

@@ -30,6 +30,9 @@ class EngineInputError(ValueError):
 # made the sampler raise inside the engine step.
 MIN_TEMPERATURE = 1e-5
 
+# The most top alternatives a logprobs request may ask for, per token (vLLM's bound).
+MAX_LOGPROBS = 20
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -44,6 +47,10 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     skip_special_tokens: bool = True  # as in vLLM: special tokens are not part of the text
+    # Logprobs (engine/logprobs.py), None: not computed. `logprobs`: each generated token's, with
+    # that many top alternatives (0..20); `prompt_logprobs`: the prompt's, served from the cache.
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -58,6 +65,10 @@ class SamplingParams:
             raise EngineInputError("top_p must be in (0, 1]", "top_p")
         if self.top_k < 0:
             raise EngineInputError("top_k must be >= 0", "top_k")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_LOGPROBS:
+                raise EngineInputError(f"{name} must be between 0 and {MAX_LOGPROBS}", name)
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,10 @@ class RequestOutput:
     num_cached_tokens: int  # prompt tokens whose KV came from the prefix cache
     num_generated_tokens: int
     error: str | None = None  # with finish_reason "error": what failed (no internals: safe to show)
+    # With SamplingParams.logprobs: one TokenLogprob (engine/logprobs.py) per new token id.
+    new_logprobs: list | None = None
+    # With SamplingParams.prompt_logprobs, in the first output: one per prompt token, None first.
+    prompt_logprobs: list | None = None
 
 
 @dataclass

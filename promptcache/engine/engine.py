@@ -33,6 +33,7 @@ from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, 
                                     SamplingParams)
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
+from promptcache.engine.logprobs import as_token_logprob, empty_records, prompt_logprobs, prompt_records, records
 from promptcache.engine.prefix_reuse import PrefixReuse, block_roles
 from promptcache.engine.sampler import new_generator, sample
 from promptcache.engine.structured.compiler import GrammarCompiler
@@ -181,6 +182,8 @@ class Engine:
                            new_generator(request.sampling))
             if request.structure is not None:
                 seq.constraint = Constraint(request.structure)
+            if request.sampling.prompt_logprobs is not None:
+                seq.prompt_records = empty_records(len(request.prompt_tokens))
             self._by_id[request.request_id] = seq
             self.scheduler.add(seq)
         for request_id in aborts:
@@ -212,10 +215,15 @@ class Engine:
                 self._prefill_started.clear()
             self._prefill_started[seq.request_id] = time.perf_counter()
         try:
-            seq.num_cached = self.prefix.load(self._keys(seq), seq.request.cache, self.kv, seq.slot)
+            if seq.prompt_records is None:
+                seq.num_cached = self.prefix.load(self._keys(seq), seq.request.cache, self.kv, seq.slot)
+            else:  # only blocks holding prompt logprobs count; the last cached row is computed again
+                seq.num_cached, cached = self.prefix.load_scored(self._keys(seq), seq.request.cache, self.kv, seq.slot)
+                seq.prompt_records[:seq.num_cached] = cached
+                seq.rewind = 1 if seq.num_cached else 0
         except Exception:  # noqa: BLE001 - the request runs cold instead
             logger.exception("prefix cache load failed for request %s; computing it cold", seq.request_id)
-            seq.num_cached = 0
+            seq.num_cached, seq.rewind = 0, 0
 
     def _run(self, plan: StepPlan) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The model's part of a step: one prefill chunk, one decode step."""
@@ -223,13 +231,25 @@ class Engine:
         if plan.prefill is not None:
             chunk = plan.prefill
             tokens = torch.tensor(chunk.seq.prompt[chunk.start:chunk.end], device=self.model.device)
-            prefill_logits = self.model.prefill(tokens, chunk.start, chunk.seq.slot, self.kv, want_logits=chunk.last)
+            if chunk.seq.prompt_records is None:
+                prefill_logits = self.model.prefill(tokens, chunk.start, chunk.seq.slot, self.kv,
+                                                    want_logits=chunk.last)
+            else:
+                prefill_logits = self._scored_prefill(chunk.seq, tokens, chunk.start, chunk.last)
             chunk.seq.num_computed = chunk.end
         if plan.decode:
             tokens = torch.tensor([s.output_ids[-1] for s in plan.decode], device=self.model.device)
             positions = [s.length - 1 for s in plan.decode]
             decode_logits = self.model.decode(tokens, positions, [s.slot for s in plan.decode], self.kv)
         return prefill_logits, decode_logits
+
+    def _scored_prefill(self, seq: Sequence, tokens: torch.Tensor, start: int, last: bool) -> torch.Tensor | None:
+        """A prefill chunk that also scores the prompt: every row's logits give the next prompt
+        token's logprob record; the last row's are the first token's logits, as ever."""
+        hidden = self.model.prefill(tokens, start, seq.slot, self.kv, want_logits=False, hidden=True)
+        scored = prompt_records(self.model.logits, hidden, start, seq.prompt)
+        seq.prompt_records[start + 1:start + 1 + len(scored)] = scored
+        return self.model.logits(hidden[-1:])[0] if last else None
 
     def _postprocess(self, plan: StepPlan, prefill_logits: torch.Tensor | None, decode_logits: torch.Tensor | None,
                      outputs: list[RequestOutput]) -> None:
@@ -239,7 +259,7 @@ class Engine:
             if self.prefix is not None and seq.request.cache.enabled:
                 bs = self.prefix.block_size
                 roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
-                self.saves.add(PendingSave(seq, self._keys(seq), roles))
+                self.saves.add(PendingSave(seq, self._keys(seq), roles, side=seq.prompt_records))
                 started = self._prefill_started.pop(seq.request_id, None)
                 if started is not None:  # the planner weighs tier reads against this rate
                     self.prefix.tiers.observe_prefill(seq.num_prompt - seq.num_cached, time.perf_counter() - started)
@@ -256,6 +276,8 @@ class Engine:
                 token = sample(row_logits, [seq.request.sampling], [seq.generator])[0]
                 if seq.constraint is not None and not seq.constraint.accept(token):
                     raise ValueError("the output grammar refused a token drawn under its own mask")
+                if seq.request.sampling.logprobs is not None:  # raw: the model's row, before any mask
+                    seq.last_logprob = records(logits[row:row + 1], torch.tensor([token]))[0]
                 self._append_token(seq, token, outputs)
             except Exception:  # noqa: BLE001 - this request's fault alone
                 logger.exception("postprocessing failed for request %s", seq.request_id)
@@ -280,7 +302,7 @@ class Engine:
     def _run_saves(self, outputs: list[RequestOutput]) -> None:
         for save in self.saves.drain():
             try:
-                self.prefix.save(save.tokens, save.seq.request.cache, self.kv, save.seq.slot, save.roles)
+                self.prefix.save(save.tokens, save.seq.request.cache, self.kv, save.seq.slot, save.roles, save.side)
                 if save.seq.request.cache.pin_owner is not None:
                     self._commit_pin(save.seq, len(save.tokens))
             except Exception:  # noqa: BLE001 - a lost save costs future hits, nothing else
@@ -352,7 +374,7 @@ class Engine:
             bs = self.prefix.block_size
             roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
             roles += ["assistant"] * (len(tokens) // bs - len(roles))
-            self.saves.add(PendingSave(seq, tokens, roles, then_free_slot=True))
+            self.saves.add(PendingSave(seq, tokens, roles, then_free_slot=True, side=seq.prompt_records))
         elif save and prompt_save is not None:
             prompt_save.then_free_slot = True
             self.saves.add(prompt_save)
@@ -360,11 +382,17 @@ class Engine:
             self.scheduler.free_slot(seq)
 
     def _output(self, seq: Sequence, text: str, new_ids: list[int]) -> RequestOutput:
-        return RequestOutput(
+        out = RequestOutput(
             request_id=seq.request_id, new_text=text, new_token_ids=new_ids,
             finished=seq.status is Status.FINISHED, finish_reason=seq.finish_reason,
             num_prompt_tokens=seq.num_prompt, num_cached_tokens=seq.num_cached,
             num_generated_tokens=len(seq.output_ids), error=seq.error)
+        if seq.request.sampling.logprobs is not None:
+            out.new_logprobs = [as_token_logprob(t, seq.last_logprob) for t in new_ids if seq.last_logprob is not None]
+        if seq.prompt_records is not None and seq.output_ids and not seq.prompt_sent:
+            out.prompt_logprobs = prompt_logprobs(seq.prompt, seq.prompt_records)
+            seq.prompt_sent = True
+        return out
 
     # -- conveniences and admin ----------------------------------------------------------------
 
@@ -404,8 +432,8 @@ class Engine:
             return {"enabled": False}
         stats = self.prefix.cache.stats.as_dict()
         pool = self.prefix.pool
-        stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=pool.block_nbytes,
-                     max_bytes=pool.num_blocks * pool.block_nbytes)
+        stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=self.prefix.block_nbytes,
+                     max_bytes=pool.num_blocks * self.prefix.block_nbytes)
         if self.prefix.tiers is not None:
             stats.update(self.prefix.tiers.stats())
         return stats

@@ -13,12 +13,17 @@ attention runs on a fixed grid, model/attention.py; products of MIN_ROWS rows or
 row-invariant), so the suffix computed after a hit is bitwise the row a cold run computes. A
 hit that would leave fewer than MIN_ROWS tokens to compute reuses a block less
 (docs/design.md).
+
+Prompt logprobs are side data of the blocks (logprobs_store.py): `load_scored` reuses only the
+leading blocks that hold them, and `save` with `side` fills them into every saved block,
+new or already cached, and writes those blocks to the lower tiers with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
 
+import numpy
 import torch
 
 from promptcache.cache.budget import capacity_blocks
@@ -28,8 +33,10 @@ from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
 from promptcache.engine.api import CacheOptions, Role
 from promptcache.engine.block_pool import BlockPool, kv_block_nbytes
+from promptcache.engine.logprobs import empty_records
+from promptcache.engine.logprobs_store import PromptLogprobStore, side_nbytes
 from promptcache.model.row_invariance import MIN_ROWS
-from promptcache.tiers.codec import BlockMeta
+from promptcache.tiers.codec import BlockMeta, WithSide, side_of
 from promptcache.tiers.hierarchy import TierStack
 
 # What a pinned prefix or a "24h" retention keeps in the lower tiers.
@@ -59,12 +66,20 @@ class PrefixReuse:
         self.block_size = config.block_size
         nbytes = kv_block_nbytes(layers=layers, kv_heads=kv_heads, block_size=config.block_size, head_dim=head_dim,
                                  dtype=kv_dtype)
-        num_blocks = capacity_blocks(config.max_bytes, config.max_blocks, nbytes)
+        # What one cached block costs the budget: its KV and the room for its prompt logprobs.
+        self.block_nbytes = nbytes + side_nbytes(config.block_size)
+        num_blocks = capacity_blocks(config.max_bytes, config.max_blocks, self.block_nbytes)
         self.pool = BlockPool(num_blocks, layers=layers, kv_heads=kv_heads, block_size=config.block_size,
                               head_dim=head_dim, dtype=kv_dtype, device=device)
-        self.cache = PrefixCache(config, self.pool.block_nbytes, on_evict=self.pool.free)
+        self.side = PromptLogprobStore(num_blocks, config.block_size)
+        self.cache = PrefixCache(config, self.block_nbytes, on_evict=self._free)
         self.tiers: TierStack | None = None
         self._dtype_name = str(kv_dtype).removeprefix("torch.")
+
+    def _free(self, block_id: int) -> None:
+        """An evicted block's bytes go back to the pool, its side data with them."""
+        self.side.clear(block_id)
+        self.pool.free(block_id)
 
     def _metas(self, keys: PromptKeys, start: int, stop: int) -> list[BlockMeta]:
         shape = self.pool.block_shape
@@ -106,6 +121,27 @@ class PrefixReuse:
             self.cache.release(match)  # the slot now holds its own copy
         return n * self.block_size
 
+    def load_scored(self, prompt: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor,
+                    slot: int) -> tuple[int, numpy.ndarray]:
+        """`load` for a request that wants prompt logprobs: only the leading blocks that hold
+        them are reused. Returns the number of tokens and their logprob records."""
+        if not options.enabled:
+            return 0, empty_records(0)
+        max_blocks = (len(prompt) - 1) // self.block_size
+        if self.tiers is not None:
+            self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
+        match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
+        try:
+            scored = 0
+            while scored < match.num_blocks and self.side.has(match.payloads[scored]):
+                scored += 1
+            ids = list(match.payloads[:self._usable_blocks(scored, len(prompt))])
+            self.pool.read(ids, kv, slot)
+            records = self.side.get(ids)
+        finally:
+            self.cache.release(match)
+        return len(ids) * self.block_size, records
+
     def _restore(self, prompt: list[int] | PromptKeys, options: CacheOptions, wanted: int) -> int:
         """Promote into memory the blocks past memory's prefix that the lower tiers hold, up to
         `wanted` blocks in all; returns how many were promoted."""
@@ -121,9 +157,11 @@ class PrefixReuse:
         def store(index: int) -> int:
             block_id = self.pool.allocate()
             try:
-                self.pool.write_block_bytes(block_id, payloads[index - have])
+                kv_bytes, side = side_of(payloads[index - have], self.pool.block_nbytes)
+                self.pool.write_block_bytes(block_id, kv_bytes)
+                self.side.put_bytes(block_id, side)
             except BaseException:
-                self.pool.free(block_id)
+                self._free(block_id)
                 raise
             return block_id
 
@@ -132,7 +170,9 @@ class PrefixReuse:
     def write_through(self, keys: PromptKeys, first: int, block_ids: list[int], ttl_s: float | None) -> None:
         """Queue blocks first, first + 1, ... (in the pool at `block_ids`) for the lower tiers."""
         if self.tiers is not None and block_ids:
-            self.tiers.write(self._metas(keys, first, first + len(block_ids)), self.pool.block_bytes(block_ids), ttl_s)
+            values = [WithSide(kv_bytes, self.side.to_bytes(block_id))
+                      for kv_bytes, block_id in zip(self.pool.block_bytes(block_ids), block_ids)]
+            self.tiers.write(self._metas(keys, first, first + len(block_ids)), values, ttl_s)
 
     def pin_to_tiers(self, tokens: list[int], options: CacheOptions) -> None:
         """Write a pinned prefix's cached blocks to the lower tiers with the long retention TTL."""
@@ -146,8 +186,9 @@ class PrefixReuse:
             self.cache.release(match)
 
     def save(self, tokens: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor, slot: int,
-             roles: list[str]) -> int:
-        """Insert the full blocks of `tokens` (whose KV is in `slot`); returns blocks stored."""
+             roles: list[str], side: numpy.ndarray | None = None) -> int:
+        """Insert the full blocks of `tokens` (whose KV is in `slot`); returns blocks stored.
+        `side`: the logprob records of the leading tokens, kept with the blocks they fill."""
         if not options.enabled:
             return 0
         new: list[tuple[int, int]] = []  # (block index, pool id)
@@ -174,7 +215,22 @@ class PrefixReuse:
             if new:
                 self.cache.remove(tokens, namespace, num_blocks=new[0][0] + 1)
             raise
+        keys = self.cache.keys(tokens, namespace)
+        filled = [] if side is None else self._fill_side(keys, namespace, side, {i for i, _ in new})
         if new:
-            self.write_through(self.cache.keys(tokens, namespace), new[0][0], [block_id for _, block_id in new],
-                               options.ttl_s)
+            self.write_through(keys, new[0][0], [block_id for _, block_id in new], options.ttl_s)
+        for index, block_id in filled:  # cached before without logprobs: written again with them
+            self.write_through(keys, index, [block_id], options.ttl_s)
         return len(new)
+
+    def _fill_side(self, keys: PromptKeys, namespace: Namespace, side: numpy.ndarray,
+                   new: set[int]) -> list[tuple[int, int]]:
+        """Give every cached block along `keys` that `side` covers and that lacks them its
+        records; returns (block index, pool id) of the blocks that were cached already."""
+        bs, filled = self.block_size, []
+        for index, block_id in enumerate(self.cache.payloads(keys, namespace)[:len(side) // bs]):
+            if not self.side.has(block_id):
+                self.side.put(block_id, side[index * bs:(index + 1) * bs])
+                if index not in new:
+                    filled.append((index, block_id))
+        return filled

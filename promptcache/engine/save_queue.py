@@ -20,6 +20,7 @@ class PendingSave:
     tokens: list[int] | PromptKeys  # whose KV is in seq's slot; their full blocks are inserted
     roles: list[str]  # one per full block, for role-tiered eviction
     then_free_slot: bool = False
+    side: object | None = None  # the prompt's logprob records, kept with its blocks (logprobs_store.py)
 
 
 class SaveQueue:

@@ -104,7 +104,7 @@ class Scheduler:
             seq.slot = self.free_slots.pop()
             seq.status = Status.PREFILL
             admit(seq)
-            seq.num_computed = seq.num_cached
+            seq.num_computed = seq.num_cached - seq.rewind
             self.prefilling.append(seq)
         if self.prefilling:
             seq = self.prefilling[0]

@@ -40,6 +40,13 @@ class Sequence:
     error: str | None = None  # why the sequence failed, when finish_reason is "error"
     prompt_keys: PromptKeys | None = None  # the prompt's cache block keys, hashed once
     constraint: object | None = None  # the output grammar's live state (structured/constraint.py)
+    # Prompt logprobs (engine/logprobs.py): one record per prompt token, from the cache or computed.
+    prompt_records: object | None = None
+    # Positions before the end of the cached prefix that are computed again: a prompt-logprob
+    # request needs the logits of the last cached row (the next token's logprob comes from it).
+    rewind: int = 0
+    last_logprob: object | None = None  # the record of the token sampled last (with logprobs)
+    prompt_sent: bool = False  # the prompt's logprobs went out (with the first output)
 
     @property
     def request_id(self) -> str:

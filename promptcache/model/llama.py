@@ -279,6 +279,11 @@ class LlamaModel:
         the prefix cache stores is the same with or without quantization."""
         return layer.int8[name] if layer.int8 and decode else None
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 logits (rows, V) of final hidden states (rows, E), each row's bits the same
+        in any number of rows (the head is padded to row-invariant counts)."""
+        return self._logits(x)
+
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits (rows, V) of hidden states x (rows, E), computed in float32."""
         h = F.rms_norm(x.float(), (x.shape[-1],), self.norm_f32, self.config.rms_norm_eps)
@@ -302,7 +307,7 @@ class LlamaModel:
 
     @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor, start: int, slot: int, kv: torch.Tensor,
-                want_logits: bool = True) -> torch.Tensor | None:
+                want_logits: bool = True, hidden: bool = False) -> torch.Tensor | None:
         """Compute positions [start, start + T) of the sequence in `slot`, writing their K/V
         into `kv`; positions before `start` must already hold that sequence's KV.
 
@@ -311,7 +316,8 @@ class LlamaModel:
         is the same either way and whatever chunk it is computed in (docs/design.md), which is
         what makes a prefix-cache hit bitwise equal to a cold run. Attention runs in the KV
         cache's dtype. Returns the float32 logits (V,) of the last position, or None when
-        want_logits is False.
+        want_logits is False; with `hidden`, the final hidden states (T, E) of every position
+        instead (prompt logprobs take `logits` of each row from them).
         """
         T = tokens.shape[0]
         end = start + T
@@ -337,6 +343,8 @@ class LlamaModel:
                 )[0]  # (Hq, T, D)
             x = x + self._linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
             x = x + self._mlp(layer, x)
+        if hidden:
+            return x
         if not want_logits:
             return None
         return self._logits(x[-1:])[0]

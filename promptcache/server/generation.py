@@ -49,6 +49,8 @@ class Generation:
     last: RequestOutput | None = None
     early: object = None  # the first queue item, taken by `started()` before `outputs()` runs
     token_ids: list[int] = field(default_factory=list)  # every generated token so far
+    logprobs: list = field(default_factory=list)  # with logprobs asked for: each generated token's
+    prompt_logprobs: list | None = None  # with prompt logprobs asked for: one per prompt token
 
     @property
     def endpoint(self) -> str:
@@ -127,6 +129,9 @@ class Generation:
                     sub.first_token_at = now
                 self.last = item
                 self.token_ids.extend(item.new_token_ids)
+                self.logprobs.extend(item.new_logprobs or ())
+                if item.prompt_logprobs is not None:
+                    self.prompt_logprobs = item.prompt_logprobs
                 if item.finished:
                     sub.finished_at = now
                     state.finished(

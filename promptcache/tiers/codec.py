@@ -2,9 +2,13 @@
 
     magic "PCKV" | u16 format version | u8 flags (bit 0: encrypted)
     u8 len + dtype name | u8 ndim + u32 dims | u16 len + model id | u8 len + block key
-    u32 len + packed tokens | u64 payload length
-    plain:     payload | xxh3_128(header || payload)
-    encrypted: 12-byte nonce | AES-GCM(payload, associated data = header) (ciphertext || 16-byte tag)
+    u32 len + packed tokens | u64 payload length | u32 side length (version 2 on)
+    plain:     payload | side | xxh3_128(header || payload || side)
+    encrypted: 12-byte nonce | AES-GCM(payload || side, associated data = header) (ciphertext || 16-byte tag)
+
+The side section (version 2) carries a block's side data, its prompt logprobs
+(engine/logprobs_store.py), when it has any; it is empty otherwise. Version 1 values (no side
+length, no side section) are still read.
 
 Never JSON or pickle: a value is read only by `decode`, which trusts nothing it has not
 checked. The header names the block (key and tokens) and what its bytes mean (dtype, shape,
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 from xxhash import xxh3_128_digest
 
 MAGIC = b"PCKV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _FIXED = struct.Struct("<4sHB")
 _NONCE = 12
 _CHECK = 16
@@ -43,6 +48,19 @@ class BlockMeta:
     shape: tuple[int, ...]
     key: bytes
     tokens: bytes
+
+
+@dataclass(frozen=True)
+class WithSide:
+    """A block's payload (its KV bytes) and its side data, to encode as one value."""
+
+    payload: bytes | memoryview
+    side: bytes | memoryview = b""
+
+
+def split(value: bytes | memoryview | WithSide) -> tuple[bytes | memoryview, bytes | memoryview]:
+    """(payload, side) of what a caller hands to `encode`."""
+    return (value.payload, value.side) if isinstance(value, WithSide) else (value, b"")
 
 
 class Cipher:
@@ -76,7 +94,7 @@ class Cipher:
             raise CorruptBlock("authentication failed (damaged, or written with another key)") from None
 
 
-def _header(meta: BlockMeta, payload_len: int, flags: int) -> bytes:
+def _header(meta: BlockMeta, payload_len: int, side_len: int, flags: int) -> bytes:
     dtype, model = meta.dtype.encode(), meta.model_id.encode()
     return b"".join([
         _FIXED.pack(MAGIC, FORMAT_VERSION, flags),
@@ -85,15 +103,17 @@ def _header(meta: BlockMeta, payload_len: int, flags: int) -> bytes:
         struct.pack("<H", len(model)), model,
         struct.pack("<B", len(meta.key)), meta.key,
         struct.pack("<I", len(meta.tokens)), meta.tokens,
-        struct.pack("<Q", payload_len),
+        struct.pack("<QI", payload_len, side_len),
     ])
 
 
-def encode(meta: BlockMeta, payload: bytes | memoryview, cipher: Cipher | None = None) -> bytes:
-    header = _header(meta, len(payload), _ENCRYPTED if cipher else 0)
+def encode(meta: BlockMeta, value: bytes | memoryview | WithSide, cipher: Cipher | None = None) -> bytes:
+    """One stored value: `value` is a block's payload, or a `WithSide` (payload and side data)."""
+    payload, side = split(value)
+    header = _header(meta, len(payload), len(side), _ENCRYPTED if cipher else 0)
     if cipher is not None:
-        return header + cipher.seal(payload, header)
-    body = header + payload
+        return header + cipher.seal(bytes(payload) + bytes(side), header)
+    body = b"".join([header, payload, side])
     return body + xxh3_128_digest(body)
 
 
@@ -116,7 +136,8 @@ class _Reader:
 
 
 def decode(data: bytes | memoryview, expect: BlockMeta, cipher: Cipher | None = None) -> memoryview:
-    """The payload of `data`, after checking integrity and that it is the block `expect` names.
+    """The payload of `data`, followed by its side section (empty in a version 1 value), after
+    checking integrity and that it is the block `expect` names; `side_of` splits the two.
 
     Raises CorruptBlock otherwise (the caller counts it as a miss and removes the value)."""
     view = memoryview(data)
@@ -124,15 +145,17 @@ def decode(data: bytes | memoryview, expect: BlockMeta, cipher: Cipher | None = 
     magic, version, flags = reader.unpack(_FIXED.format)
     if magic != MAGIC:
         raise CorruptBlock("not a promptcache block")
-    if version != FORMAT_VERSION:
-        raise CorruptBlock(f"format version {version}, this build reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise CorruptBlock(f"format version {version}, this build reads {READABLE_VERSIONS}")
     dtype = reader.field("<B").decode("ascii", "replace")
     (ndim,) = reader.unpack("<B")
     shape = reader.unpack(f"<{ndim}I")
     model = reader.field("<H").decode("utf-8", "replace")
     key, tokens = reader.field("<B"), reader.field("<I")
     (payload_len,) = reader.unpack("<Q")
+    (side_len,) = reader.unpack("<I") if version >= 2 else (0,)
     header_len = reader.at
+    payload_len += side_len  # from here on, the payload with its side section
     if bool(flags & _ENCRYPTED) != (cipher is not None):
         raise CorruptBlock("encrypted with a key" if cipher is None else "stored without encryption")
     if cipher is not None:
@@ -152,3 +175,10 @@ def decode(data: bytes | memoryview, expect: BlockMeta, cipher: Cipher | None = 
     if dtype != expect.dtype or tuple(shape) != tuple(expect.shape):
         raise CorruptBlock("the block has another dtype or shape")
     return payload
+
+
+def side_of(payload: memoryview, payload_nbytes: int) -> tuple[memoryview, memoryview]:
+    """`decode`'s result split into the block's payload (`payload_nbytes` long) and its side data."""
+    if len(payload) < payload_nbytes:
+        raise CorruptBlock("the payload is shorter than a block")
+    return payload[:payload_nbytes], payload[payload_nbytes:]

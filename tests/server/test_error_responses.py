@@ -49,7 +49,8 @@ CHAT_CASES = {
     "bad retention": case(400, {"model": "M", "messages": MSGS, "prompt_cache_retention": "1y"}, "prompt_cache_retention"),
     "lone surrogate": case(400, None, "messages[0].content", b'{"model": "M", "messages": [{"role": "user", "content": "\\ud800"}]}'),
     "seed too big": case(400, {"model": "M", "messages": MSGS, "seed": 2**70}, "seed"),
-    "logprobs": case(400, {"model": "M", "messages": MSGS, "logprobs": True}, "logprobs"),
+    "top_logprobs past 20": case(400, {"model": "M", "messages": MSGS, "logprobs": True, "top_logprobs": 21},
+                                 "top_logprobs"),
 }
 
 COMPLETION_CASES = {

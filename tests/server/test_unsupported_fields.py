@@ -18,7 +18,6 @@ REFUSED = [
     ("/v1/chat/completions", "presence_penalty", 0.5),
     ("/v1/chat/completions", "frequency_penalty", -1),
     ("/v1/chat/completions", "logit_bias", {"42": 5}),
-    ("/v1/chat/completions", "top_logprobs", 3),
     ("/v1/chat/completions", "audio", {"voice": "alloy", "format": "wav"}),
     ("/v1/chat/completions", "modalities", ["text", "audio"]),
     ("/v1/completions", "best_of", 3),

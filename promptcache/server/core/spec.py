@@ -25,6 +25,8 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    logprobs: int | None = None  # top alternatives per generated token (None: no logprobs)
+    prompt_logprobs: int | None = None  # the prompt's logprobs, served from the cache (None: none)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def sampling_params(spec: SamplingSpec, n_prompt: int, context_length: int, defa
         max_tokens=limit, temperature=temperature, top_p=top_p, top_k=spec.top_k or 0, seed=spec.seed,
         stop=tuple(s for s in spec.stop if s),  # an empty stop string would stop at once
         ignore_eos=spec.ignore_eos, skip_special_tokens=spec.skip_special_tokens,
+        logprobs=spec.logprobs, prompt_logprobs=spec.prompt_logprobs,
     )
     params.validate()
     return params

@@ -22,6 +22,7 @@ from promptcache.server.fanout import choice_specs, collect_all, merged, shared_
 from promptcache.server.generation import CLIENT_CLOSED, ClientGone, respond, start
 from promptcache.server.limits import check_chat, check_sampling
 from promptcache.server.openai.chat_choices import chat_choices
+from promptcache.server.openai import logprobs as lp
 from promptcache.server.openai.schema import (
     MAX_CHOICES,
     AssistantMessage,
@@ -32,7 +33,8 @@ from promptcache.server.openai.schema import (
     TextChoice,
     TextCompletion,
 )
-from promptcache.server.openai.stream import DONE, chat_chunks, sse_stream, text_chunks, tool_chat_chunks
+from promptcache.server.openai.stream import (DONE, chat_chunks, completion_usage, sse_stream, text_chunks,
+                                              tool_chat_chunks)
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
 from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.request_id import request_id_of
@@ -55,6 +57,7 @@ async def chat_completions(
     arrived = state.clock()
     check_model(state, body.model)
     check_chat(body, state.settings.limits)
+    lp.check_chat(body)
     structure, messages, template_tools = plan_chat(state.renderer, body)
     lead, _ = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
     messages = lead + list(messages)
@@ -77,7 +80,8 @@ async def chat_completions(
         content, calls, reason = reply_message(text, structure, gen.finish_reason)
         message = AssistantMessage(content=content, tool_calls=calls or None)
         return ChatCompletion(id=gen.sub.request_id, created=created, model=model, usage=openai_usage(gen.usage),
-                              choices=[ChatChoice(message=message, finish_reason=reason)])
+                              choices=[ChatChoice(message=message, finish_reason=reason, logprobs=lp.chat_choice(gen))],
+                              prompt_logprobs=lp.chat_prompt_logprobs(gen))
 
     return await respond(gen, http, sse_stream(gen, chunks) if body.stream else None, reply)
 
@@ -89,8 +93,7 @@ async def completions(
     state = server_state(http)
     arrived = state.clock()
     check_model(state, body.model)
-    if body.echo:
-        raise bad_request("echo is not supported", param="echo")
+    lp.check_completion(body)
     check_sampling(body, state.settings.limits)
     prompts, n = body.prompts(), body.n or 1
     if len(prompts) * n > MAX_CHOICES:
@@ -108,11 +111,13 @@ async def completions(
     if len(specs) * n > 1:
         return await _choices(state, body, specs, n, http, http_id, arrived, created, model)
     gen = start(state, specs[0], http_id=http_id, arrived=arrived)
+    scoring = lp.CompletionScoring(state.engine.tokenizer, gen, body)
+    stream = sse_stream(gen, text_chunks(gen, created, model, _include_usage(body), scoring=scoring))
     return await respond(
-        gen, http, sse_stream(gen, text_chunks(gen, created, model, _include_usage(body))) if body.stream else None,
+        gen, http, stream if body.stream else None,
         lambda text: TextCompletion(
-            id=gen.sub.request_id, created=created, model=model, usage=openai_usage(gen.usage),
-            choices=[TextChoice(text=text, finish_reason=gen.finish_reason)],
+            id=gen.sub.request_id, created=created, model=model, usage=completion_usage(gen, scoring),
+            choices=[lp.text_choice(scoring, text, 0)],
         ),
     )
 
@@ -127,15 +132,16 @@ async def _choices(state, body: CompletionRequest, specs: list[GenerationSpec], 
         return Response(status_code=CLIENT_CLOSED)
     leaders, completion_id = gens[::n], specs[0].request_id
     include_usage = _include_usage(body)
+    scorings = [lp.CompletionScoring(state.engine.tokenizer, g, body) for g in gens]
     if body.stream:
         async def events():
             streams = [sse_stream(g, text_chunks(g, created, model, include_usage, k, final_usage=False,
-                                                 chunk_id=completion_id), trailer="")
-                       for k, g in enumerate(gens)]
+                                                 chunk_id=completion_id, scoring=scoring), trailer="")
+                       for k, (g, scoring) in enumerate(zip(gens, scorings))]
             async for event in merged(streams):
                 yield event
             if include_usage:
-                usage = openai_usage(shared_usage(leaders, gens))
+                usage = lp.shared_usage(openai_usage(shared_usage(leaders, gens)), scorings[0])
                 yield sse_event(TextCompletion(id=completion_id, created=created, model=model, choices=[],
                                                usage=usage).model_dump())
             yield DONE
@@ -145,6 +151,7 @@ async def _choices(state, body: CompletionRequest, specs: list[GenerationSpec], 
         texts = await collect_all(gens, http)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
-    choices = [TextChoice(index=k, text=text, finish_reason=g.finish_reason) for k, (g, text) in enumerate(zip(gens, texts))]
+    choices = [lp.text_choice(scoring, text, k) for k, (scoring, text) in enumerate(zip(scorings, texts))]
+    usage = lp.shared_usage(openai_usage(shared_usage(leaders, gens)), scorings[0])
     return JSONResponse(TextCompletion(id=completion_id, created=created, model=model, choices=choices,
-                                       usage=openai_usage(shared_usage(leaders, gens))).model_dump())
+                                       usage=usage).model_dump())

@@ -3,8 +3,9 @@
 Field names, defaults and ranges follow OpenAI's API reference, so the official clients work
 unchanged; validation failures are turned into OpenAI's 400 error shape by `errors.py`.
 Unknown fields are ignored (clients send many optional knobs we do not implement, and failing
-on them would break drop-in use); knobs whose silent omission would mislead (n > 1, logprobs)
-are rejected instead.
+on them would break drop-in use); knobs whose silent omission would mislead are rejected
+instead. Logprobs (`logprobs`, `top_logprobs`, `echo`, vLLM's `prompt_logprobs`) are served
+as openai/logprobs.py says.
 
 Extensions beyond OpenAI, all optional: `caching` ({"enabled": false} or {"type": "disabled"}
 bypasses the prefix cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text, refuse_unsupported
 from promptcache.server.prompts.schema import PromptReference
@@ -69,7 +70,7 @@ MAX_CHOICES = 16
 
 # OpenAI fields this server does not implement, with the values that mean "not used".
 UNSUPPORTED = {
-    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},), "top_logprobs": (0,),
+    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},),
     "functions": ([],), "function_call": ("none",), "audio": (), "prediction": (), "web_search_options": (),
     "modalities": (["text"],), "best_of": (1,), "suffix": ("",),
 }
@@ -94,7 +95,8 @@ class SamplingFields(OpenAIBody):
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None  # choices per prompt, sharing its prefill
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | int | None = None
+    logprobs: bool | int | None = None  # chat: a bool; completions: top alternatives, 0..20
+    prompt_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None  # vLLM's extension
     ignore_eos: bool = False
     skip_special_tokens: bool = True  # vLLM's extension: False keeps special tokens in the text
     # Prompt caching.
@@ -111,13 +113,6 @@ class SamplingFields(OpenAIBody):
         return self.safety_identifier if self.safety_identifier is not None else self.user
 
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
-
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return tuple(s for s in stops if s)  # an empty stop string would stop at once
@@ -126,6 +121,7 @@ class SamplingFields(OpenAIBody):
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["auto", "required", "none"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -146,6 +142,7 @@ class CompletionRequest(SamplingFields):
         list[TokenIds], Field(min_length=1, max_length=MAX_CHOICES)
     ]
     echo: bool | None = False
+    max_tokens: Annotated[int, Field(ge=0)] | None = None  # 0: with echo, the prompt scored alone
 
     def prompts(self) -> list:
         """The batch: each prompt as a string or a token-id list."""
@@ -182,7 +179,7 @@ class AssistantMessage(BaseModel):
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length", "tool_calls"]
 
 
@@ -194,6 +191,7 @@ class ChatCompletion(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = None  # vLLM's extension, when asked for
 
 
 class ChunkDelta(BaseModel):
@@ -205,7 +203,7 @@ class ChunkDelta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
@@ -222,7 +220,8 @@ class ChatCompletionChunk(BaseModel):
 class TextChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = None  # vLLM's extension, when asked for
     finish_reason: Literal["stop", "length"] | None = None
 
 

@@ -8,6 +8,7 @@ from promptcache.server.core.sse import sse_event
 from promptcache.server.errors import default_shape
 from promptcache.server.generation import Generation
 from promptcache.server.openai.schema import ChatCompletionChunk, ChunkChoice, ChunkDelta, TextChoice, TextCompletion
+from promptcache.server.openai.logprobs import TokenText, chat_content
 from promptcache.server.openai.translate import openai_usage
 from promptcache.server.structured.openai_chat import reply_message
 
@@ -37,13 +38,17 @@ def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage:
 
 def chat_chunks(gen: Generation, created: int, model: str, include_usage: bool):
     chunk = chunk_maker(ChatCompletionChunk, gen, created, model, include_usage)
+    text_of = TokenText(gen.state.engine.tokenizer)
 
     def render(out: RequestOutput | None) -> list[dict]:
         if out is None:  # OpenAI's first chunk names the role and has empty content
             return [chunk([ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])]
         chunks = []
-        if out.new_text:
-            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(content=out.new_text))]))
+        logprobs = None
+        if gen.spec.sampling.logprobs is not None and out.new_logprobs:
+            logprobs = {"content": chat_content(text_of, out.new_logprobs, gen.spec.sampling.logprobs), "refusal": None}
+        if out.new_text or logprobs:
+            chunks.append(chunk([ChunkChoice(delta=ChunkDelta(content=out.new_text), logprobs=logprobs)]))
         if out.finished:
             chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=gen.finish_reason)]))
             if include_usage:
@@ -83,21 +88,40 @@ def tool_chat_chunks(gen: Generation, created: int, model: str, include_usage: b
 
 
 def text_chunks(gen: Generation, created: int, model: str, include_usage: bool, index: int = 0,
-                final_usage: bool = True, chunk_id: str | None = None):
+                final_usage: bool = True, chunk_id: str | None = None, scoring=None):
     """Chunks of choice `index`; with several choices their one usage chunk is sent after all
-    of them (final_usage=False here)."""
+    of them (final_usage=False here). `scoring` (openai/logprobs.py): the echoed prompt first,
+    and each chunk's logprobs."""
     chunk = chunk_maker(TextCompletion, gen, created, model, include_usage, chunk_id)
+    first = [True]
 
     def render(out: RequestOutput | None) -> list[dict]:
         if out is None:
             return []
         chunks = []
-        if out.new_text and not out.finished:
-            chunks.append(chunk([TextChoice(index=index, text=out.new_text)]))
+        text, logprobs = out.new_text, None
+        if scoring is not None:
+            if first[0] and scoring.echo:  # the prompt (and its logprobs) before any generated text
+                head, head_logprobs = scoring.head()
+                chunks.append(chunk([TextChoice(index=index, text=head, logprobs=head_logprobs,
+                                                prompt_logprobs=scoring.prompt_logprobs())]))
+            text, logprobs = scoring.delta(out.new_text, out.new_token_ids, out.new_logprobs or [])
+        first[0] = False
+        if (text or logprobs) and not out.finished:
+            chunks.append(chunk([TextChoice(index=index, text=text, logprobs=logprobs)]))
         if out.finished:
-            chunks.append(chunk([TextChoice(index=index, text=out.new_text, finish_reason=gen.finish_reason)]))
+            reason = "length" if scoring is not None and scoring.prompt_only else gen.finish_reason
+            chunks.append(chunk([TextChoice(index=index, text=text, logprobs=logprobs, finish_reason=reason)]))
             if include_usage and final_usage:
-                chunks.append(chunk([], usage=openai_usage(gen.usage)))
+                chunks.append(chunk([], usage=completion_usage(gen, scoring)))
         return chunks
 
     return render
+
+
+def completion_usage(gen: Generation, scoring=None):
+    """OpenAI's usage; a prompt scored alone (max_tokens 0) generated nothing it shows."""
+    usage = openai_usage(gen.usage)
+    if scoring is not None and scoring.prompt_only:
+        usage.completion_tokens, usage.total_tokens = 0, usage.prompt_tokens
+    return usage

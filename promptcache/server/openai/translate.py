@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from promptcache.server.core.spec import CacheSpec, SamplingSpec
 from promptcache.server.core.usage import TokenUsage
-from promptcache.server.openai.schema import PromptTokensDetails, SamplingFields, Usage
+from promptcache.server.openai.logprobs import chat_counts, completion_counts
+from promptcache.server.openai.schema import ChatCompletionRequest, PromptTokensDetails, SamplingFields, Usage
 
 # prompt_cache_retention: "in_memory" keeps the cache's default lifetime, "24h" a day.
 RETENTION_TTL_S = {"in_memory": None, "24h": 86_400.0}
 
 
 def sampling_spec(body: SamplingFields, limit: int | None) -> SamplingSpec:
+    logprobs, prompt_logprobs = (chat_counts if isinstance(body, ChatCompletionRequest) else completion_counts)(body)
     return SamplingSpec(
-        max_tokens=limit, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, seed=body.seed,
+        max_tokens=limit or (1 if limit == 0 else None),  # 0 (echo): one token, dropped (openai/logprobs.py)
+        temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, seed=body.seed,
         stop=body.stop_strings(), ignore_eos=body.ignore_eos, skip_special_tokens=body.skip_special_tokens,
+        logprobs=logprobs, prompt_logprobs=prompt_logprobs,
     )
 
 
