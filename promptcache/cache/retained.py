@@ -61,13 +61,17 @@ class PinLedger:
         return sum(r.blocks for rid, r in self._reserved.items()
                    if rid != skip and (tenant is None or r.tenant == tenant))
 
-    def reserve(self, request_id: str, owner: str, tenant: str, tokens: int) -> int:
+    def reserve(self, request_id: str, owner: str, tenant: str, tokens: int, pinned: int = 0) -> int:
         """Admit `tokens` tokens of prefix for `owner` before computing them; returns the blocks
-        reserved. Blocks the owner holds already are not counted again (a session's next turn
-        pays only for its growth). Raises PinBudgetExceeded, reserving nothing."""
+        reserved. Blocks the owner holds already, or the `pinned` leading blocks the caller saw
+        pinned (by any owner), are not counted again: a session's next turn pays only for its
+        growth, a second session over the same document only for what differs. Raises
+        PinBudgetExceeded, reserving nothing. Reserving again for a request is a no-op."""
         with self._lock:
+            if request_id in self._reserved:
+                return self._reserved[request_id].blocks
             held = self._held.get(owner)
-            blocks = max(0, tokens // self._cache.block_size - (held.blocks if held else 0))
+            blocks = max(0, tokens // self._cache.block_size - max(pinned, held.blocks if held else 0))
             self._pins.check_with(tenant, blocks, self._reserved_blocks(tenant), self._reserved_blocks(None))
             self._reserved[request_id] = Reservation(owner, tenant, blocks)
             return blocks

@@ -467,6 +467,18 @@ class Engine:
             self.prefix.pin_to_tiers(tokens, CacheOptions(tenant=tenant, salt=salt))
             return pinned
 
+    def reserve_retained(self, request: Request) -> int:
+        """Admit `request`'s prefix for its `pin_owner` now, counting the blocks already pinned
+        along it (a trie walk, hence the lock); `add_request` then finds it reserved. Raises
+        PinBudgetExceeded. Returns the blocks reserved."""
+        options = request.cache
+        if self.retained is None or options.pin_owner is None or not options.enabled:
+            raise EngineInputError("retaining a prefix needs the prefix cache", "prompt")
+        with self._lock:
+            pinned = self.prefix.cache.pinned_blocks(request.prompt_tokens, self.prefix.namespace(options))
+            return self.retained.reserve(request.request_id, options.pin_owner, options.tenant,
+                                         len(request.prompt_tokens), pinned)
+
     def release_retained(self, owner: str) -> int:
         """Unpin what `owner` retains (blocks stay cached as ordinary entries); returns blocks."""
         if self.retained is None:

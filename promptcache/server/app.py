@@ -30,6 +30,7 @@ from promptcache.server.errors import install_error_handlers, unauthorized
 from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
+from promptcache.server.context.routes import router as context_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
@@ -129,6 +130,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     for dialect in (openai_router, responses_router, anthropic_router):  # each dialect is one router
         app.include_router(dialect)
     app.include_router(admin.router)
+    app.include_router(context_router)  # /v1/context sessions
     app.include_router(prompts_router)  # /v1/prompts, the prompt registry
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
     app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info

@@ -104,12 +104,18 @@ async def retain(state: ServerState, tokens: list[int], *, tenant: str, salt: st
     request = Request(request_id=f"retain-{uuid.uuid4().hex}", prompt_tokens=list(tokens),
                       sampling=SamplingParams(max_tokens=1, temperature=0.0),
                       cache=CacheOptions(tenant=tenant, salt=salt, pin_owner=owner))
+    # Admission: PinBudgetExceeded before any KV exists.
+    await run_in_threadpool(state.engine.reserve_retained, request)
     try:
-        sub = state.loop.submit(request)  # admission: PinBudgetExceeded before any KV exists
+        sub = state.loop.submit(request)
     except TenantLimitError as err:
+        state.engine.retained.settle(request.request_id)
         raise tenant_limit(err.limit, err.retry_after_s) from None
-    except QueueFullError:
-        raise queue_full(state.loop.max_queue) from None
+    except BaseException as err:
+        state.engine.retained.settle(request.request_id)
+        if isinstance(err, QueueFullError):
+            raise queue_full(state.loop.max_queue) from None
+        raise
     try:
         while True:
             item = await sub.queue.get()

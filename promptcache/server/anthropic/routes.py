@@ -16,6 +16,7 @@ from promptcache.server.anthropic.reply import content_blocks
 from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest
 from promptcache.server.anthropic.stream import message_events, messages_usage
 from promptcache.server.anthropic.translate import cache_spec, render, render_with_plan, sampling_spec
+from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request, register_error_shape
@@ -57,6 +58,7 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
         cache=cache_spec(body, breakpoints), prompt_text=prompt.text, structure=compiled,
         headers=ignored_header(compiled),
     )
+    spec = await attach_session(state, http, spec)
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     model = state.engine.model_name
 

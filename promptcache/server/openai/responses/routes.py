@@ -16,6 +16,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.structured.compile import compile_structure, ignored_header
@@ -106,6 +107,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     spec = GenerationSpec(endpoint="responses", request_id=response_id, tenant=tenant.name, tokens=prompt.tokens,
                           roles=prompt.roles, sampling=sampling_spec(body), cache=cache_spec(body),
                           prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled))
+    spec = await attach_session(state, http, spec)
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), state.engine.model_name
     item_id = f"msg_{uuid.uuid4().hex}"
