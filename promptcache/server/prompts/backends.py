@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from promptcache.server.prompts.store import PromptStore, SqlitePromptStore
 from promptcache.tiers.redis_store import SCHEMES as REDIS_SCHEMES
 
@@ -25,6 +27,8 @@ def check_spec(spec: str | None) -> None:
         raise ValueError("--prompt-store is empty")
     if spec.startswith("mlflow") and not spec.startswith(MLFLOW_SCHEMES):
         raise ValueError("an MLflow prompt store is mlflow+http://HOST:PORT or mlflow+https://HOST:PORT")
+    if spec.startswith(MLFLOW_SCHEMES) and importlib.util.find_spec("mlflow") is None:
+        raise ValueError("--prompt-store mlflow+http://... needs MLflow: pip install 'promptcache[mlflow]'")
     if "://" in spec and not spec.startswith((*MLFLOW_SCHEMES, *REDIS_SCHEMES, "sqlite:///")):
         raise ValueError("--prompt-store is a SQLite path, sqlite:///PATH, redis://..., or mlflow+http://HOST:PORT")
 
