@@ -37,3 +37,12 @@ def keyed_server(tiny_llama_dir, tmp_path_factory):
     server = start_server(settings)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine():
+    """One engine on the embedded SmolLM2 for the modules that need the real model, each serving
+    it from a server of its own started one after another (an engine's start-up is the cost)."""
+    from promptcache.server.app import engine_from_settings
+
+    return engine_from_settings(ServerSettings())
