@@ -46,3 +46,11 @@ def smollm2_engine():
     from promptcache.server.app import engine_from_settings
 
     return engine_from_settings(ServerSettings())
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(smollm2_engine):
+    """A live server on the shared SmolLM2 engine, one per module."""
+    server = start_server(ServerSettings(default_max_tokens=64), smollm2_engine)
+    yield server
+    server.stop()

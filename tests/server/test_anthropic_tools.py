@@ -14,12 +14,10 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from live_server import start_server
 
 from promptcache.server.anthropic.schema import MessagesRequest
 from promptcache.server.anthropic.translate import render_with_plan
 from promptcache.server.chat import ChatRenderer
-from promptcache.server.settings import ServerSettings
 from promptcache.server.structured import tools as generic
 
 WEATHER = {"name": "get_weather", "description": "The current weather in a city",
@@ -33,10 +31,8 @@ GREEDY = {"temperature": 0}
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_engine):
-    live = start_server(ServerSettings(default_max_tokens=64), smollm2_engine)
-    yield live
-    live.stop()
+def server(smollm2_server):
+    return smollm2_server
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,8 @@ import json
 
 import jsonschema
 import pytest
-from live_server import start_server
 
 from promptcache.server.core.usage import reusable_prefix
-from promptcache.server.settings import ServerSettings
 
 PARAMETERS = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
               "required": ["city"], "additionalProperties": False}
@@ -28,10 +26,8 @@ QUESTION = "What is the weather in Paris?"
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_engine):
-    live = start_server(ServerSettings(default_max_tokens=40), smollm2_engine)
-    yield live
-    live.stop()
+def server(smollm2_server):
+    return smollm2_server
 
 
 @pytest.fixture(scope="module")
