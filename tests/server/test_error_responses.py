@@ -107,7 +107,7 @@ def narrow_server(tiny_llama_dir):
 class EngineEvents:
     """Events set from the engine's own calls, so that tests wait on what happened rather
     than sleeping and hoping: a request was queued; a step left the engine idle. With `hold`
-    set, the stepping thread stops after the first step that produced a token (`held`) until
+    set, the stepping thread stops after the second step that produced a token (`held`) until
     `release` is set: the running request keeps its slot however fast the model is."""
 
     def __init__(self, engine, monkeypatch):
@@ -120,9 +120,15 @@ class EngineEvents:
             real_add(request)
             self.added.release()
 
+        produced = [0]  # steps that produced a token while `hold` was set
+
         def step():
             outputs = real_step()
             if self.hold.is_set() and any(o.new_token_ids for o in outputs):
+                produced[0] += 1
+            # Held after the second such step, not the first: the stream's status line and
+            # first token go out with the first, so the client is not left waiting for them.
+            if self.hold.is_set() and produced[0] >= 2:
                 self.hold.clear()
                 self.held.set()
                 self.release.wait(30)
