@@ -59,13 +59,17 @@ class Report:
     generation: int
     model_id: str
     keys: frozenset[int]
+    waiting: int = 0  # the replica's engine, when it reported (every ingress's requests)
+    running: int = 0
+    aborted: int = 0  # requests cancelled by their caller so far
 
     @classmethod
     def parse(cls, stats: dict | None) -> Report | None:
         if not stats or "generation" not in stats:
             return None
         return cls(str(stats["epoch"]), int(stats["generation"]), str(stats["model_id"]),
-                   unpack_keys(stats["keys"]))
+                   unpack_keys(stats["keys"]), int(stats.get("waiting", 0)), int(stats.get("running", 0)),
+                   int(stats.get("aborted", 0)))
 
 
 @dataclass
@@ -125,6 +129,7 @@ class RouterBook:
         self.recent_ttl_s = recent_ttl_s
         self.clock = clock
         self.decisions: dict[str, int] = {}
+        self.routes: deque[tuple[str, str, str]] = deque(maxlen=256)  # (request id, replica, reason), latest last
         self._replicas: dict[str, ReplicaBooks] = {}
         self._affinity: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._turns = itertools.count()
@@ -208,6 +213,7 @@ class RouterBook:
             for key in ticket.keys:
                 books.recent[key] = until
             books.in_flight[ticket.request_id] = ticket.prompt_tokens
+            self.routes.append((ticket.request_id, replica, ticket.reason or "none"))
             for kind, value in ticket.affinity:
                 self._point(ticket.tenant, kind, value, replica)
 
@@ -253,11 +259,21 @@ class RouterBook:
                     trusted=b.distrust is None, distrust=b.distrust,
                     generation=None if b.report is None else b.report.generation,
                     blocks_reported=0 if b.report is None else len(b.report.keys),
+                    reported_running=0 if b.report is None else b.report.running + b.report.waiting,
+                    reported_aborted=0 if b.report is None else b.report.aborted,
                     in_flight=len(b.in_flight), predicted_tokens=b.predicted_tokens, actual_tokens=b.actual_tokens,
                     finished=b.finished, disagreements=b.disagreements,
                 )
                 for replica, b in self._replicas.items()
             }
+
+    def where(self, request_id: str) -> tuple[str, str] | None:
+        """(replica, reason) of a recent request, as last routed."""
+        with self._lock:
+            for rid, replica, reason in reversed(self.routes):
+                if rid == request_id:
+                    return replica, reason
+        return None
 
     def all_trusted(self, replicas: Iterable[str]) -> bool:
         now = self.clock()

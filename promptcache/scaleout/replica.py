@@ -60,6 +60,7 @@ class EngineReplica:
         self.loop = EngineLoop(self.engine, max_queue=settings.max_queue)
         self.loop.start()
         self.summary = KeySummary(self.engine)
+        self.aborted = 0
         try:
             from ray import serve
 
@@ -77,7 +78,7 @@ class EngineReplica:
         return self.loop.in_flight
 
     async def record_routing_stats(self) -> dict:
-        return await asyncio.to_thread(self.summary.report)
+        return await asyncio.to_thread(self.summary.report, self.aborted)
 
     async def generate(self, request: Request, ticket: Ticket | None = None) -> AsyncIterator[RequestOutput]:
         if isinstance(request.structure, ShippedGrammar):
@@ -94,6 +95,7 @@ class EngineReplica:
                 yield item
         finally:
             if not finished:  # cancelled (the client went away) or failed: free the slot
+                self.aborted += 1
                 self.loop.abort(sub.request_id)
 
     def __del__(self):

@@ -57,7 +57,7 @@ class KeySummary:
         self.epoch = uuid.uuid4().hex
         self._generations = itertools.count(1)
 
-    def report(self) -> dict:
+    def report(self, aborted: int = 0) -> dict:
         keys = set(memory_keys(self.engine))
         keys.update(disk_keys(self.engine))
         return {
@@ -67,4 +67,5 @@ class KeySummary:
             "keys": pack_keys(sorted(keys)),
             "waiting": self.engine.num_waiting(),
             "running": self.engine.num_running(),
+            "aborted": aborted,
         }
