@@ -31,6 +31,8 @@ from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
 from promptcache.server.context.routes import router as context_router
+from promptcache.server.gemini.cached import router as gemini_cached_router
+from promptcache.server.gemini.generate import router as gemini_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
@@ -131,6 +133,8 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
         app.include_router(dialect)
     app.include_router(admin.router)
     app.include_router(context_router)  # /v1/context sessions
+    app.include_router(gemini_router)  # /v1beta/models/{model}:generateContent
+    app.include_router(gemini_cached_router)  # /v1beta/cachedContents
     app.include_router(prompts_router)  # /v1/prompts, the prompt registry
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
     app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info

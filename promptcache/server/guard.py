@@ -14,8 +14,9 @@ disconnects from streaming responses). In order:
    form cross-site without a CORS preflight, but never JSON.
 4. Who is calling. The API key is checked here, so a wrong or missing key gets its 401 before
    a byte of a possibly huge body is read (a 200 MiB body once took 6.6 s to be refused).
-   OpenAI's clients send it as `Authorization: Bearer KEY`, Anthropic's as `x-api-key: KEY`;
-   both name the same key ring, so a key is the same tenant in every dialect.
+   OpenAI's clients send it as `Authorization: Bearer KEY`, Anthropic's as `x-api-key: KEY`,
+   Gemini's as `x-goog-api-key: KEY`; all name the same key ring, so a key is the same tenant
+   in every dialect.
    The `Caller` is left in the scope for the routes, which decide what it may do.
 """
 
@@ -125,7 +126,7 @@ class RequestGuard:
 
     def _caller(self, headers: Headers) -> Caller:
         authorization = headers.get("authorization")
-        if authorization is None and (api_key := headers.get("x-api-key")):
+        if authorization is None and (api_key := headers.get("x-api-key") or headers.get("x-goog-api-key")):
             authorization = f"Bearer {api_key}"
         caller = self.keys.identify(authorization)
         if caller is None:

@@ -146,6 +146,16 @@ def extend(state: ServerState, owner: str, ttl_s: float | None) -> float | None:
     return expires_at
 
 
+async def restore(state: ServerState, owner: str, *, tenant: str, tokens: list[int], salt: str | None,
+                  expires_at: float | None) -> None:
+    """Retain again, for the time it has left, a recorded prefix this process holds no pin for
+    (after a restart, or on another replica over the same records); the disk/Redis tiers, when
+    configured, supply its KV instead of a prefill."""
+    if tokens and await retained_tokens(state, owner) == 0:
+        left = None if expires_at is None else max(1e-3, expires_at - state.wall_clock())
+        await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=left, owner=owner)
+
+
 async def retained_tokens(state: ServerState, owner: str) -> int:
     """Tokens `owner` keeps pinned in this process now (0 once released, or after a restart)."""
     return await run_in_threadpool(state.engine.retained_blocks, owner) * state.settings.block_size

@@ -1,8 +1,8 @@
 """Sessions (/v1/context) on the embedded SmolLM2 behind a live server, with the official openai
 client for the turns (httpx for /v1/context itself, which the client has no method for).
 
-One engine for the module (its cache sized so a tenant's pin budget is a few hundred tokens),
-one server at a time, the wall clock injected into the server state so that TTLs pass without
+The engine is the suite's shared one on the serving defaults (its tenants' pin budget is half
+its 256 MiB cache); one server at a time, the wall clock injected into the server state so that TTLs pass without
 sleeping. The "restart" serves the same engine from a new server over the same records file
 after dropping every cached block and pin, which is what a restarted process has lost."""
 
@@ -16,12 +16,10 @@ import pytest
 from live_server import start_server
 from server_prompts import SYSTEM_PROMPT
 
-from promptcache.server.app import engine_from_settings
 from promptcache.server.context.sessions import owner_of
 from promptcache.server.settings import build_settings
 
-KEYS = {"key-alice": {"tenant": "alice"}, "key-bob": {"tenant": "bob"},
-        "key-tiny": {"tenant": "tiny", "quota_mb": 0.25}}  # a pin budget smaller than one block
+KEYS = {"key-alice": {"tenant": "alice"}, "key-bob": {"tenant": "bob"}}
 DOC = "Contract handbook. " + SYSTEM_PROMPT
 
 
@@ -38,17 +36,18 @@ def auth(key: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, smollm2_engine):
     tmp = tmp_path_factory.mktemp("context")
     (tmp / "keys.json").write_text(json.dumps(KEYS))
-    settings = build_settings(dict(default_max_tokens=8, cache_mb=160, admin_key="key-admin",
+    settings = build_settings(dict(default_max_tokens=8, admin_key="key-admin",
                                    records_db=str(tmp / "records.sqlite3")), keys_file=tmp / "keys.json")
-    engine = engine_from_settings(settings)
+    engine = smollm2_engine
     server = start_server(settings, engine)
     clock = Clock()
     server.server.config.app.state.promptcache.wall_clock = clock
     yield server, clock, settings, engine
     server.stop()
+    engine.flush_cache(include_pinned=True)  # the next module's server starts with no pins
 
 
 def create(server, key="key-alice", **body) -> httpx.Response:
@@ -120,7 +119,9 @@ def test_a_session_past_the_budget_is_refused_and_evicts_nothing(setup):
     server, *_ = setup
     stats = lambda: httpx.get(server.url + "/v1/cache/stats", headers=auth("key-admin")).json()  # noqa: E731
     before = stats()
-    r = create(server, key="key-tiny")
+    words = " ".join(f"w{i}" for i in range(3000))  # ~6,000 tokens: past the 2,144-token pin budget
+    r = httpx.post(server.url + "/v1/context", json={"model": server.model, "prompt": words},
+                   headers=auth("key-bob"), timeout=60)
     assert r.status_code == 409 and r.json()["error"]["code"] == "pin_budget_exceeded"
     assert "tenant pin budget" in r.json()["error"]["message"]
     after = stats()

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.records import Record
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import APIError, bad_request
-from promptcache.server.retention import extend, records, retain, retained_tokens, sweep
+from promptcache.server.retention import extend, records, restore, retain, sweep
 from promptcache.server.state import ServerState
 
 KIND = "session"
@@ -104,10 +104,8 @@ async def find(state: ServerState, tenant: str, session_id: str) -> Record:
     record = await run_in_threadpool(records(state).get, KIND, tenant, check_id(session_id))
     if record is None:
         raise not_found(session_id)
-    owner = owner_of(tenant, session_id)
-    if await retained_tokens(state, owner) == 0 and record.data["tokens"]:
-        left = None if record.expires_at is None else max(1e-3, record.expires_at - state.wall_clock())
-        await retain(state, record.data["tokens"], tenant=tenant, salt=record.data["salt"], ttl_s=left, owner=owner)
+    await restore(state, owner_of(tenant, session_id), tenant=tenant, tokens=record.data["tokens"],
+                  salt=record.data["salt"], expires_at=record.expires_at)
     return record
 
 
