@@ -148,6 +148,22 @@ def test_bad_references_are_clear_errors(registry):
     assert http.post(f"/v1/prompts/{pid}/default", json={"version": "3"}).status_code == 404
 
 
+def test_a_warm_prompt_past_the_pin_budget_is_refused_and_not_stored(registry):
+    server, _ = registry
+    flood = api(server, "key-flood")  # a 0.25 MiB quota: ~1,000 tokens of this model's KV do not fit
+    response = flood.post("/v1/prompts", json={"template": SYSTEM_PROMPT * 3 + " {{x}}", "warm": True})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "pin_budget_exceeded"
+    assert flood.get("/v1/prompts").json()["data"] == []
+    assert flood.post("/v1/prompts", json={"template": SYSTEM_PROMPT * 3 + " {{x}}"}).status_code == 200  # cold: fine
+
+
+@pytest.mark.parametrize("store", ["ftp://host/x", "mlflow://host:5000", "  "])
+def test_a_malformed_prompt_store_fails_at_start(store):
+    with pytest.raises(ValueError, match="prompt-store|MLflow"):
+        build_settings(dict(prompt_store=store))
+
+
+# Last in the module: it stops the module's server.
 def test_prompts_survive_a_restart_and_come_back_warm(registry):
     server, serve = registry
     http = api(server)
