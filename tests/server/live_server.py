@@ -71,3 +71,14 @@ def start_server(settings: ServerSettings, engine: Engine | None = None) -> Live
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     return LiveServer(engine, settings, server, thread, port)
+
+
+def with_template(model_dir, directory, template: str):
+    """A copy of the Hugging Face model in `model_dir` under `directory`, with `template` as its
+    chat template: a tiny model that renders like another family's."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(model_dir, directory, dirs_exist_ok=True)
+    (Path(directory) / "chat_template.jinja").write_text(template)
+    return directory

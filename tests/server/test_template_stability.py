@@ -8,13 +8,11 @@ reply, and /v1/cache/explain names that point and the cause."""
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from live_server import start_server
+from live_server import start_server, with_template
 from server_prompts import SYSTEM_PROMPT
 
 from promptcache.model.tokenizer import Tokenizer
@@ -57,9 +55,7 @@ def test_smollm2_rerenders_every_turn_token_identically(smollm2, system, turns, 
 
 @pytest.fixture(scope="module")
 def reasoning_server(tiny_llama_dir, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen-style")
-    shutil.copytree(tiny_llama_dir, directory, dirs_exist_ok=True)
-    (directory / "chat_template.jinja").write_text(DROPS_REASONING)
+    directory = with_template(tiny_llama_dir, tmp_path_factory.mktemp("qwen-style"), DROPS_REASONING)
     server = start_server(ServerSettings(model=str(directory), default_max_tokens=4))
     yield server
     server.stop()

@@ -8,7 +8,6 @@ every call it makes must validate against its tool's schema.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
-from live_server import start_server  # noqa: E402
+from live_server import start_server, with_template  # noqa: E402
 
 from promptcache.engine.structured.spec import StructureSpec  # noqa: E402
 from promptcache.server.chat import ChatRenderer, Turn  # noqa: E402
@@ -103,9 +102,7 @@ def test_the_grammar_holds_calls_to_their_schemas_and_the_choice(compiler, token
 
 @pytest.fixture(scope="module")
 def qwen_server(tiny_llama_dir, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen2-tools")
-    shutil.copytree(tiny_llama_dir, directory, dirs_exist_ok=True)
-    (directory / "chat_template.jinja").write_text(QWEN2_TOOLS)
+    directory = with_template(tiny_llama_dir, tmp_path_factory.mktemp("qwen2-tools"), QWEN2_TOOLS)
     server = start_server(ServerSettings(model=str(directory), default_max_tokens=48))
     yield server
     server.stop()
