@@ -145,6 +145,11 @@ def test_bad_references_are_clear_errors(registry):
     used = ask(server, prompt={"id": pid, "variables": {"who": "{{who}}"}})
     assert used.usage.input_tokens == ask(server, instructions="Talk to {{who}}.").usage.input_tokens
     assert http.get(f"/v1/prompts/{pid}", params={"version": "0"}).status_code == 400
+    # Responses' input is optional with a prompt (the template is the whole request), not without.
+    alone = server.client(api_key="key-alice").responses.create(
+        model=server.model, prompt={"id": pid, "variables": {"who": "Ann"}}, max_output_tokens=2)
+    assert alone.usage.input_tokens > 0 and alone.status in ("completed", "incomplete")
+    assert http.post("/v1/responses", json={"model": server.model}).status_code == 400
     assert http.post(f"/v1/prompts/{pid}/default", json={"version": "3"}).status_code == 404
 
 

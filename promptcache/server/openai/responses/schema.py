@@ -71,7 +71,7 @@ UNSUPPORTED = {
 
 class ResponsesRequest(OpenAIBody):
     model: Text
-    input: Text | Annotated[list[InputItem], Field(min_length=1)]
+    input: Text | Annotated[list[InputItem], Field(min_length=1)] | None = None  # optional with a `prompt`
     instructions: Text | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
@@ -99,10 +99,18 @@ class ResponsesRequest(OpenAIBody):
         refuse_unsupported(raw, UNSUPPORTED)
         return raw
 
+    @model_validator(mode="after")
+    def _input_or_prompt(self) -> ResponsesRequest:
+        if self.input is None and self.prompt is None:
+            raise ValueError("give 'input', or a 'prompt' whose template is the whole request")
+        return self
+
     def end_user(self) -> str | None:
         return self.safety_identifier if self.safety_identifier is not None else self.user
 
     def items(self) -> list[InputItem]:
+        if self.input is None:  # a prompt alone
+            return []
         if isinstance(self.input, str):
             return [InputMessage(role="user", content=self.input)]
         return list(self.input)
