@@ -30,8 +30,8 @@ class Person(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def server():
-    live = start_server(ServerSettings(default_max_tokens=64))
+def server(serving_engine):
+    live = start_server(ServerSettings(default_max_tokens=64), engine=serving_engine)
     yield live
     live.stop()
 

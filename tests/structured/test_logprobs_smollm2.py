@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
 from live_server import start_server  # noqa: E402
 
-from promptcache.engine.engine import Engine  # noqa: E402
 from promptcache.server.settings import ServerSettings  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -27,13 +27,9 @@ OFF = {"caching": {"enabled": False}}
 
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine.from_model(None, device="cpu", dtype="bfloat16", max_batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    live = start_server(ServerSettings(dtype="bfloat16", default_max_tokens=8), engine=engine)
+def server(serving_engine):
+    assert serving_engine.model.dtype == torch.bfloat16  # the serving default
+    live = start_server(ServerSettings(default_max_tokens=8), engine=serving_engine)
     yield live
     live.stop()
 
@@ -78,7 +74,7 @@ def test_multiple_choice_scores_share_the_context_and_max_tokens_zero_scores_the
     assert totals.index(max(totals)) == 0  # " Mars"
 
 
-def test_a_prefix_cached_without_logprobs_is_scored_once_then_served(server, engine):
+def test_a_prefix_cached_without_logprobs_is_scored_once_then_served(server):
     prompt = "The history of the printing press begins in the fifteenth century. " * 6
     server.client().completions.create(model=server.model, prompt=prompt + "A", max_tokens=1)  # KV only
     first = score(server, prompt + "B")
@@ -134,6 +130,8 @@ def test_completion_logprobs_streamed(server):
      "top_logprobs"),
     ("/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, "top_logprobs"),
     ("/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "prompt_logprobs": 99},
+     "prompt_logprobs"),
+    ("/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "prompt_logprobs": 1, "stream": True},
      "prompt_logprobs"),
 ])
 def test_bad_logprob_requests_are_400s_naming_the_parameter(server, path, body, param):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import struct
 
 import numpy
+import torch
 import pytest
 from xxhash import xxh3_128_digest
 
 from promptcache.engine.api import CacheOptions, Request, SamplingParams
 from promptcache.engine.logprobs import RECORD
 from promptcache.tiers.codec import BlockMeta, Cipher, CorruptBlock, WithSide, decode, encode, side_of
-from tests.tiers.tier_engines import tier_engine, with_tiers
+from tests.tiers.tier_engines import with_tiers
 
 META = BlockMeta("model", "float32", (2, 4), b"k" * 16, b"tokens")
 KV = bytes(range(32))
@@ -51,8 +52,28 @@ def scored(engine, prompt, rid, enabled=True):
     return first.num_cached_tokens, first.prompt_logprobs
 
 
-def test_logprobs_survive_eviction_to_disk_and_a_restart(tiny_llama_dir, tmp_path):
-    engine = tier_engine(tiny_llama_dir, disk_dir=str(tmp_path))
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir):
+    from tests.engine.helpers import tiny_engine
+
+    return tiny_engine(tiny_llama_dir, dtype=torch.bfloat16)
+
+def test_only_the_blocks_lacking_logprobs_are_recomputed(engine):
+    """A scored prefix of 3 blocks, then 3 more blocks cached without logprobs: the next scored
+    request reads the first 3 (and recomputes the rest, filling them in); the one after reads
+    all 6. Every answer equals the cache-off one, in bfloat16 and with 64-token prefill chunks."""
+    a = [(11 * i + 5) % 400 + 20 for i in range(49)]
+    b = [(13 * i + 7) % 400 + 20 for i in range(48)]
+    assert scored(engine, a, "a")[0] == 0
+    engine.generate([a + b + [9] * 20], SamplingParams(max_tokens=1))  # KV only for blocks 3..5
+    cached, got = scored(engine, a + b + [21] * 20, "abc")
+    assert cached == 48 and got == scored(engine, a + b + [21] * 20, "abc-off", enabled=False)[1]
+    cached, got = scored(engine, a + b + [22] * 20, "abd")
+    assert cached == 96 and got == scored(engine, a + b + [22] * 20, "abd-off", enabled=False)[1]
+
+def test_logprobs_survive_eviction_to_disk_and_a_restart(engine, tmp_path):
+    with_tiers(engine, disk_dir=str(tmp_path))
     prompt = [(7 * i + 3) % 500 + 10 for i in range(90)]
     cold_cached, cold = scored(engine, prompt, "cold", enabled=False)
     assert cold_cached == 0
@@ -69,7 +90,7 @@ def test_logprobs_survive_eviction_to_disk_and_a_restart(tiny_llama_dir, tmp_pat
     engine.close_tiers()
 
 
-def test_store_refuses_side_data_of_the_wrong_size(tiny_llama_dir):
+def test_store_refuses_side_data_of_the_wrong_size():
     from promptcache.engine.logprobs_store import PromptLogprobStore
 
     store = PromptLogprobStore(2, 4)
@@ -77,3 +98,4 @@ def test_store_refuses_side_data_of_the_wrong_size(tiny_llama_dir):
         store.put_bytes(0, b"\x00" * 10)
     store.put_bytes(1, numpy.zeros(4, dtype=RECORD).tobytes())
     assert store.has(1) and not store.has(0) and len(store.to_bytes(1)) == 4 * RECORD.itemsize
+

@@ -19,8 +19,15 @@ from promptcache.engine.logprobs import TokenLogprob
 from promptcache.server.errors import bad_request
 
 
+def _check_stream(body) -> None:
+    if body.stream and body.prompt_logprobs is not None:  # as vLLM: there is no chunk to carry them
+        raise bad_request("prompt_logprobs are not available when stream is true (with echo, completions "
+                          "stream the prompt's logprobs in the logprobs object).", param="prompt_logprobs")
+
+
 def check_completion(body) -> None:
     """400s for the completions fields that ask for logprobs (names the parameter)."""
+    _check_stream(body)
     lp = body.logprobs
     if lp is not None and (isinstance(lp, bool) or not 0 <= lp <= MAX_LOGPROBS):
         raise bad_request(f"logprobs must be an integer between 0 and {MAX_LOGPROBS}.", param="logprobs")
@@ -31,6 +38,7 @@ def check_completion(body) -> None:
 
 
 def check_chat(body) -> None:
+    _check_stream(body)
     if body.logprobs is not None and not isinstance(body.logprobs, bool):
         raise bad_request("logprobs must be true or false on chat completions (top_logprobs sets the count).",
                           param="logprobs")

@@ -8,7 +8,7 @@ from promptcache.server.core.sse import sse_event
 from promptcache.server.errors import default_shape
 from promptcache.server.generation import Generation
 from promptcache.server.openai.schema import ChatCompletionChunk, ChunkChoice, ChunkDelta, TextChoice, TextCompletion
-from promptcache.server.openai.logprobs import TokenText, chat_content
+from promptcache.server.openai.logprobs import TokenText, chat_choice, chat_content
 from promptcache.server.openai.translate import openai_usage
 from promptcache.server.structured.openai_chat import reply_message
 
@@ -79,7 +79,8 @@ def tool_chat_chunks(gen: Generation, created: int, model: str, include_usage: b
             chunks.append(chunk([ChunkChoice(delta=ChunkDelta(tool_calls=[head]))]))
             args = {"index": index, "function": {"arguments": call["function"]["arguments"]}}
             chunks.append(chunk([ChunkChoice(delta=ChunkDelta(tool_calls=[args]))]))
-        chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=reason)]))
+        # the logprobs of the JSON the model generated, whole, as the reply was held back
+        chunks.append(chunk([ChunkChoice(delta=ChunkDelta(), finish_reason=reason, logprobs=chat_choice(gen))]))
         if include_usage:
             chunks.append(chunk([], usage=openai_usage(gen.usage)))
         return chunks
@@ -103,8 +104,7 @@ def text_chunks(gen: Generation, created: int, model: str, include_usage: bool, 
         if scoring is not None:
             if first[0] and scoring.echo:  # the prompt (and its logprobs) before any generated text
                 head, head_logprobs = scoring.head()
-                chunks.append(chunk([TextChoice(index=index, text=head, logprobs=head_logprobs,
-                                                prompt_logprobs=scoring.prompt_logprobs())]))
+                chunks.append(chunk([TextChoice(index=index, text=head, logprobs=head_logprobs)]))
             text, logprobs = scoring.delta(out.new_text, out.new_token_ids, out.new_logprobs or [])
         first[0] = False
         if (text or logprobs) and not out.finished:
