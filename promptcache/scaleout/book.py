@@ -7,7 +7,9 @@ Sources, each with its own lag:
 - **Routed**: the blocks of each prompt this router sent to a replica, until the replica's own
   reports have had time to include them (`recent_ttl_s`). This is what covers a conversation's
   next turn arriving before the next report.
-- **In flight**: this router's requests not finished yet, per replica (its load).
+- **In flight**: this router's requests not finished yet, per replica, and the work each puts
+  ahead of a new prompt there: its uncached prompt tokens until its first token comes back,
+  then `DECODE_TOKENS` (the load of `scoring.py`'s rule).
 - **Checks**: per replica, whether the tokens it actually read from its cache matched what the
   router predicted. Three misses in the last four make its reports untrusted.
 
@@ -27,7 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from promptcache.scaleout.scoring import Candidate, Decision, Weights, decide, leading_run
+from promptcache.scaleout.scoring import DECODE_TOKENS, Candidate, Decision, Weights, decide, leading_run
 
 log = logging.getLogger("promptcache.scaleout.router")
 
@@ -99,7 +101,7 @@ class ReplicaBooks:
     report: Report | None = None
     seen_at: float = 0.0  # when its generation last advanced (this process's clock)
     recent: dict[int, float] = field(default_factory=dict)  # key64 -> until when it counts
-    in_flight: dict[str, int] = field(default_factory=dict)  # request id -> prompt tokens
+    in_flight: dict[str, int] = field(default_factory=dict)  # request id -> tokens of work ahead (scoring.py)
     checks: deque = field(default_factory=lambda: deque(maxlen=CHECKS_KEPT))
     distrust: str | None = "no report yet"
     predicted_tokens: int = 0
@@ -212,7 +214,7 @@ class RouterBook:
                 books.recent = {k: t for k, t in books.recent.items() if t > now}
             for key in ticket.keys:
                 books.recent[key] = until
-            books.in_flight[ticket.request_id] = ticket.prompt_tokens
+            books.in_flight[ticket.request_id] = max(0, ticket.prompt_tokens - predicted)  # prefill to run
             self.routes.append((ticket.request_id, replica, ticket.reason or "none"))
             for kind, value in ticket.affinity:
                 self._point(ticket.tenant, kind, value, replica)
@@ -223,6 +225,13 @@ class RouterBook:
         self._affinity.move_to_end(key)
         while len(self._affinity) > MAX_AFFINITY:
             self._affinity.popitem(last=False)
+
+    def started(self, ticket: Ticket) -> None:
+        """`ticket`'s first token came back: its prefill is done, it is decoding now."""
+        with self._lock:
+            books = self._replicas.get(ticket.replica or "")
+            if books is not None and ticket.request_id in books.in_flight:
+                books.in_flight[ticket.request_id] = DECODE_TOKENS
 
     def finished(self, ticket: Ticket, cached_tokens: int | None) -> None:
         """The request ended on its replica; `cached_tokens` is what the replica read from a

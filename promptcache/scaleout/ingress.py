@@ -168,7 +168,9 @@ class RoutedLoop(EngineLoop):
                     if item != ticket.replica:
                         self.book.routed(ticket, item, ticket.predicted or 0)
                     continue
-                self._started.add(request.request_id)
+                if request.request_id not in self._started:
+                    self._started.add(request.request_id)
+                    self.book.started(ticket)
                 if item.finished:
                     finished = True
                     self.book.finished(ticket, item.num_cached_tokens)

@@ -6,11 +6,14 @@ how much work this router has in flight on it, and whether its reports can be tr
 rule, in tokens (Dynamo's KV router rule, with llm-d's idea of a weighted load scorer):
 
     cost(r) = overlap_weight * (prompt tokens the replica would still have to compute)
-              + tokens of the requests in flight on r (prompt tokens: the KV they occupy)
+              + the work ahead of it on r
 
-and the cheapest replica wins. A cache hit is thus worth `overlap_weight` tokens of queue per
-token saved, never an unbounded wait: a replica holding the whole prefix but with a long
-queue loses to an idle one. A prefix held in the shared Redis counts as reachable from every
+and the cheapest replica wins. The work ahead is the prefill still to run there (the uncached
+prompt tokens of requests sent to r whose first token has not come back), plus
+`DECODE_TOKENS` per request already decoding: chunked prefill runs beside decode steps, so a
+decoding request delays a new prompt by little, one still prefilling by all its tokens. A
+cache hit is thus worth `overlap_weight` tokens of queue per token saved, never an unbounded
+wait: a replica holding the whole prefix but with a long queue loses to an idle one. A prefix held in the shared Redis counts as reachable from every
 replica (any of them fetches it), so it lowers every cost alike. Ties go to the replica with
 fewer requests in flight, then to the next one in a rotation, so that misses at low load are
 spread over the replicas instead of all landing on the first.
@@ -30,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MODES = ("prefix", "round-robin", "least-loaded")
+DECODE_TOKENS = 16  # what one decoding request adds to the work ahead of a new prompt (a block)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Candidate:
     replica: str
     held_blocks: int  # leading blocks of the request this replica holds (memory or its disk)
     in_flight: int  # requests this router has in flight on it
-    load_tokens: int  # their prompt tokens
+    load_tokens: int  # the work ahead on it, in tokens (see the module's docstring)
     trusted: bool = True  # its reports are fresh and agree with what it served
 
 

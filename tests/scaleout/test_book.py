@@ -172,3 +172,14 @@ def test_a_replica_summary_lists_its_cached_blocks(tiny_llama_dir):
     expected = {key64(k) for k in block_keys(prompt, 16, Namespace(engine.model_id))}
     assert held == expected and stats["generation"] == 1 and stats["model_id"] == engine.model_id
     assert KeySummary(engine).report()["epoch"] != stats["epoch"]
+
+
+def test_a_request_weighs_on_its_replica_while_it_prefills_and_little_once_it_decodes():
+    book, _ = make()
+    for r in "ab":
+        book.observe(r, report(1, [1, 2, 3, 4] if r == "a" else []))
+    long = Ticket("long", "t", MODEL, (), prompt_tokens=2000, usable_blocks=0)
+    book.routed(long, "a", 0)
+    assert book.decide(["a", "b"], ticket("q1", [1, 2, 3, 4])).order[0] == "b"  # 2,000 tokens ahead on a
+    book.started(long)
+    assert book.decide(["a", "b"], ticket("q2", [1, 2, 3, 4])).order[0] == "a"  # now a block's worth
