@@ -11,7 +11,8 @@ cached continuations of the prefix (the trie's children), so it is exact to the 
 
 The dialect is the `dialect` query parameter (chat, completions, messages, responses), or is
 inferred: `input` is a Responses body, `prompt` a completion, `messages` with a top-level
-`system` or any `cache_control` an Anthropic one, other `messages` OpenAI chat.
+`system` or any `cache_control` an Anthropic one, other `messages` OpenAI chat; a `prompt`
+object (a registered prompt, docs/prompts.md) is Responses without `messages`, chat with them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from promptcache.server.openai.responses import translate as responses
 from promptcache.server.openai.responses.routes import _stored
 from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.openai.schema import ChatCompletionRequest, CompletionRequest
+from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.state import ServerState
 from promptcache.server.structured.openai_chat import plan_chat
 from promptcache.server.tenants import Tenant
@@ -62,9 +64,9 @@ class Rendered:
 
 
 def infer_dialect(raw: dict) -> Dialect:
-    if "input" in raw:
+    if "input" in raw or (isinstance(raw.get("prompt"), dict) and "messages" not in raw):  # or a registered prompt
         return "responses"
-    if "prompt" in raw:
+    if "prompt" in raw and not isinstance(raw["prompt"], dict):
         return "completions"
     if "system" in raw or "cache_control" in json.dumps(raw.get("messages", [])) or "cache_control" in raw:
         return "messages"
@@ -87,6 +89,7 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
         body = _parse(ChatCompletionRequest, raw)
         check_chat(body, limits)
         _, turns, template_tools = plan_chat(renderer, body)
+        turns = (await prompt_turns(state, tenant, body.prompt))[0] + list(turns)  # a registered prompt first
         prompt = await off_loop(state, renderer.render, turns, template_tools)
         return Rendered(prompt.tokens, openai.cache_spec(body), prompt, turns)
     if dialect == "completions":
@@ -104,7 +107,8 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
     if body.previous_response_id is not None:
         previous = await _stored(state, tenant, body.previous_response_id, "previous_response_id")
     plan = responses_tools.tool_plan(body, renderer)
-    turns = responses.turns(body, responses.history(body, previous), plan)
+    lead, _ = await prompt_turns(state, tenant, body.prompt)  # a registered prompt first
+    turns = lead + responses.turns(body, responses.history(body, previous), plan)
     check_messages(turns, limits)
     prompt = await off_loop(state, renderer.render, turns, plan.template_tools)
     return Rendered(prompt.tokens, responses.cache_spec(body), prompt, turns)

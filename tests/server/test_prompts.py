@@ -180,7 +180,12 @@ def test_prompts_survive_a_restart_and_come_back_warm(registry):
     try:
         again = api(restarted)
         assert again.get(f"/v1/prompts/{cold['id']}").json()["name"] == "cold"
-        first = ask(restarted, prompt={"id": warm["id"], "variables": {"customer": "Ann", "topic": "refunds"}})
+        prompt = {"id": warm["id"], "variables": {"customer": "Ann", "topic": "refunds"}}
+        for body in ({"input": "Hello?", "prompt": prompt}, {"prompt": prompt},  # Responses, by the prompt alone
+                     {"messages": [{"role": "user", "content": "Hello?"}], "prompt": prompt}):  # chat
+            explained = again.post("/v1/cache/explain", json={"model": restarted.model, **body}).json()
+            assert explained["cached_tokens"] >= warm["warm_tokens"], explained  # before any request
+        first = ask(restarted, prompt=prompt)
         assert first.usage.input_tokens_details.cached_tokens >= warm["warm_tokens"]
     finally:
         restarted.stop()
