@@ -7,7 +7,9 @@
 - `ClusterTenantLimit`: each tenant's requests in flight, counted in Redis so that the
   per-tenant limit holds across every ingress process, not per process. Each slot is one
   member of a sorted set scored by its expiry, so a slot left by a crashed ingress lapses
-  instead of holding the tenant's quota forever.
+  instead of holding the tenant's quota forever. A slot is added first and counted after, so
+  two racing requests may both be refused at the limit, never both admitted past it (and the
+  commands need no transaction, which a Redis Cluster would restrict).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class ClusterTenantLimit:
         slot, now, key = uuid.uuid4().hex, self.clock(), self._key(tenant)
 
         def run(client):
-            pipe = client.pipeline(transaction=True)
+            pipe = client.pipeline(transaction=False)
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zadd(key, {slot: now + SLOT_TTL_S})
             pipe.zcard(key)
