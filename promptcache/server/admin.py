@@ -32,7 +32,8 @@ from promptcache.server.chat import prompt_from_completion
 from promptcache.server.core.deps import caller_of, off_loop, server_state
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
-from promptcache.server.retention import release, retain
+from promptcache.server.core.records import Record
+from promptcache.server.retention import records, release, retain
 from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages
 from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
 from promptcache.server.request_id import request_id_of
@@ -40,6 +41,7 @@ from promptcache.server.state import ServerState
 from promptcache.server.tenants import DEFAULT_TENANT, Caller
 
 router = APIRouter(prefix="/v1/cache")
+PIN_KIND = "pin"  # the record of an admin pin (core/records.py)
 
 
 class FlushRequest(OpenAIBody):
@@ -104,6 +106,13 @@ async def _prefix(http: HTTPRequest, caller: Caller, body: PinRequest) -> tuple[
     return tenant, tokens, namespace_salt(state.settings.isolate_by, body.cache_salt, end_user)
 
 
+def _forget_pins(state: ServerState, tenant: str | None) -> None:
+    store = records(state)
+    for record in store.every(PIN_KIND):
+        if tenant is None or record.tenant == tenant:
+            store.delete(PIN_KIND, record.tenant, record.id)
+
+
 def pin_owner(tenant: str, salt: str | None, tokens: list[int]) -> str:
     """The retention owner of an admin pin: one per (tenant, salt, prefix)."""
     digest = hashlib.sha256(json.dumps([tenant, salt, tokens]).encode()).hexdigest()[:32]
@@ -142,6 +151,8 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
     body = body or FlushRequest()
     tenant = None if body.tenant is None else _known_tenant(state, body.tenant)
     flushed = await run_in_threadpool(lambda: state.engine.flush_cache(tenant, include_pinned=body.include_pinned))
+    if body.include_pinned:  # the admin took the pins back: not to be restored at the next start
+        await run_in_threadpool(_forget_pins, state, tenant)
     return {"flushed_blocks": flushed, "tenant": tenant, "include_pinned": body.include_pinned}
 
 
@@ -149,8 +160,12 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
 async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
-    kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=None, owner=pin_owner(tenant, salt, tokens),
+    owner = pin_owner(tenant, salt, tokens)
+    kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=None, owner=owner,
                         http_id=request_id_of(http.scope))
+    record = Record(PIN_KIND, tenant, owner, {"owner": owner, "tokens": tokens, "salt": salt,
+                                              "model_id": state.engine.model_id})
+    await run_in_threadpool(records(state).put, record)  # re-pinned at start-up (--restore-retained)
     return {"pinned_blocks": kept.cached_tokens // state.settings.block_size, "prefix_tokens": len(tokens),
             "tenant": tenant}
 
@@ -159,5 +174,7 @@ async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depend
 async def cache_unpin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
-    blocks = await release(state, pin_owner(tenant, salt, tokens))
+    owner = pin_owner(tenant, salt, tokens)
+    blocks = await release(state, owner)
+    await run_in_threadpool(records(state).delete, PIN_KIND, tenant, owner)
     return {"unpinned_blocks": blocks, "prefix_tokens": len(tokens), "tenant": tenant}

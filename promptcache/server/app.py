@@ -31,6 +31,7 @@ from promptcache.server.guard import CALLER, RequestGuard
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
 from promptcache.server.context.routes import router as context_router
+from promptcache.server.retention import restore_records
 from promptcache.server.gemini.cached import router as gemini_cached_router
 from promptcache.server.gemini.generate import router as gemini_router
 from promptcache.server.openai.responses.routes import router as responses_router
@@ -93,6 +94,8 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state.loop.start()
+        if settings.restore_retained:  # sessions, cached contents and pins pinned again before serving
+            await restore_records(state)
         if settings.warm_prompts:  # a deploy starts hot: every warm prompt pinned before serving
             await warm_all(state)
         log.info(

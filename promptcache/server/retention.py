@@ -25,6 +25,8 @@ another replica is a record (`core/records.py`) from which the owner retains aga
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from promptcache.server.core.records import RecordStore, record_store
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, TenantLimitError
 from promptcache.server.errors import queue_full, server_error, tenant_limit
 from promptcache.server.state import ServerState
+
+log = logging.getLogger("promptcache.server")
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,31 @@ async def restore(state: ServerState, owner: str, *, tenant: str, tokens: list[i
     if tokens and await retained_tokens(state, owner) == 0:
         left = None if expires_at is None else max(1e-3, expires_at - state.wall_clock())
         await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=left, owner=owner)
+
+
+RETAINED_KINDS = ("pin", "session", "cached_content")
+
+
+async def restore_records(state: ServerState) -> int:
+    """Re-pin every live recorded prefix of this engine's model (`data["model_id"]`) whose
+    tenant this server knows, before serving (`--restore-retained`); returns how many. One
+    that no longer fits its budget is logged and skipped."""
+    known = {t.name for t in state.keys.tenants} or {"default"}
+    restored = 0
+    for kind in RETAINED_KINDS:
+        for record in await run_in_threadpool(records(state).every, kind):
+            data = record.data
+            if data.get("model_id") != state.engine.model_id or record.tenant not in known or "owner" not in data:
+                continue
+            try:
+                await restore(state, data["owner"], tenant=record.tenant, tokens=data["tokens"],
+                              salt=data.get("salt"), expires_at=record.expires_at)
+                restored += 1
+            except Exception as exc:  # noqa: BLE001 - one prefix that cannot be kept stops no other
+                log.warning("not re-pinning %s %s of tenant %s: %s", kind, json.dumps(record.id),
+                            json.dumps(record.tenant), type(exc).__name__)
+    log.info("re-pinned %d recorded prefixes", restored)
+    return restored
 
 
 async def retained_tokens(state: ServerState, owner: str) -> int:

@@ -75,6 +75,9 @@ class ServerSettings:
     # Sessions, cached contents and pins (server/core/records.py): a SQLite file, or ":memory:";
     # in Redis instead when redis_url is set.
     records_db: str = "~/.cache/promptcache/records.sqlite3"
+    # Re-pin every live session, cached content and admin pin of this model at start-up, before
+    # serving (sessions and cached contents are otherwise re-pinned on first use).
+    restore_retained: bool = False
     # The prompt registry (server/prompts/backends.py): a SQLite path, redis://..., or
     # mlflow+http://HOST:PORT; None: Redis when redis_url is set, else a SQLite file. It may
     # hold a password: kept out of repr. warm_prompts: re-warm every warm prompt at start-up.

@@ -4,11 +4,13 @@ client for the turns (httpx for /v1/context itself, which the client has no meth
 The engine is the suite's shared one on the serving defaults (its tenants' pin budget is half
 its 256 MiB cache); one server at a time, the wall clock injected into the server state so that TTLs pass without
 sleeping. The "restart" serves the same engine from a new server over the same records file
-after dropping every cached block and pin, which is what a restarted process has lost."""
+after dropping every cached block and pin, which is what a restarted process has lost (loading
+a second engine would double the module's cost)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import httpx
 import openai
@@ -129,14 +131,20 @@ def test_a_session_past_the_budget_is_refused_and_evicts_nothing(setup):
     assert after["insertions"] == before["insertions"]  # refused before any KV was computed
 
 
-def test_sessions_survive_a_restart(setup):
+def test_sessions_and_pins_survive_a_restart(setup):
     server, clock, settings, engine = setup
     sid = create(server, ttl=600).json()["session_id"]
+    pin = {"messages": [{"role": "system", "content": "Pinned by the admin. " + SYSTEM_PROMPT}], "tenant": "bob"}
+    assert httpx.post(server.url + "/v1/cache/pin", json=pin, headers=auth("key-admin")).json()["pinned_blocks"] > 0
     server.stop()
     engine.flush_cache(include_pinned=True)  # what a restarted process no longer has in memory
-    restarted = start_server(settings, engine)
-    restarted.server.config.app.state.promptcache.wall_clock = clock
+    assert engine.retained_blocks(owner_of("alice", sid)) == 0
+    restarted = start_server(replace(settings, restore_retained=True), engine)
     try:
+        # Re-pinned at start-up, before any request: the admin pin, and the session.
+        assert engine.retained_blocks(owner_of("alice", sid)) > 0
+        assert engine.cache_stats()["tenant_pinned_bytes"].get("bob", 0) > 0
+        restarted.server.config.app.state.promptcache.wall_clock = clock
         got = httpx.get(restarted.url + f"/v1/context/{sid}", headers=auth("key-alice"), timeout=60)
         assert got.status_code == 200 and got.json()["cached_tokens"] >= 300
         reply = restarted.client("key-alice").chat.completions.create(
@@ -145,4 +153,3 @@ def test_sessions_survive_a_restart(setup):
         assert reply.usage.prompt_tokens_details.cached_tokens >= 300
     finally:
         restarted.stop()
-        setup[0].server.should_exit = True

@@ -92,7 +92,8 @@ async def create(state: ServerState, *, tenant: str, tokens: list[int], salt: st
     kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=ttl_s, owner=owner_of(tenant, session_id),
                         http_id=http_id)
     record = Record(KIND, tenant, session_id, {"tokens": tokens, "salt": salt, "ttl_s": ttl_s, "model": model,
-                                               "created_at": state.wall_clock()}, kept.expires_at)
+                                               "created_at": state.wall_clock(), "owner": kept.owner,
+                                               "model_id": state.engine.model_id}, kept.expires_at)
     await run_in_threadpool(records(state).put, record)
     return view(record, kept.cached_tokens)
 

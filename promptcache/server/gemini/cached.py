@@ -101,7 +101,8 @@ async def create(body: CachedContentRequest, http: HTTPRequest, tenant: Tenant =
     kept = await retain(state, tokens, tenant=tenant.name, salt=None, ttl_s=ttl_s, owner=owner_of(tenant.name, cid),
                         http_id=request_id_of(http.scope))
     record = Record(KIND, tenant.name, cid, {**data, "model": model, "tokens": tokens, "createTime": now,
-                                             "updateTime": now}, kept.expires_at)
+                                             "updateTime": now, "owner": kept.owner,
+                                             "model_id": state.engine.model_id}, kept.expires_at)
     await run_in_threadpool(records(state).put, record)
     return resource(record)
 
