@@ -27,6 +27,7 @@ import time
 import torch
 
 from promptcache.cache.config import CacheConfig
+from promptcache.cache.divergence import Divergence
 from promptcache.cache.keys import PromptKeys
 from promptcache.cache.retained import PinLedger
 from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, Request, RequestOutput,
@@ -414,6 +415,19 @@ class Engine:
                     done[out.request_id] = out
         return [Completion(i, "".join(texts[i]), tokens[i], done[i].finish_reason,
                            done[i].num_prompt_tokens, done[i].num_cached_tokens) for i in ids]
+
+    def explain_prefix(self, tokens: list[int], options: CacheOptions) -> tuple[int, Divergence | None]:
+        """How many leading tokens of `tokens` the cache holds now in `options`' namespace, and
+        how the prompt continues past them (None when every full block is held): the read
+        behind /v1/cache/explain, under the engine's lock so the trie it walks is consistent.
+        It touches nothing: no lease, no recency, no stats."""
+        if self.prefix is None or not options.enabled:
+            return 0, None
+        with self._lock:
+            held = self.prefix.peek(tokens, options)
+            if held >= len(tokens) // self.prefix.block_size * self.prefix.block_size:
+                return held, None
+            return held, self.prefix.divergence(tokens, options, held)
 
     def cache_stats(self, wait: bool = True) -> dict:
         """The prefix cache's statistics.

@@ -28,6 +28,8 @@ import torch
 
 from promptcache.cache.budget import capacity_blocks
 from promptcache.cache.config import CacheConfig
+from promptcache.cache.divergence import Divergence, divergence
+from promptcache.cache.eviction_record import EvictionRecord
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
@@ -73,6 +75,9 @@ class PrefixReuse:
                               head_dim=head_dim, dtype=kv_dtype, device=device)
         self.side = PromptLogprobStore(num_blocks, config.block_size)
         self.cache = PrefixCache(config, self.block_nbytes, on_evict=self._free)
+        # Recent evictions per tenant, so that /v1/cache/explain can say when and why a block went.
+        self.evictions = EvictionRecord(config.policy)
+        self.cache.add_evict_listener(self.evictions)
         self.tiers: TierStack | None = None
         self._dtype_name = str(kv_dtype).removeprefix("torch.")
 
@@ -99,6 +104,10 @@ class PrefixReuse:
         while num_blocks > 0 and prompt_len - num_blocks * self.block_size < MIN_ROWS:
             num_blocks -= 1
         return num_blocks
+
+    def divergence(self, tokens: list[int], options: CacheOptions, held: int) -> Divergence:
+        """How `tokens` continue past their `held` cached tokens (caller holds the engine's lock)."""
+        return divergence(self.cache, tokens, self.namespace(options), held, self.evictions)
 
     def peek(self, prompt: list[int] | PromptKeys, options: CacheOptions) -> int:
         """Tokens a load would reuse now, without taking a lease (for cache-aware scheduling)."""
