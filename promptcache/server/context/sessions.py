@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.records import Record
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import APIError, bad_request
-from promptcache.server.retention import extend, records, restore, retain, sweep
+from promptcache.server.retention import extend, records, release, restore, retain, sweep
 from promptcache.server.state import ServerState
 
 KIND = "session"
@@ -103,7 +103,8 @@ async def find(state: ServerState, tenant: str, session_id: str) -> Record:
     on another replica); 404 for an unknown, expired or other tenant's id."""
     await sweep(state)
     record = await run_in_threadpool(records(state).get, KIND, tenant, check_id(session_id))
-    if record is None:
+    if record is None:  # deleted or expired, maybe through another replica: drop any pin held here
+        await release(state, owner_of(tenant, session_id))
         raise not_found(session_id)
     await restore(state, owner_of(tenant, session_id), tenant=tenant, tokens=record.data["tokens"],
                   salt=record.data["salt"], expires_at=record.expires_at)

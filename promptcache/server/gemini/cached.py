@@ -76,7 +76,8 @@ async def find(state: ServerState, tenant: str, name: str) -> Record:
     await sweep(state)
     cid = content_id(name)
     record = await run_in_threadpool(records(state).get, KIND, tenant, cid)
-    if record is None:
+    if record is None:  # deleted or expired, maybe through another replica: drop any pin held here
+        await release(state, owner_of(tenant, cid))
         raise not_found(cid)
     await restore(state, owner_of(tenant, cid), tenant=tenant, tokens=record.data["tokens"], salt=None,
                   expires_at=record.expires_at)
