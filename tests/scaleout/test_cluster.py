@@ -139,6 +139,7 @@ def test_killing_a_replica_fails_its_requests_cleanly_and_routes_new_ones_elsewh
     book = cluster.book
     model = client_of(cluster.base_url).models.list().data[0].id
     results: dict[str, object] = {}
+    streaming = threading.Event()
 
     def long_request(name: str, stream: bool):
         body = {"model": model, "prompt": f"Go on {name}:", "max_tokens": 1800, "ignore_eos": True, "stream": stream,
@@ -146,7 +147,11 @@ def test_killing_a_replica_fails_its_requests_cleanly_and_routes_new_ones_elsewh
         try:
             with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
                 with http.stream("POST", "/v1/completions", json=body) as r:
-                    results[name] = (r.status_code, r.read().decode())
+                    lines = []
+                    for line in r.iter_lines():
+                        lines.append(line)
+                        streaming.set()  # tokens are flowing: the kill lands mid-stream
+                    results[name] = (r.status_code, "\n".join(lines))
         except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
             results[name] = exc
 
@@ -154,7 +159,8 @@ def test_killing_a_replica_fails_its_requests_cleanly_and_routes_new_ones_elsewh
                for name in ("plain", "streamed")]
     for t in threads:
         t.start()
-    wait_until(lambda: sum(r["in_flight"] for r in book.snapshot().values()) == 2, "both requests in flight", 60)
+    wait_until(lambda: sum(r["in_flight"] for r in book.snapshot().values()) == 2 and streaming.is_set(),
+               "both requests in flight, one streaming", 60)
     victim = next(rid for rid, r in book.snapshot().items() if r["in_flight"])
     assert book.snapshot()[victim]["in_flight"] == 2  # one prompt_cache_key: one replica
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if victim in a["name"]]
