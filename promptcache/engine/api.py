@@ -131,6 +131,9 @@ class RequestOutput:
     new_logprobs: list | None = None
     # With SamplingParams.prompt_logprobs, in the first output: one per prompt token, None first.
     prompt_logprobs: list | None = None
+    # num_cached_tokens by the storage tier that held them ("memory", "disk", "redis", ...);
+    # lower tiers promote their blocks into memory before the read, and are counted as theirs.
+    cached_tiers: dict[str, int] | None = None
 
 
 @dataclass

@@ -222,6 +222,7 @@ class Engine:
                 seq.num_cached, cached = self.prefix.load_scored(self._keys(seq), seq.request.cache, self.kv, seq.slot)
                 seq.prompt_records[:seq.num_cached] = cached
                 seq.rewind = 1 if seq.num_cached else 0
+            seq.cached_tiers = dict(self.prefix.last_sources) if seq.num_cached else {}
         except Exception:  # noqa: BLE001 - the request runs cold instead
             logger.exception("prefix cache load failed for request %s; computing it cold", seq.request_id)
             seq.num_cached, seq.rewind = 0, 0
@@ -387,7 +388,7 @@ class Engine:
             request_id=seq.request_id, new_text=text, new_token_ids=new_ids,
             finished=seq.status is Status.FINISHED, finish_reason=seq.finish_reason,
             num_prompt_tokens=seq.num_prompt, num_cached_tokens=seq.num_cached,
-            num_generated_tokens=len(seq.output_ids), error=seq.error)
+            num_generated_tokens=len(seq.output_ids), error=seq.error, cached_tiers=seq.cached_tiers)
         if seq.request.sampling.logprobs is not None:
             out.new_logprobs = [as_token_logprob(t, seq.last_logprob) for t in new_ids if seq.last_logprob is not None]
         if seq.prompt_records is not None and seq.output_ids and not seq.prompt_sent:

@@ -79,6 +79,9 @@ class PrefixReuse:
         self.evictions = EvictionRecord(config.policy)
         self.cache.add_evict_listener(self.evictions)
         self.tiers: TierStack | None = None
+        # Where the last load's blocks came from, in prompt order: tier name -> tokens ("memory"
+        # for blocks already there). Set by every load under the engine's lock, read right after.
+        self.last_sources: dict[str, int] = {}
         self._dtype_name = str(kv_dtype).removeprefix("torch.")
 
     def _free(self, block_id: int) -> None:
@@ -120,15 +123,31 @@ class PrefixReuse:
         if not options.enabled:
             return 0
         max_blocks = (len(prompt) - 1) // self.block_size  # the last token is always computed
+        restored = {}
         if self.tiers is not None:
-            self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
+            restored = self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
         match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
         try:
             n = self._usable_blocks(match.num_blocks, len(prompt))
             self.pool.read(list(match.payloads[:n]), kv, slot)
         finally:
             self.cache.release(match)  # the slot now holds its own copy
+        self.last_sources = self._sources(n, restored)
         return n * self.block_size
+
+    def _sources(self, n: int, restored: dict) -> dict[str, int]:
+        """Tokens of an n-block hit by the tier that held them: the restored blocks are the
+        last ones of the hit (memory held the prefix before them), in tier order."""
+        promoted = dict(restored.get("sources") or {})
+        in_memory = max(0, n - sum(promoted.values()))
+        if restored:
+            in_memory = min(n, restored["have"])
+        out, left = {"memory": in_memory * self.block_size}, n - in_memory
+        for name, count in promoted.items():
+            take = min(count, left)
+            out[name] = take * self.block_size
+            left -= take
+        return out
 
     def load_scored(self, prompt: list[int] | PromptKeys, options: CacheOptions, kv: torch.Tensor,
                     slot: int) -> tuple[int, numpy.ndarray]:
@@ -137,8 +156,9 @@ class PrefixReuse:
         if not options.enabled:
             return 0, empty_records(0)
         max_blocks = (len(prompt) - 1) // self.block_size
+        restored = {}
         if self.tiers is not None:
-            self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
+            restored = self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
         match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
         try:
             scored = 0
@@ -149,19 +169,21 @@ class PrefixReuse:
             records = self.side.get(ids)
         finally:
             self.cache.release(match)
+        self.last_sources = self._sources(len(ids), restored)
         return len(ids) * self.block_size, records
 
-    def _restore(self, prompt: list[int] | PromptKeys, options: CacheOptions, wanted: int) -> int:
+    def _restore(self, prompt: list[int] | PromptKeys, options: CacheOptions, wanted: int) -> dict:
         """Promote into memory the blocks past memory's prefix that the lower tiers hold, up to
-        `wanted` blocks in all; returns how many were promoted."""
+        `wanted` blocks in all; returns {"have": blocks memory held before, "sources": blocks
+        promoted per tier} (empty when memory held them all)."""
         namespace = self.namespace(options)
         keys = self.cache.keys(prompt, namespace)
         have = self.cache.peek(keys, namespace)
         if have >= wanted:
-            return 0
-        payloads = self.tiers.fetch(self._metas(keys, have, wanted))
+            return {}
+        payloads, sources = self.tiers.fetch_counted(self._metas(keys, have, wanted))
         if not payloads:
-            return 0
+            return {"have": have, "sources": {}}
 
         def store(index: int) -> int:
             block_id = self.pool.allocate()
@@ -174,7 +196,8 @@ class PrefixReuse:
                 raise
             return block_id
 
-        return self.cache.insert(keys, namespace, store, ttl_s=options.ttl_s, num_blocks=have + len(payloads)).num_blocks_new
+        self.cache.insert(keys, namespace, store, ttl_s=options.ttl_s, num_blocks=have + len(payloads))
+        return {"have": have, "sources": sources}
 
     def write_through(self, keys: PromptKeys, first: int, block_ids: list[int], ttl_s: float | None) -> None:
         """Queue blocks first, first + 1, ... (in the pool at `block_ids`) for the lower tiers."""

@@ -34,6 +34,7 @@ class Sequence:
     slot: int | None = None
     num_computed: int = 0  # prompt positions whose KV is in the slot
     num_cached: int = 0  # of those, positions copied from the prefix cache
+    cached_tiers: dict[str, int] = field(default_factory=dict)  # num_cached by the tier that held them
     output_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)

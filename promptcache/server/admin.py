@@ -125,6 +125,11 @@ def _own_view(stats: dict, tenant: str) -> dict:
     return {"tenant": tenant, "tenant_bytes": {tenant: by_tenant.get(tenant, 0)}}
 
 
+def _hits(state: ServerState, tenant: str | None) -> dict:
+    """Cached tokens read, by tier and by tenant (hit_sources.py); a tenant sees its own."""
+    return state.hit_sources.snapshot(tenant) if state.hit_sources is not None else {}
+
+
 @router.get("/stats")
 async def cache_stats(http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
     state = server_state(http)
@@ -134,11 +139,12 @@ async def cache_stats(http: HTTPRequest, caller: Caller = Depends(caller_of)) ->
     if not caller.admin:
         tenant = caller.tenant.name
         return {**_own_view(stats, tenant), "enabled": state.settings.cache_enabled,
-                "prompt_cache_keys": state.key_stats.snapshot(tenant)}
+                "prompt_cache_keys": state.key_stats.snapshot(tenant), "hit_tokens": _hits(state, tenant)}
     return {
         **stats,
         "enabled": state.settings.cache_enabled,
         "prompt_cache_keys": state.key_stats.snapshot(),
+        "hit_tokens": _hits(state, None),
         "queue": {"waiting": state.engine.num_waiting(), "running": state.engine.num_running()},
     }
 

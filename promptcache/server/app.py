@@ -28,6 +28,7 @@ from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop
 from promptcache.server.errors import install_error_handlers, unauthorized
 from promptcache.server.guard import CALLER, RequestGuard
+from promptcache.server.hit_sources import HitSources
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
 from promptcache.server.context.routes import router as context_router
@@ -88,6 +89,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
         render_limiter=anyio.CapacityLimiter(settings.render_threads),
         responses=response_store(settings),
         prompts=open_store(settings.prompt_store, redis_url=settings.redis_url, tier_key=settings.tier_key),
+        hit_sources=HitSources(metrics.registry),
     )
     started_at = int(state.wall_clock())
 

@@ -24,6 +24,7 @@ from promptcache.server.core.sse import SSE_HEADERS
 from promptcache.server.core.usage import TokenUsage, reusable_prefix
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, Submission, TenantLimitError
 from promptcache.server.errors import APIError, queue_full, server_error, tenant_limit
+from promptcache.server.hit_sources import tier_counts
 from promptcache.server.logs import log_event
 from promptcache.server.state import ServerState
 
@@ -170,16 +171,17 @@ class Generation:
                 pass
 
     def cache_headers(self) -> dict[str, str]:
-        """Where the prompt came from: `x-cache-hit-tokens`, `x-cache-tiers` (tiers below memory
-        promote their blocks into memory before a request reads them, so every hit is counted
-        there), and on a partial hit `x-cache-divergence`, the first token the cache did not
+        """Where the prompt came from: `x-cache-hit-tokens`, `x-cache-tiers` (the hit's tokens by
+        the tier that held them: blocks a lower tier promoted into memory for this request count
+        as that tier's), and on a partial hit `x-cache-divergence`, the first token the cache did not
         supply (a block boundary: the prompt left the cached prefix within the block after it)."""
         out = self.last if self.last is not None else self.early
         if not isinstance(out, RequestOutput):
             return {}
         cached = out.num_cached_tokens
+        tiers = tier_counts(cached, out.cached_tiers)
         headers = {**self.spec.headers, "x-cache-hit-tokens": str(cached),
-                   "x-cache-tiers": f"memory={cached};disk=0;redis=0"}
+                   "x-cache-tiers": ";".join(f"{tier}={n}" for tier, n in tiers.items())}
         if 0 < cached < self.reusable_end():
             headers["x-cache-divergence"] = str(cached)
         return headers

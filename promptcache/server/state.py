@@ -22,6 +22,7 @@ from promptcache.server.logs import PROMPT_CHARS, log_event, quoted
 from promptcache.server.metrics import ServerMetrics
 from promptcache.server.openai.responses.store import ResponseStore
 from promptcache.server.settings import ServerSettings
+from promptcache.server.hit_sources import HitSources
 from promptcache.server.tenants import KeyRing
 
 log = logging.getLogger("promptcache.server.requests")
@@ -84,6 +85,7 @@ class ServerState:
     records: object | None = None  # sessions, cached contents, pins (core/records.py); made on first use
     retention: object | None = None  # retained prefixes and their expiry (server/retention.py)
     prompts: object | None = None  # the prompt registry's store (server/prompts/store.py)
+    hit_sources: HitSources | None = None  # cached tokens per tenant and tier (made with the metrics)
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
 
@@ -112,6 +114,8 @@ class ServerState:
             tpot_s=tpot,
         )
         self.key_stats.record(tenant, cache_key, last.num_prompt_tokens, last.num_cached_tokens)
+        if self.hit_sources is not None:
+            self.hit_sources.record(tenant, last.num_cached_tokens, last.cached_tiers)
         log_event(
             log, endpoint, id=sub.request_id, req=http_id, tenant=tenant, cache_key=cache_key, user=user,
             prompt_tokens=last.num_prompt_tokens, cached_tokens=last.num_cached_tokens, completion_tokens=n,

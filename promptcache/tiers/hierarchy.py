@@ -32,7 +32,13 @@ class TierStack:
 
     def fetch(self, metas: Sequence[BlockMeta]) -> list[memoryview]:
         """Payloads of the leading run of `metas` found in the lower tiers (maybe none)."""
+        return self.fetch_counted(metas)[0]
+
+    def fetch_counted(self, metas: Sequence[BlockMeta]) -> tuple[list[memoryview], dict[str, int]]:
+        """`fetch`, and how many of the blocks found each tier supplied (by tier name, in
+        order: the run from the first tier comes first), so a hit can say where it came from."""
         found: list[memoryview] = []
+        sources: dict[str, int] = {}
         for depth, tier in enumerate(self.tiers):
             wanted = metas[len(found):]
             if not wanted:
@@ -45,7 +51,9 @@ class TierStack:
             if run and depth:
                 self.writer.offer(PendingWrite(wanted[:len(run)], run, None, self.tiers[:depth]))
             found += run  # after a partial run, a deeper tier may hold the rest
-        return found
+            if run:
+                sources[tier.name] = sources.get(tier.name, 0) + len(run)
+        return found, sources
 
     def write(self, metas: Sequence[BlockMeta], payloads: Sequence[bytes | memoryview], ttl_s: float | None) -> bool:
         """Queue blocks for every tier (TTL None: each tier's default); False if dropped."""
