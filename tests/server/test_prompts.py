@@ -6,6 +6,7 @@ template, so prompts are rendered exactly as the real model's are."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -160,6 +161,20 @@ def test_a_warm_prompt_past_the_pin_budget_is_refused_and_not_stored(registry):
     assert response.status_code == 409 and response.json()["error"]["code"] == "pin_budget_exceeded"
     assert flood.get("/v1/prompts").json()["data"] == []
     assert flood.post("/v1/prompts", json={"template": SYSTEM_PROMPT * 3 + " {{x}}"}).status_code == 200  # cold: fine
+
+
+def test_a_tenants_template_storage_is_bounded(registry, monkeypatch):
+    server, _ = registry
+    from promptcache.server.prompts import routes
+
+    monkeypatch.setattr(routes, "LIMITS", dataclasses.replace(routes.LIMITS, max_tenant_chars=1000))
+    bob = api(server, "key-bob")  # bob has stored nothing so far
+    pid = bob.post("/v1/prompts", json={"template": "x" * 600}).json()["id"]
+    refused = bob.post(f"/v1/prompts/{pid}/versions", json={"template": "y" * 600})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "prompt_storage_limit"
+    assert api(server).post("/v1/prompts", json={"template": "z" * 600}).status_code == 200  # alice's own room
+    bob.delete(f"/v1/prompts/{pid}")
+    assert bob.post("/v1/prompts", json={"template": "y" * 600}).status_code == 200  # room again
 
 
 @pytest.mark.parametrize("store", ["ftp://host/x", "mlflow://host:5000", "  "])

@@ -140,6 +140,11 @@ class MlflowPromptStore:
     def count(self, tenant: str) -> int:
         return len(self._search(_digest(tenant)))
 
+    def stored_chars(self, tenant: str) -> int:
+        """Not counted: summing every version would cost a call per prompt on each registration.
+        MLflow is the operator's own store; the prompt and version counts still bound a tenant."""
+        return 0
+
     def set_default(self, tenant: str, prompt_id: str, version: int) -> PromptInfo:
         if self.version(tenant, prompt_id, version) is None:
             raise PromptNotFound(prompt_id)

@@ -3,7 +3,8 @@ registry (the SQLite file is one machine's).
 
 Layout: one Redis hash per tenant, `promptcache:prompts:{<sha256(tenant)[:16]>}` (the braces
 keep a tenant's keys in one Redis Cluster slot), with the fields `m:<id>` (name, creation
-time), `d:<id>` (default version), `n:<id>` (latest version) and `v:<id>:<n>` (a version).
+time), `d:<id>` (default version), `n:<id>` (latest version), `v:<id>:<n>` (a version) and
+`bytes` (the size of the tenant's versions, for its storage limit).
 Every change is one command or one Lua script on that one key, so it is atomic: two replicas
 adding a version at once get versions 2 and 3, and a version added while the prompt is deleted
 is refused or deleted with it. A set, `promptcache:prompts:warm`, lists the warm versions of
@@ -26,10 +27,17 @@ from promptcache.tiers.redis_store import RedisStore
 PREFIX = b"promptcache:prompts:"
 WARM_SET = b"warm"
 
+_CREATE = """
+redis.call('HSET', KEYS[1], 'm:' .. ARGV[1], ARGV[2], 'd:' .. ARGV[1], 1, 'n:' .. ARGV[1], 1,
+           'v:' .. ARGV[1] .. ':1', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[3]))
+return 1
+"""
 _ADD_VERSION = """
 if redis.call('HEXISTS', KEYS[1], 'm:' .. ARGV[1]) == 0 then return 0 end
 local n = redis.call('HINCRBY', KEYS[1], 'n:' .. ARGV[1], 1)
 redis.call('HSET', KEYS[1], 'v:' .. ARGV[1] .. ':' .. n, ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[2]))
 return n
 """
 _SET_DEFAULT = """
@@ -51,7 +59,10 @@ local out = {}
 for i = 1, n do
   local field = 'v:' .. ARGV[1] .. ':' .. i
   local v = redis.call('HGET', KEYS[1], field)
-  if v then table.insert(out, tostring(i)); table.insert(out, v) end
+  if v then
+    table.insert(out, tostring(i)); table.insert(out, v)
+    redis.call('HINCRBY', KEYS[1], 'bytes', -string.len(v))
+  end
   redis.call('HDEL', KEYS[1], field)
 end
 redis.call('HDEL', KEYS[1], 'm:' .. ARGV[1], 'd:' .. ARGV[1], 'n:' .. ARGV[1])
@@ -97,9 +108,7 @@ class RedisPromptStore:
     def create(self, tenant: str, prompt_id: str, name: str | None, template: str, warm: bool) -> PromptInfo:
         now = self.clock()
         meta = json.dumps({"name": name, "created_at": now})
-        fields = {f"m:{prompt_id}": meta, f"d:{prompt_id}": 1, f"n:{prompt_id}": 1,
-                  f"v:{prompt_id}:1": self._seal(tenant, prompt_id, template, warm, now)}
-        self._redis.run(lambda client: client.hset(self._hash(tenant), mapping=fields))
+        self._eval(_CREATE, tenant, prompt_id, meta, self._seal(tenant, prompt_id, template, warm, now))
         self._mark_warm(tenant, PromptVersion(prompt_id, 1, template, warm, now))
         return PromptInfo(prompt_id, tenant, name, 1, 1, now)
 
@@ -145,6 +154,10 @@ class RedisPromptStore:
 
     def count(self, tenant: str) -> int:
         return len(self._ids(tenant))
+
+    def stored_chars(self, tenant: str) -> int:
+        """Stored bytes of the tenant's versions (sealed ones included): at least their characters."""
+        return int(self._redis.run(lambda client: client.hget(self._hash(tenant), "bytes")) or 0)
 
     def set_default(self, tenant: str, prompt_id: str, version: int) -> PromptInfo:
         if not self._eval(_SET_DEFAULT, tenant, prompt_id, str(version)):

@@ -45,6 +45,15 @@ def _template(text: str) -> Template:
         raise bad_request(str(exc), param=exc.param) from None
 
 
+async def _check_room(state: ServerState, tenant: str, template: str) -> None:
+    """A 429 when the tenant's stored templates would pass its storage limit."""
+    stored = await store_call(state, state.prompts.stored_chars, tenant)
+    if stored + len(template) > LIMITS.max_tenant_chars:
+        raise APIError(429, f"this tenant stores {stored} characters of templates; {len(template)} more would pass "
+                       f"the limit of {LIMITS.max_tenant_chars}: delete a prompt first", code="prompt_storage_limit",
+                       type="invalid_request_error")
+
+
 def prompt_object(info: PromptInfo, version: PromptVersion, warm_tokens: int | None = None) -> dict:
     template = Template(version.template)
     out = {
@@ -95,6 +104,7 @@ async def create_prompt(body: CreatePrompt, http: HTTPRequest, tenant: Tenant = 
     if await store_call(state, state.prompts.count, tenant.name) >= LIMITS.max_prompts:
         raise APIError(429, f"this tenant has {LIMITS.max_prompts} prompts, the limit; delete one first",
                        code="prompt_limit", type="invalid_request_error")
+    await _check_room(state, tenant.name, body.template)
     prompt_id = f"pmpt_{uuid.uuid4().hex}"
     draft = PromptVersion(prompt_id, 1, body.template, body.warm, state.wall_clock())
     created: list[PromptInfo] = []
@@ -150,6 +160,7 @@ async def create_version(prompt_id: str, body: CreateVersion, http: HTTPRequest,
     if info.latest_version >= LIMITS.max_versions:
         raise APIError(429, f"this prompt has {LIMITS.max_versions} versions, the limit; register a new prompt",
                        code="version_limit", type="invalid_request_error")
+    await _check_room(state, tenant.name, body.template)
     draft = PromptVersion(prompt_id, info.latest_version + 1, body.template, body.warm, state.wall_clock())
     added: list[PromptVersion] = []
 

@@ -24,6 +24,7 @@ class PromptLimits:
     max_variables: int = 64  # in one template, and in one request's `variables`
     max_versions: int = 100  # per prompt
     max_prompts: int = 1000  # per tenant
+    max_tenant_chars: int = 16 * 2**20  # template text a tenant may store, all versions together
     max_id_chars: int = 64  # ids are pmpt_ + 32 hex digits; anything longer is not one of ours
 
 

@@ -62,6 +62,9 @@ class PromptStore(Protocol):
 
     def count(self, tenant: str) -> int: ...
 
+    def stored_chars(self, tenant: str) -> int:
+        """Characters of template text the tenant stores, every version counted."""
+
     def set_default(self, tenant: str, prompt_id: str, version: int) -> PromptInfo:
         """Raises PromptNotFound for an unknown prompt or version."""
 
@@ -166,6 +169,10 @@ class SqlitePromptStore:
 
     def count(self, tenant: str) -> int:
         return self._read("SELECT COUNT(*) FROM prompts WHERE tenant = ?", (tenant,))[0][0]
+
+    def stored_chars(self, tenant: str) -> int:
+        return self._read("SELECT COALESCE(SUM(LENGTH(template)), 0) FROM prompt_versions WHERE tenant = ?",
+                          (tenant,))[0][0]
 
     def set_default(self, tenant: str, prompt_id: str, version: int) -> PromptInfo:
         def run(db):
