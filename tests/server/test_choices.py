@@ -56,3 +56,29 @@ def test_streamed_choices_carry_their_index_and_one_usage_chunk(tiny_server):
     usage = [c.usage for c in chunks if c.usage is not None]
     assert len(usage) == 1 and chunks[-1].usage is not None
     assert usage[0].completion_tokens == 2 * single.usage.completion_tokens
+
+
+def test_chat_n_choices_share_one_prefill_and_stream_by_index(tiny_server):
+    client = tiny_server.client()
+    messages = [{"role": "system", "content": "Chat choices. " + SYSTEM_PROMPT}, {"role": "user", "content": "Hi"}]
+    before = cached_total(tiny_server)
+    reply = client.chat.completions.create(model=tiny_server.model, messages=messages, max_tokens=4, temperature=0,
+                                           n=3)
+    single = client.chat.completions.create(model=tiny_server.model, messages=messages, max_tokens=4,
+                                            temperature=0, extra_body={"caching": {"enabled": False}})
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert {c.message.content for c in reply.choices} == {single.choices[0].message.content}
+    assert reply.usage.prompt_tokens == single.usage.prompt_tokens
+    assert reply.usage.completion_tokens == 3 * single.usage.completion_tokens
+    assert cached_total(tiny_server) - before >= 2 * (single.usage.prompt_tokens // 16 * 16 - 16)
+    stream = client.chat.completions.create(model=tiny_server.model, messages=messages, max_tokens=4, temperature=0,
+                                            n=2, stream=True, stream_options={"include_usage": True})
+    texts, usage, ids = {0: "", 1: ""}, [], set()
+    for chunk in stream:
+        ids.add(chunk.id)
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+        if chunk.usage is not None:
+            usage.append(chunk.usage)
+    assert texts == {0: single.choices[0].message.content, 1: single.choices[0].message.content}
+    assert len(ids) == 1 and len(usage) == 1 and usage[0].completion_tokens == 2 * single.usage.completion_tokens
