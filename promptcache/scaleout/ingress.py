@@ -49,7 +49,7 @@ class _ShippingCompiler:
 class ClusterEngine:
     """The engine as the routes see it, in front of the replicas."""
 
-    prefix = None  # no cache in this process; /v1/cache/explain reads none
+    prefix = None  # no cache in this process
 
     def __init__(self, source, info: dict):
         self.tokenizer = source.tokenizer
@@ -83,11 +83,18 @@ class ClusterEngine:
         return {}  # each replica's cache is its own; the router's view is in /metrics
 
     def _per_replica(self, *args, **kwargs):
-        raise APIError(501, "cache administration is per replica and not available through the "
-                            "scale-out ingress yet; use the shared Redis tier's retention instead",
+        raise APIError(501, "this reads or changes one engine's cache, and each replica has its own: "
+                            "not available through the scale-out ingress yet (docs/deployment.md)",
                        code="not_implemented")
 
-    flush_cache = pin_prefix = unpin_prefix = _per_replica
+    # Cache administration, pins (sessions, cached contents) and /v1/cache/explain: 501.
+    flush_cache = pin_prefix = unpin_prefix = reserve_retained = explain_prefix = _per_replica
+
+    def retained_blocks(self, owner: str) -> int:
+        return 0  # nothing is pinned in this process
+
+    def release_retained(self, owner: str) -> int:
+        return 0
 
 
 class RoutedLoop(EngineLoop):

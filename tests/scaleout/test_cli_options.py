@@ -3,10 +3,23 @@ any model or Ray is started."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from typer.testing import CliRunner
 
 from promptcache.cli.main import app
+
+
+@pytest.fixture(autouse=True)
+def root_logging():
+    """`serve` configures root logging onto the runner's stderr, which closes after the call:
+    put the test process's handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize("args, message", [
