@@ -85,6 +85,9 @@ class CacheOptions:
     tenant: str = "default"
     salt: str | None = None
     ttl_s: float | None = None  # time-to-live of entries this request inserts (None: default)
+    # Longer lifetimes for leading segments (Anthropic's 1h breakpoints before 5m ones): (prompt
+    # token index, ttl_s) pairs; the full blocks before each index live at least that long.
+    ttl_segments: tuple[tuple[int, float], ...] = ()
     cache_key: str | None = None  # OpenAI's prompt_cache_key: kept in stats and logs only
     # Also insert the full blocks of the generated reply. Off by default: decode computes those
     # rows one at a time, so a later turn reusing them matches a cold prefill only within float

@@ -235,6 +235,7 @@ class PrefixReuse:
             # A prefix about to be pinned makes room from its own tenant's blocks only.
             self.cache.insert(tokens, namespace, store, roles=roles, ttl_s=options.ttl_s,
                               own_room_only=options.pin_owner is not None)
+            self._extend_segments(tokens, namespace, options)
             if new:
                 # An insert extends the cached path from where it stopped matching, so the new
                 # blocks are one run of consecutive indices: one copy out of the slot.
@@ -254,6 +255,21 @@ class PrefixReuse:
         for index, block_id in filled:  # cached before without logprobs: written again with them
             self.write_through(keys, index, [block_id], options.ttl_s)
         return len(new)
+
+    def _extend_segments(self, tokens: list[int] | PromptKeys, namespace: Namespace, options: CacheOptions) -> None:
+        """Give each leading segment its own, longer lifetime: a TTL only ever extends, so the
+        blocks before each segment's end are touched again with its TTL (no block is added)."""
+        if not options.ttl_segments:
+            return
+        held = self.cache.peek(tokens, namespace)
+
+        def no_new_block(index: int) -> int:
+            raise AssertionError("a segment's blocks are already cached")
+
+        for end, ttl_s in options.ttl_segments:
+            blocks = min(end // self.block_size, held)
+            if blocks and (options.ttl_s is None or ttl_s > options.ttl_s):
+                self.cache.insert(tokens, namespace, no_new_block, ttl_s=ttl_s, num_blocks=blocks)
 
     def _fill_side(self, keys: PromptKeys, namespace: Namespace, side: numpy.ndarray,
                    new: set[int]) -> list[tuple[int, int]]:

@@ -114,6 +114,21 @@ def test_breakpoints_on_messages_split_creation_by_ttl(server):
     assert reply.usage.input_tokens > 0  # the text after the last breakpoint and the assistant header
 
 
+def test_each_breakpoint_keeps_its_own_segment_for_its_own_ttl(server):
+    mark = lambda text, ttl: {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": ttl}}  # noqa: E731
+    system = [mark("Segment edition. " + SYSTEM_PROMPT, "1h")]
+    messages = [{"role": "user", "content": [mark(SYSTEM_PROMPT[:600], "5m"), {"type": "text", "text": "Go"}]}]
+    create = lambda: client(server).messages.create(  # noqa: E731
+        model=server.model, max_tokens=4, extra_body={"temperature": 0}, system=system, messages=messages).usage
+    first = create()
+    hour, five = first.cache_creation.ephemeral_1h_input_tokens, first.cache_creation.ephemeral_5m_input_tokens
+    assert hour >= 320 and five >= 100
+    server.clock.now += 1800  # the 5m segment has expired, the 1h one has not
+    later = create()
+    assert later.cache_read_input_tokens == hour
+    assert later.cache_creation.ephemeral_5m_input_tokens == five and later.cache_creation.ephemeral_1h_input_tokens == 0
+
+
 def test_top_level_cache_control_marks_the_whole_conversation(server):
     messages = [{"role": "user", "content": "Automatic edition. " + SYSTEM_PROMPT}]
     first = client(server).messages.create(model=server.model, max_tokens=4, messages=messages,

@@ -163,8 +163,12 @@ def sampling_spec(body: MessagesRequest) -> SamplingSpec:
 
 
 def cache_spec(body: MessagesRequest, breakpoints: tuple[tuple[int, str], ...]) -> CacheSpec:
-    """A breakpoint keeps the prefix up to it for its TTL: the request's inserts (and the
-    touches of blocks it hits, which extend their expiry) get the longest TTL it names."""
-    ttl = max((TTL_SECONDS[label] for _, label in breakpoints), default=None)
+    """A breakpoint keeps the prefix up to it for its TTL, refreshed on each hit: the request's
+    inserts and the blocks it hits get the last breakpoint's TTL (the shortest: a 1h breakpoint
+    must come before a 5m one), and the prefix up to each longer-lived breakpoint its own."""
+    ttls = [TTL_SECONDS[label] for _, label in breakpoints]
+    ttl = min(ttls, default=None)
+    segments = tuple((position, TTL_SECONDS[label]) for position, label in breakpoints
+                     if ttl is not None and TTL_SECONDS[label] > ttl)
     return CacheSpec(ttl_s=ttl, end_user=body.metadata.user_id if body.metadata else None,
-                     breakpoints=breakpoints)
+                     breakpoints=breakpoints, ttl_segments=segments)

@@ -38,6 +38,8 @@ class CacheSpec:
     end_user: str | None = None  # logged; with --isolate-by user it partitions the cache
     # Explicit breakpoints (Anthropic's cache_control): (prompt token index, TTL label), in order.
     breakpoints: tuple[tuple[int, str], ...] = ()
+    # Leading segments that live longer than ttl_s: (prompt token index, seconds).
+    ttl_segments: tuple[tuple[int, float], ...] = ()
     # Retention (server/retention.py): the session or cached content that keeps this request's
     # blocks pinned, and whether the reply's blocks are kept too (a session's next turn reads them).
     pin_owner: str | None = None
@@ -92,4 +94,5 @@ def cache_options(spec: CacheSpec, tenant: str, isolate_by: str | None) -> Cache
     return CacheOptions(
         enabled=spec.enabled, tenant=tenant, salt=namespace_salt(isolate_by, spec.salt, spec.end_user),
         ttl_s=spec.ttl_s, cache_key=spec.cache_key, pin_owner=spec.pin_owner, cache_reply=spec.cache_reply,
+        ttl_segments=spec.ttl_segments,
     )
