@@ -1,12 +1,13 @@
 """The CPU decode step, lever by lever, on SmolLM2 in bfloat16 (the serving default).
 
     python benchmarks/decode_levers.py [--threads 1] [--batches 1,4] [--context 256] [--json]
+        [--variants before,prepacked,prepacked + pad once,+ int8,+ int4,+ int8+head,+ int4+head]
 
 Variants, each built from the same weights and timed in turns (best of `--repeats`):
 - before: plain bfloat16 weights, every product padding its own rows (the code before issue 9);
 - prepacked: weights reordered once for oneDNN (llama.prepack), products still padding alone;
 - prepacked + pad once: the step padded to a batch-invariant row count once (the default now);
-- + int8: the default plus `--quantize int8`.
+- + int8, + int4, + int8+head, + int4+head: the default plus that `--quantize` (quant.py).
 All bfloat16 variants give bitwise the same logits (checked here). With `--threads 1` the figure
 is the thread's CPU time per step, which a busy shared machine disturbs least; otherwise it is
 wall time.
@@ -28,12 +29,16 @@ import promptcache.model.llama as llama  # noqa: E402
 from promptcache.model.source import open_model  # noqa: E402
 
 
+VARIANTS = ["before", "prepacked", "prepacked + pad once", "+ int8", "+ int4", "+ int8+head", "+ int4+head"]
+
+
 def build(config, state, variant: str) -> llama.LlamaModel:
     pack = llama.prepack
     if variant == "before":
         llama.prepack = lambda weight: weight
     try:
-        model = llama.LlamaModel(config, state, dtype=torch.bfloat16, quantize="int8" if variant == "+ int8" else None)
+        quantize = variant.removeprefix("+ ") if variant.startswith("+ ") else None
+        model = llama.LlamaModel(config, state, dtype=torch.bfloat16, quantize=quantize)
     finally:
         llama.prepack = pack
     if variant == "before":
@@ -50,14 +55,21 @@ def main() -> None:
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from the list above")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     clock = time.thread_time if args.threads == 1 else time.perf_counter
     source = open_model(None)
     state = source.load_state_dict()
-    variants = ["before", "prepacked", "prepacked + pad once", "+ int8"]
-    models = {v: build(source.config, state, v) for v in variants}
+    variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        raise SystemExit(f"error: unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    models = {}
+    for v in variants:
+        start = time.perf_counter()
+        models[v] = build(source.config, state, v)
+        print(f"built {v} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     batches = [int(b) for b in args.batches.split(",")]
     gen = torch.Generator().manual_seed(0)
     context = torch.randint(0, source.config.vocab_size, (args.context,), generator=gen)
@@ -79,7 +91,8 @@ def main() -> None:
                 logits[v] = out
                 if r:
                     results[v][f"b{batch}_ms"] = min(results[v].get(f"b{batch}_ms", ms), ms)
-        same = all(torch.equal(logits[v], logits["before"]) for v in variants[:3])
+        plain = [v for v in variants if not v.startswith("+ ")]
+        same = all(torch.equal(logits[v], logits[plain[0]]) for v in plain)
         results["bfloat16 variants bitwise equal, batch %d" % batch] = same
     if args.json:
         print(json.dumps(results, indent=2))
@@ -88,7 +101,7 @@ def main() -> None:
     print(f"ms per decode step ({kind} time, {args.threads} thread(s), {args.context} tokens of context)")
     for v in variants:
         row = results[v]
-        print(f"{v:22}" + "".join(f"  b{b}: {row[f'b{b}_ms']:7.1f} ({results['before'][f'b{b}_ms'] / row[f'b{b}_ms']:.2f}x)"
+        print(f"{v:22}" + "".join(f"  b{b}: {row[f'b{b}_ms']:7.1f} ({results[variants[0]][f'b{b}_ms'] / row[f'b{b}_ms']:.2f}x)"
                                   for b in batches))
     for key, value in results.items():
         if key.startswith("bfloat16"):

@@ -1,6 +1,9 @@
 """The quality gate of a quantized decode path against bfloat16, on SmolLM2 on the CPU.
 
-    python benchmarks/kl.py [--quantize int8] [--rows 8] [--tokens 256] [--json]
+    python benchmarks/kl.py [--quantize int8,int4,int8+head,int4+head] [--rows 8] [--tokens 272] [--json]
+
+Each quantization in `--quantize` is compared against one bfloat16 reference computed once; the
+engines are built one after another (one in memory beside the reference at a time).
 
 1. Mean KL divergence KL(bf16 || quantized) of the next-token distributions over a fixed text
    (docs/design.md as of commit 67c3b70, cut into `--rows` segments): each segment's first
@@ -25,6 +28,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from promptcache.model.quant import QUANTIZATIONS, parse  # noqa: E402
+
 TEXT_COMMIT, TEXT_PATH = "67c3b70", "docs/design.md"
 PREFILL = 16
 
@@ -48,7 +53,8 @@ def decode_log_probs(model, segments: list[list[int]]) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
-def greedy_agreement(engines: dict) -> dict:
+def greedy_replies(engine) -> list[list[int]]:
+    """8 greedy tokens for each of the determinism tests' bfloat16 cases."""
     from promptcache.engine.api import SamplingParams
 
     sys.path.insert(0, os.path.join(ROOT, "tests", "engine"))
@@ -58,44 +64,61 @@ def greedy_agreement(engines: dict) -> dict:
     greedy = SamplingParams(max_tokens=8, ignore_eos=True)
     # A multi-turn case's prompt holds the earlier turn's reply: here its earlier turn and suffix.
     prompts = [case.get("prompt") or case["earlier"] + case["suffix"] for case in _cases(seed, count)]
-    replies = {name: [c.token_ids for c in engine.generate(prompts, greedy)] for name, engine in engines.items()}
-    names = list(engines)
-    same = sum(a == b for a, b in zip(replies[names[0]], replies[names[1]]))
-    return {"greedy_cases": len(replies[names[0]]), "greedy_identical": same}
+    return [c.token_ids for c in engine.generate(prompts, greedy)]
+
+
+def paris(engine) -> bool:
+    from promptcache.engine.api import SamplingParams
+
+    tokenizer = engine.tokenizer
+    question = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]),
+                                add_special_tokens=False)
+    return "Paris" in engine.generate([question], SamplingParams(max_tokens=12))[0].text
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quantize", default="int8", choices=["int8"])
+    p.add_argument("--quantize", default="int8", help="comma-separated, each one of " + ", ".join(QUANTIZATIONS))
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--tokens", type=int, default=256 + PREFILL, help="tokens per segment")
     p.add_argument("--skip-greedy", action="store_true")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    from promptcache.engine.api import SamplingParams
+    quantizations = args.quantize.split(",")
+    for q in quantizations:
+        try:
+            parse(q)  # a clear error before minutes of work
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
     from promptcache.engine.engine import Engine
 
-    engines = {q: Engine.from_model(None, device="cpu", dtype="bfloat16", quantize=q, cache_config=None,
-                                    max_batch_size=args.rows, max_seq_len=4096)
-               for q in (None, args.quantize)}
-    tokenizer = engines[None].tokenizer
-    ids = tokenizer.encode(fixed_text(), add_special_tokens=False)
+    def engine(q):
+        return Engine.from_model(None, device="cpu", dtype="bfloat16", quantize=q, cache_config=None,
+                                 max_batch_size=args.rows, max_seq_len=4096)
+
+    reference = engine(None)
+    ids = reference.tokenizer.encode(fixed_text(), add_special_tokens=False)
     need = args.rows * args.tokens
     if len(ids) < need:
         raise SystemExit(f"error: the text has {len(ids)} tokens, {need} are needed")
     segments = [ids[i * args.tokens:(i + 1) * args.tokens] for i in range(args.rows)]
-    ref, quant = (decode_log_probs(e.model, segments) for e in engines.values())
-    kl = (ref.exp() * (ref - quant)).sum(-1)  # (rows, positions)
-    report = {"quantize": args.quantize, "positions": kl.numel(), "mean_kl": kl.mean().item(),
-              "max_kl": kl.max().item(), "top1_agreement": (ref.argmax(-1) == quant.argmax(-1)).float().mean().item()}
-    question = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}]),
-                                add_special_tokens=False)
-    for name, engine in (("bfloat16", engines[None]), (args.quantize, engines[args.quantize])):
-        report[f"paris_{name}"] = "Paris" in engine.generate([question], SamplingParams(max_tokens=12))[0].text
-    if not args.skip_greedy:
-        report.update(greedy_agreement({"bfloat16": engines[None], args.quantize: engines[args.quantize]}))
-    print(json.dumps(report, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
-
+    ref = decode_log_probs(reference.model, segments)
+    base = {"paris_bfloat16": paris(reference)}
+    ref_greedy = None if args.skip_greedy else greedy_replies(reference)
+    reports = []
+    for q in quantizations:
+        quantized = engine(q)
+        quant = decode_log_probs(quantized.model, segments)
+        kl = (ref.exp() * (ref - quant)).sum(-1)  # (rows, positions)
+        report = {"quantize": q, "positions": kl.numel(), "mean_kl": kl.mean().item(), "max_kl": kl.max().item(),
+                  "top1_agreement": (ref.argmax(-1) == quant.argmax(-1)).float().mean().item(),
+                  **base, f"paris_{q}": paris(quantized)}
+        if ref_greedy is not None:
+            got = greedy_replies(quantized)
+            report.update(greedy_cases=len(got), greedy_identical=sum(a == b for a, b in zip(ref_greedy, got)))
+        del quantized
+        reports.append(report)
+        print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()) + "\n", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ def generate(
     system: Annotated[Optional[str], typer.Option(help="System message (with --chat).")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    quantize: Annotated[Optional[str], typer.Option(help="int8: weight-only int8 decode (CPU, bfloat16).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8 or int4: weight-only decode (CPU, bfloat16); int8+head or int4+head quantize the output head too.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Batch-invariant decoding (docs/design.md).")] = True,
 ) -> None:
     """Generate a reply to PROMPT, streamed to the terminal as it is produced."""

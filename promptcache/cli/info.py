@@ -17,19 +17,20 @@ def info(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="GGUF file or Hugging Face directory (default: the embedded model).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda: the device the numerics class is for.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16: the dtype the numerics class is for.")] = "auto",
-    quantize: Annotated[Optional[str], typer.Option(help="int8: the decode quantization the numerics class is for.")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="int8, int4, int8+head or int4+head: the decode quantization the numerics class is for.")] = None,
 ) -> None:
     """Architecture, layers, heads, KV bytes per token, context length, and the numerics class
     that cached KV is shared within (dtype, quantization, kernel family)."""
     from promptcache.engine.loading import resolve_device, resolve_dtype
     from promptcache.model.numerics import numerics_class
+    from promptcache.model.quant import parse
     from promptcache.model.source import open_model
 
     with user_errors():
         source = open_model(model)
         dev = resolve_device(device)
-        if quantize not in (None, "int8"):
-            raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
+        if quantize is not None:
+            parse(quantize)
         numerics = numerics_class(resolve_dtype(dtype, dev), quantize, dev)
     c = source.config
     table = Table(title=source.name, show_header=False)

@@ -28,7 +28,7 @@ def serve(
     model: Annotated[Optional[str], _opt("--model", "-m", env="MODEL", help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct).")] = None,
     device: Annotated[Optional[str], _opt("--device", env="DEVICE", help="auto, cpu or cuda (default: auto).")] = None,
     dtype: Annotated[Optional[str], _opt("--dtype", env="DTYPE", help="auto, float32 or bfloat16 (default: auto).")] = None,
-    quantize: Annotated[Optional[str], _opt("--quantize", env="QUANTIZE", help="int8: weight-only int8 decode (CPU, bfloat16; see docs/benchmarks.md).")] = None,
+    quantize: Annotated[Optional[str], _opt("--quantize", env="QUANTIZE", help="int8 or int4: weight-only decode (CPU, bfloat16); int8+head or int4+head quantize the output head too (see docs/benchmarks.md).")] = None,
     deterministic: Annotated[Optional[bool], _opt("--deterministic/--no-deterministic", env="DETERMINISTIC", help="Batch-invariant decoding: a reply never depends on what else is in the batch (default: on; docs/design.md).")] = None,
     share_kv_across_numerics: Annotated[Optional[bool], _opt("--share-kv-across-numerics", env="SHARE_KV_ACROSS_NUMERICS", help="Reuse cached KV made by other CPU kernel families or GPUs; a hit may then change the output.")] = None,
     cache_mb: Annotated[Optional[float], _opt("--cache-mb", env="CACHE_MB", help="Prefix-cache budget in MiB (default: 256).", min=0)] = None,

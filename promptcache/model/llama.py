@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from promptcache.model.attention import grid_end, grid_prefill_attention
 from promptcache.model.config import ModelConfig
 from promptcache.model.cuda_graphs import DecodeGraphs, PrefillGraphs
+from promptcache.model.quant import QuantizedHead, QuantizedWeight, parse, quantize_weight
 from promptcache.model.rope import apply_rope, rope_tables
 from promptcache.model.row_invariance import invariant_rows, pad_rows, padded_rows
 
@@ -45,25 +46,7 @@ class LayerWeights:
     mlp_norm: torch.Tensor  # (E,)
     gate_up: torch.Tensor  # (2 I, E)
     down: torch.Tensor  # (E, I)
-    int8: dict[str, "Int8Weight"] | None = None  # decode-time copies, by field name (quantize="int8")
-
-
-@dataclass
-class Int8Weight:
-    """Weight-only int8, one symmetric scale per output row (what torch's int8 x bf16 kernel takes)."""
-
-    values: torch.Tensor  # (out, in) int8
-    scales: torch.Tensor  # (out,) bf16
-
-    @classmethod
-    def quantize(cls, weight: torch.Tensor) -> "Int8Weight":
-        w = weight.float()
-        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
-        values = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-        return cls(values, scales.to(torch.bfloat16))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.values, self.scales)
+    quantized: dict[str, QuantizedWeight] | None = None  # decode-time copies, by field name (quant.py)
 
 
 class OutputHead:
@@ -119,8 +102,8 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
 
 
-# Products of at most this many rows use the int8 copy: one-row products read half the bytes of
-# bf16 and ran 2.5x faster here; at 8 rows bf16's kernel is faster again.
+# Products of at most this many rows use the quantized copy when not deterministic: one-row int8
+# products read half the bytes of bf16 and ran 2.5x faster here; at 8 rows bf16's kernel is faster again.
 INT8_MAX_ROWS = 2
 
 
@@ -133,7 +116,7 @@ class LlamaModel:
                  quantize: str | None = None, use_cuda_graphs: bool = True, deterministic: bool = True):
         self.config = config
         # Batch invariance on CPU (docs/design.md): products padded to row counts probed
-        # invariant, and int8 decode at every batch size. Chunk invariance, which the prefix
+        # invariant, and quantized decode at every batch size. Chunk invariance, which the prefix
         # cache's guarantee needs, is always on: prefill attention on a fixed grid (attention.py).
         self.deterministic = deterministic
         self.dtype = dtype
@@ -161,7 +144,8 @@ class LlamaModel:
         # logit is ever rounded to bfloat16 (whose step near 25 is 0.125: near-ties became exact
         # ties, broken differently by each CPU kernel family). Cost in docs/benchmarks.md.
         head = state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
-        self.head = OutputHead(head, self.device, dtype)
+        quantized_head = quantize is not None and self.device.type == "cpu" and parse(quantize)[1]
+        self.head = QuantizedHead(head, parse(quantize)[0]) if quantized_head else OutputHead(head, self.device, dtype)
         self.norm_f32 = state["model.norm.weight"].to(device=self.device, dtype=torch.float32)
         self.layers: list[LayerWeights] = []
         for i in range(config.num_layers):
@@ -182,7 +166,7 @@ class LlamaModel:
         self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
         self.quantize = quantize
         if quantize is not None:
-            self._add_int8_copies(quantize)
+            self._add_quantized_copies(quantize)
         # bfloat16 weights on the CPU are held prepacked for oneDNN (bitwise the same products).
         self.prepacked = (self.device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
                           and prepack(self.layers[0].o) is not None)
@@ -206,21 +190,21 @@ class LlamaModel:
         self._invariant["dense"] = common(
             (lambda x, w=w: self._matmul(x, w, None), w.shape[0] if self.transposed else w.shape[1])
             for w in (layer.qkv, layer.o, layer.gate_up, layer.down))
-        if layer.int8 is not None:
-            self._invariant["int8"] = common((q8, q8.values.shape[1]) for q8 in layer.int8.values())
-        self._invariant["head"] = invariant_rows(self.head, self.config.hidden_size, torch.float32, self.device)
+        if layer.quantized is not None:
+            self._invariant["quantized"] = common((q, q.in_features) for q in layer.quantized.values())
+        self._invariant["head"] = invariant_rows(self.head, self.config.hidden_size, torch.float32, self.device,
+                                                 out_dtype=getattr(self.head, "out_dtype", None))
 
-    def _add_int8_copies(self, quantize: str) -> None:
-        """Weight-only int8 copies for decode (an option: it changes logits slightly, measured in
+    def _add_quantized_copies(self, quantize: str) -> None:
+        """Weight-only int8 or int4 copies for decode (an option: it changes logits, measured in
         docs/benchmarks.md). Prefill keeps the full-precision weights, so the KV that the prefix
-        cache stores is the same with or without it."""
-        if quantize != "int8":
-            raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
+        cache stores is the same with or without it. The head, when quantized, was built so in
+        __init__ (quant.py)."""
+        kind, _ = parse(quantize)
         if self.device.type != "cpu" or self.dtype != torch.bfloat16:
-            raise ValueError("int8 weight-only decode needs the CPU and --dtype bfloat16")
+            raise ValueError(f"{kind} weight-only decode needs the CPU and --dtype bfloat16")
         for layer in self.layers:
-            layer.int8 = {name: Int8Weight.quantize(getattr(layer, name)) for name in ("qkv", "o", "gate_up", "down")}
-        # The output head stays float32: quantizing the tied 49k-row embedding moved logits most.
+            layer.quantized = {name: quantize_weight(getattr(layer, name), kind) for name in ("qkv", "o", "gate_up", "down")}
 
     # -- shared pieces -------------------------------------------------------------------------
 
@@ -228,13 +212,12 @@ class LlamaModel:
         return F.rms_norm(x, (x.shape[-1],), weight, self.config.rms_norm_eps)
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                int8: Int8Weight | None = None) -> torch.Tensor:
-        """x (rows, in) times a weight. `int8` is given by decode only: the int8 copy is then used
+                quantized: QuantizedWeight | None = None) -> torch.Tensor:
+        """x (rows, in) times a weight. `quantized` is given by decode only: that copy is then used
         at every batch size when deterministic (else up to INT8_MAX_ROWS rows, where it is
         faster). Products whose row count was probed not batch-invariant are padded."""
-        use_int8 = int8 is not None and (self.deterministic or x.shape[0] <= INT8_MAX_ROWS)
-        if use_int8:
-            out = self._padded("int8", x, lambda rows: int8(rows.contiguous()))
+        if quantized is not None and (self.deterministic or x.shape[0] <= INT8_MAX_ROWS):
+            out = self._padded("quantized", x, lambda rows: quantized(rows.contiguous()))
         else:
             out = self._padded("dense", x, lambda rows: self._matmul(rows, weight, None))
         return out if bias is None else out + bias
@@ -261,7 +244,7 @@ class LlamaModel:
         """Project x (T, E) to rotated q (Hq, T, D), k and v (Hkv, T, D) in the KV dtype."""
         c = self.config
         T = x.shape[0]
-        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._q8(layer, "qkv", decode))
+        qkv = self._linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias, self._quantized(layer, "qkv", decode))
         q, k, v = qkv.to(self.kv_dtype).split(self._split, dim=-1)
         q = q.view(T, c.num_heads, c.head_dim).transpose(0, 1)  # (Hq, T, D)
         k = k.view(T, c.num_kv_heads, c.head_dim).transpose(0, 1)  # (Hkv, T, D)
@@ -269,15 +252,15 @@ class LlamaModel:
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def _mlp(self, layer: LayerWeights, x: torch.Tensor, decode: bool = False) -> torch.Tensor:
-        gate_up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up, int8=self._q8(layer, "gate_up", decode))
+        gate_up = self._linear(self._norm(x, layer.mlp_norm), layer.gate_up, quantized=self._quantized(layer, "gate_up", decode))
         gate, up = gate_up.chunk(2, dim=-1)
-        return self._linear(F.silu(gate) * up, layer.down, int8=self._q8(layer, "down", decode))
+        return self._linear(F.silu(gate) * up, layer.down, quantized=self._quantized(layer, "down", decode))
 
     @staticmethod
-    def _q8(layer: LayerWeights, name: str, decode: bool) -> Int8Weight | None:
-        """The int8 copy of a weight, for decode only: prefill keeps full precision, so the KV that
-        the prefix cache stores is the same with or without quantization."""
-        return layer.int8[name] if layer.int8 and decode else None
+    def _quantized(layer: LayerWeights, name: str, decode: bool) -> QuantizedWeight | None:
+        """The quantized copy of a weight, for decode only: prefill keeps full precision, so the KV
+        that the prefix cache stores is the same with or without quantization."""
+        return layer.quantized[name] if layer.quantized and decode else None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 logits (rows, V) of final hidden states (rows, E), each row's bits the same
@@ -406,15 +389,15 @@ class LlamaModel:
                     q[None, :, b:b + 1], kv[i, 0, s:s + 1, :, :n], kv[i, 1, s:s + 1, :, :n], enable_gqa=True
                 )[0, :, 0])  # (Hq, D)
             attn = torch.stack(outs + padding).reshape(R, -1)  # (R, Hq D)
-            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o", True))
+            x = x + self._linear(attn.to(self.dtype), layer.o, quantized=self._quantized(layer, "o", True))
             x = x + self._mlp(layer, x, decode=True)
         return self._logits(x[:B])
 
     def _decode_rows(self, batch: int) -> int:
         """The row count a CPU decode step of `batch` sequences runs at: the next one probed
-        batch-invariant for the products decode uses (int8 copies or full-precision weights)."""
-        int8 = self.layers[0].int8 is not None and (self.deterministic or batch <= INT8_MAX_ROWS)
-        invariant = self._invariant.get("int8" if int8 else "dense")
+        batch-invariant for the products decode uses (quantized copies or full-precision weights)."""
+        quantized = self.layers[0].quantized is not None and (self.deterministic or batch <= INT8_MAX_ROWS)
+        invariant = self._invariant.get("quantized" if quantized else "dense")
         return batch if invariant is None else padded_rows(batch, invariant)
 
     @staticmethod
@@ -443,6 +426,6 @@ class LlamaModel:
                 padded, kv[i, 0, :span, :, :length], kv[i, 1, :span, :, :length], attn_mask=mask, enable_gqa=True
             )  # (span, Hq, 1, D)
             attn = out[slot_idx, :, 0].reshape(B, -1)
-            x = x + self._linear(attn.to(self.dtype), layer.o, int8=self._q8(layer, "o", True))
+            x = x + self._linear(attn.to(self.dtype), layer.o, quantized=self._quantized(layer, "o", True))
             x = x + self._mlp(layer, x, decode=True)
         return self._logits(x)

@@ -35,7 +35,7 @@ class ServerSettings:
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     device: str = "auto"
     dtype: str = "auto"
-    quantize: str | None = None  # "int8": weight-only int8 decode (CPU, bfloat16)
+    quantize: str | None = None  # int8, int4, int8+head, int4+head: weight-only decode (CPU, bfloat16; model/quant.py)
     deterministic: bool = True  # batch-invariant decoding (docs/design.md)
     share_kv_across_numerics: bool = False  # reuse KV from other kernel families (a hit may then change output)
     # Prefix cache (see promptcache.cache.config.CacheConfig).

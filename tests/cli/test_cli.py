@@ -66,3 +66,15 @@ def test_generate_and_info_work(smollm2_engine):
     assert result.returncode == 0 and result.stdout.strip() == answer
     info = run("info")
     assert info.returncode == 0 and "30" in info.stdout and "46,080" in info.stdout
+
+
+def test_quantize_option(tmp_path, smollm2_hf_tokenizer):
+    """Each --quantize value reaches the model (a bad one is a one-line error); the numerics class
+    that cached KV is shared within names it."""
+    info = run("info", "--device", "cpu", "--dtype", "bfloat16", "--quantize", "int4+head")
+    assert info.returncode == 0 and "bfloat16+int4+head" in info.stdout
+    model = make_tiny_llama(tmp_path, smollm2_hf_tokenizer)
+    _assert_clean_error(run("generate", "--model", str(model), "--dtype", "bfloat16", "--quantize", "int5", "hi"),
+                        "int5", "int4")
+    ok = run("generate", "--model", str(model), "--device", "cpu", "--dtype", "bfloat16", "--quantize", "int4", "--max-tokens", "2", "hi")
+    assert ok.returncode == 0, ok.stderr[-2000:]

@@ -32,6 +32,7 @@ CONFIGS = {  # name: (dtype, quantize, cases, seed)
     "bfloat16": ("bfloat16", None, 32, 1),
     "float32": ("float32", None, 16, 2),
     "bfloat16+int8": ("bfloat16", "int8", 4, 3),
+    "bfloat16+int4+head": ("bfloat16", "int4+head", 4, 4),
 }
 
 
