@@ -128,9 +128,12 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     )
     if settings.allowed_origins:  # answers the preflights of the origins allowed above
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(settings.allowed_origins), allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type"],
-            expose_headers=["x-request-id", "x-cache-hit-tokens", "x-cache-tiers", "x-cache-divergence"],
+            CORSMiddleware, allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "x-api-key", "x-goog-api-key", "anthropic-version", "content-type",
+                           "x-session-id", "x-session-ttl"],
+            expose_headers=["x-request-id", "x-cache-hit-tokens", "x-cache-tiers", "x-cache-divergence",
+                            "x-session-id"],
         )
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(RequestIds)

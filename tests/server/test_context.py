@@ -93,6 +93,11 @@ def test_another_tenants_session_is_not_found(setup):
             model=server.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
             extra_body={"session_id": sid})
     assert err.value.body["code"] == "session_not_found"
+    with pytest.raises(openai.BadRequestError) as refused:  # one conversation, not several choices
+        server.client("key-alice").chat.completions.create(
+            model=server.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2, n=2,
+            extra_headers={"x-session-id": sid})
+    assert refused.value.body["param"] == "session_id"
     assert httpx.get(server.url + f"/v1/context/{sid}", headers=auth("key-alice")).status_code == 200
 
 

@@ -133,6 +133,13 @@ async def session_id_of(http: HTTPRequest) -> str | None:
     return None if value is None else check_id(value)
 
 
+async def refuse(http: HTTPRequest, why: str) -> None:
+    """400 when a session is named for a request shape sessions do not serve (a session holds
+    one conversation, not several choices), rather than ignoring it."""
+    if await session_id_of(http) is not None:
+        raise bad_request(f"a session cannot be used with {why}", param="session_id")
+
+
 async def attach(state: ServerState, http: HTTPRequest, spec: GenerationSpec) -> GenerationSpec:
     """A dialect route's hook, between building its spec and starting it: with a session named,
     the turn is pinned under the session and the session extended; else `spec` unchanged."""

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context.sessions import attach as attach_session
+from promptcache.server.context.sessions import refuse as refuse_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
@@ -72,6 +73,7 @@ async def chat_completions(
     )
     created, model = int(state.wall_clock()), state.engine.model_name
     if (body.n or 1) > 1:  # the choices share one prefill (fanout.py)
+        await refuse_session(http, "n > 1")
         return await chat_choices(state, body, spec, structure, http, http_id, arrived, created, model)
     spec = await attach_session(state, http, spec)
     gen = start(state, spec, http_id=http_id, arrived=arrived)
@@ -111,6 +113,7 @@ async def completions(
         ))
     created, model = int(state.wall_clock()), state.engine.model_name
     if len(specs) * n > 1:
+        await refuse_session(http, "several prompts or n > 1")
         return await _choices(state, body, specs, n, http, http_id, arrived, created, model)
     gen = start(state, await attach_session(state, http, specs[0]), http_id=http_id, arrived=arrived)
     scoring = lp.CompletionScoring(state.engine.tokenizer, gen, body)
