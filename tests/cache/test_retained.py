@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cache_fakes import NS, blocks, make_cache
 
 from promptcache.cache.errors import PinBudgetExceeded
@@ -69,3 +71,56 @@ def test_forget_after_a_flush_with_pins():
     pins.forget()
     assert pins.held("s") is None and pins.release("s") == 0
     cache.check_invariants()
+
+
+# ------------------------------------------------- property: against a reference model
+
+OWNERS = ("s1", "s2", "s3")
+TENANTS = ("default", "other")
+PROMPTS = [blocks(1, 2, 3), blocks(1, 2, 3, 4, 5), blocks(1, 2), blocks(6, 7, 8), blocks(6, 9)]
+OPS = st.lists(st.tuples(st.sampled_from(["retain", "release", "insert", "flush"]), st.sampled_from(OWNERS),
+                         st.sampled_from(TENANTS), st.integers(0, len(PROMPTS) - 1)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_pins_match_the_owners_paths_and_never_exceed_the_budgets(ops):
+    """Retain (reserve, insert as a pinned prefix, commit, settle), release, ordinary inserts and
+    flushes in any order: every held path stays pinned, no block is pinned that no owner holds,
+    the budgets hold, and releasing every owner leaves nothing pinned."""
+    cache, pool, _, pins = ledger(max_blocks_held=12, pin_quota_fraction=0.5, max_pinned_fraction=0.75)
+    owners: dict[str, tuple] = {}  # the reference: owner -> (tenant's namespace, tokens) it holds
+    for step, (op, owner, tenant, prompt) in enumerate(ops):
+        ns, tokens = replace(NS, tenant=tenant), PROMPTS[prompt]
+        if op == "retain":
+            if owner in owners and owners[owner][0] != ns:
+                continue  # an owner belongs to one tenant
+            try:
+                pins.reserve(f"r{step}", owner, tenant, len(tokens), cache.pinned_blocks(tokens, ns))
+            except PinBudgetExceeded:
+                continue
+            cache.insert(tokens, ns, pool.store, own_room_only=True)
+            held = pins.commit(f"r{step}", owner, tokens, ns)
+            pins.settle(f"r{step}")
+            if held:
+                owners[owner] = (ns, tokens[: held * 4])
+            else:
+                owners.pop(owner, None)
+        elif op == "release":
+            pins.release(owner)
+            owners.pop(owner, None)
+        elif op == "insert":
+            cache.insert(tokens, ns, pool.store)
+        else:
+            cache.flush()  # pinned blocks stay
+        cache.check_invariants()
+        for held_ns, held_tokens in owners.values():
+            assert cache.pinned_blocks(held_tokens, held_ns) >= len(held_tokens) // 4
+        budget = cache.pin_budget
+        assert budget.blocks <= budget.global_limit
+        assert all(budget.tenant_blocks.get(t, 0) <= budget.limit(t) for t in TENANTS)
+        covered = {(ns.tenant, tuple(t[: 4 * (i + 1)])) for ns, t in owners.values() for i in range(len(t) // 4)}
+        assert budget.blocks == len(covered)  # pinned blocks are exactly those some owner holds
+    for owner in OWNERS:
+        pins.release(owner)
+    assert cache.pinned_bytes() == 0
