@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -81,6 +82,20 @@ def test_a_session_grows_turn_after_turn(setup):
     assert sid in [s["session_id"] for s in listed]
     got = httpx.get(server.url + f"/v1/context/{sid}", headers=auth("key-alice")).json()
     assert got["cached_tokens"] >= cached[2]  # the pin follows the latest turn, reply included
+
+
+def test_responses_and_messages_turns_use_the_session(setup):
+    server, *_ = setup
+    sid = create(server).json()["session_id"]
+    raw = server.client("key-alice").responses.with_raw_response.create(
+        model=server.model, instructions=DOC, input="Which rule is first?", max_output_tokens=4,
+        extra_body={"session_id": sid})
+    assert raw.headers["x-session-id"] == sid and raw.parse().usage.input_tokens_details.cached_tokens >= 300
+    claude = anthropic.Anthropic(base_url=server.url, api_key="key-alice", max_retries=0)
+    reply = claude.messages.create(model=server.model, system=DOC, max_tokens=4,
+                                   messages=[{"role": "user", "content": "Which rule is last?"}],
+                                   extra_headers={"x-session-id": sid})
+    assert reply.usage.cache_read_input_tokens >= 300
 
 
 def test_another_tenants_session_is_not_found(setup):
