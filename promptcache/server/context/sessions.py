@@ -142,7 +142,10 @@ async def refuse(http: HTTPRequest, why: str) -> None:
 
 async def attach(state: ServerState, http: HTTPRequest, spec: GenerationSpec) -> GenerationSpec:
     """A dialect route's hook, between building its spec and starting it: with a session named,
-    the turn is pinned under the session and the session extended; else `spec` unchanged."""
+    the turn is pinned under the session and the session extended; else `spec` unchanged. Every
+    request sweeps expired pins first, so an expired session's blocks become ordinary entries
+    under ordinary traffic too."""
+    await sweep(state)
     session_id = await session_id_of(http)
     if session_id is None:
         return spec
