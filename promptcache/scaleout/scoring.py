@@ -16,7 +16,9 @@ cache hit is thus worth `overlap_weight` tokens of queue per token saved, never 
 wait: a replica holding the whole prefix but with a long queue loses to an idle one. A prefix held in the shared Redis counts as reachable from every
 replica (any of them fetches it), so it lowers every cost alike. Ties go to the replica with
 fewer requests in flight, then to the next one in a rotation, so that misses at low load are
-spread over the replicas instead of all landing on the first.
+spread over the replicas instead of all landing on the first. A replica with
+`overload_requests` (the batch size) in flight already has no free slot, so a new request there
+would wait for a whole reply: it goes after every replica with a free slot, whatever it holds.
 
 Affinity: a request naming a session, a previous response or a prompt_cache_key goes first to
 the replica that served that id last, unless it is gone (not a candidate) or overloaded (at
@@ -48,7 +50,7 @@ class Candidate:
 @dataclass(frozen=True)
 class Weights:
     overlap_weight: float = 1.0  # tokens of queue one cached prompt token is worth
-    overload_requests: int = 8  # in flight at or past this: affinity no longer binds
+    overload_requests: int = 8  # in flight at or past this: no free slot; affinity no longer binds
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,10 @@ def decide(candidates: Sequence[Candidate], *, mode: str, prompt_tokens: int, us
     if not all(c.trusted for c in candidates):
         return Decision(tuple(c.replica for c in least_loaded), predicted, "fallback")
 
-    def cost(c: Candidate) -> tuple[float, int, int]:
+    def cost(c: Candidate) -> tuple[bool, float, int, int]:
         uncached = prompt_tokens - predicted[c.replica]
-        return (weights.overlap_weight * uncached + c.load_tokens, c.in_flight, place[c.replica])
+        full = c.in_flight >= weights.overload_requests  # no free slot: it would wait for a whole reply
+        return (full, weights.overlap_weight * uncached + c.load_tokens, c.in_flight, place[c.replica])
 
     order = sorted(candidates, key=cost)
     reason = "prefix"

@@ -33,8 +33,8 @@ def test_prefix_mode_puts_the_cheapest_replica_first(cands, usable, shared, turn
                block_size=BS, turn=turn, weights=Weights(overlap_weight=weight))
     assert sorted(d.order) == sorted(c.replica for c in cands) and d.reason == "prefix"
 
-    def cost(c):  # the documented rule, written out again
-        return weight * (prompt - min(max(c.held_blocks, shared), usable) * BS) + c.load_tokens
+    def cost(c):  # the documented rule, written out again (Weights() has 8 slots)
+        return (c.in_flight >= 8, weight * (prompt - min(max(c.held_blocks, shared), usable) * BS) + c.load_tokens)
 
     best = min(cost(c) for c in cands)
     first = next(c for c in cands if c.replica == d.order[0])
@@ -58,6 +58,12 @@ def test_a_hit_is_not_worth_an_unbounded_queue():
     warm_busy = [Candidate("warm", 30, 6, 4000), Candidate("cold", 0, 0, 0)]
     d = decide(warm_busy, mode="prefix", prompt_tokens=500, usable_blocks=31, shared_blocks=0, block_size=BS, turn=0)
     assert d.order[0] == "cold"
+
+
+def test_a_replica_without_a_free_slot_comes_after_those_with_one():
+    cands = [Candidate("warm", 30, 8, 128), Candidate("cold", 0, 7, 112)]
+    d = decide(cands, mode="prefix", prompt_tokens=500, usable_blocks=31, shared_blocks=0, block_size=BS, turn=0)
+    assert d.order == ("cold", "warm")
 
 
 def test_a_prefix_in_the_shared_tier_counts_for_every_replica():
