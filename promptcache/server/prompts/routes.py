@@ -82,15 +82,18 @@ async def _info(state: ServerState, tenant: str, prompt_id: str) -> PromptInfo:
 
 
 async def _warmed(state: ServerState, tenant: str, version: PromptVersion, http: HTTPRequest, store) -> int | None:
-    """Pin a warm version's prefix before `store()` records it; a failed store releases it."""
+    """Pin a warm version's prefix before `store()` records it; a failed store releases the pin
+    unless an earlier version with the same static prefix held it already."""
     if not version.warm:
         await store()
         return None
+    shared = warming.held(state, tenant, version)
     tokens = await warming.warm(state, tenant, version, request_id_of(http.scope))
     try:
         await store()
     except BaseException:
-        await warming.release(state, tenant, [version])
+        if not shared:
+            await warming.release(state, tenant, [version])
         raise
     return tokens
 
@@ -98,8 +101,7 @@ async def _warmed(state: ServerState, tenant: str, version: PromptVersion, http:
 @router.post("")
 async def create_prompt(body: CreatePrompt, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
     state = server_state(http)
-    for name in ("name", "description"):
-        check_label(getattr(body, name), state.settings.limits.max_label_chars, name)
+    check_label(body.name, state.settings.limits.max_label_chars, "name")
     _template(body.template)
     if await store_call(state, state.prompts.count, tenant.name) >= LIMITS.max_prompts:
         raise APIError(429, f"this tenant has {LIMITS.max_prompts} prompts, the limit; delete one first",

@@ -39,7 +39,6 @@ class CreatePrompt(Body):
     template: Text
     name: Text | None = None
     warm: bool = False  # compute and pin the static prefix's KV now (and at --warm-prompts)
-    description: Text | None = None
 
 
 class CreateVersion(Body):

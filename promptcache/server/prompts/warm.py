@@ -67,6 +67,12 @@ async def warm(state: ServerState, tenant: str, version: PromptVersion, http_id:
     return kept.cached_tokens
 
 
+def held(state: ServerState, tenant: str, version: PromptVersion) -> bool:
+    """Whether this process already pins the version's prefix (for another version with the
+    same static prefix)."""
+    return retention.leases(state).get(owner_of(tenant, version)) is not None
+
+
 async def release(state: ServerState, tenant: str, versions: list[PromptVersion]) -> None:
     """Unpin the warm ones among `versions`: their blocks become ordinary cache entries."""
     for version in versions:
