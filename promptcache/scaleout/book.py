@@ -200,9 +200,10 @@ class RouterBook:
             self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
         return decision
 
-    def routed(self, ticket: Ticket, replica: str, predicted: int) -> None:
+    def routed(self, ticket: Ticket, replica: str, predicted: int | None) -> None:
         """`ticket` went to `replica`: its blocks will be there, it is in flight there, and its
-        ids now point there."""
+        ids now point there. `predicted` None: not known for this replica (Ray Serve chose
+        another than the router's first), so this request is not compared."""
         until = self.clock() + self.recent_ttl_s
         ticket.replica, ticket.predicted = replica, predicted
         with self._lock:
@@ -214,7 +215,7 @@ class RouterBook:
                 books.recent = {k: t for k, t in books.recent.items() if t > now}
             for key in ticket.keys:
                 books.recent[key] = until
-            books.in_flight[ticket.request_id] = max(0, ticket.prompt_tokens - predicted)  # prefill to run
+            books.in_flight[ticket.request_id] = ticket.prompt_tokens - (predicted or 0)  # prefill to run
             self.routes.append((ticket.request_id, replica, ticket.reason or "none"))
             for kind, value in ticket.affinity:
                 self._point(ticket.tenant, kind, value, replica)

@@ -172,8 +172,8 @@ class RoutedLoop(EngineLoop):
             stream = self.handle.generate.remote(request, ticket)
             async for item in stream:
                 if isinstance(item, str):  # the replica names itself first
-                    if item != ticket.replica:
-                        self.book.routed(ticket, item, ticket.predicted or 0)
+                    if item != ticket.replica:  # Ray Serve chose another than the router's first
+                        self.book.routed(ticket, item, None)
                     continue
                 if request.request_id not in self._started:
                     self._started.add(request.request_id)

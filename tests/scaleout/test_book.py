@@ -183,3 +183,12 @@ def test_a_request_weighs_on_its_replica_while_it_prefills_and_little_once_it_de
     assert book.decide(["a", "b"], ticket("q1", [1, 2, 3, 4])).order[0] == "b"  # 2,000 tokens ahead on a
     book.started(long)
     assert book.decide(["a", "b"], ticket("q2", [1, 2, 3, 4])).order[0] == "a"  # now a block's worth
+
+
+def test_a_request_served_elsewhere_than_predicted_is_not_compared():
+    book, _ = make()
+    t = ticket("q", [1, 2])
+    book.routed(t, "a", 32)
+    book.routed(t, "b", None)  # Ray Serve sent it to b: nothing was predicted for b
+    book.finished(t, 0)
+    assert book.snapshot()["b"]["finished"] == 0 and book.snapshot()["b"]["disagreements"] == 0
