@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptcache.server import retention
 from promptcache.server.chat import ChatRenderer, Turn
+from promptcache.server.errors import APIError
 from promptcache.server.prompts.store import PromptVersion
 from promptcache.server.prompts.template import Template
 from promptcache.server.state import ServerState
@@ -30,15 +31,22 @@ from promptcache.server.state import ServerState
 log = logging.getLogger("promptcache.server.prompts")
 
 # Values unlike each other in their first character (letter, digit, space, punctuation, line
-# break), and next turns of two roles, so that what they share is the prompt's alone.
+# break), and next turns of three roles, so that what they share is the prompt's alone.
 _PROBES = (("a", "user", "0"), ("7 ", "system", "Z"), ("\n{", "user", " q"), ("É-", "assistant", "\n"))
 
 
 def prefix_tokens(renderer: ChatRenderer, template: Template) -> list[int]:
     """The tokens every request using `template` starts with (before any of its own)."""
     fill = bool(template.variables)
-    renders = [renderer.render([Turn("system", template.static_prefix + (value if fill else "")), Turn(role, text)]).tokens
-               for value, role, text in _PROBES]
+    renders = []
+    for value, role, text in _PROBES:
+        try:
+            turns = [Turn("system", template.static_prefix + (value if fill else "")), Turn(role, text)]
+            renders.append(renderer.render(turns).tokens)
+        except APIError:  # a template that refuses this order of roles: the other probes decide
+            continue
+    if len(renders) < 2:
+        return []  # nothing can be said to be shared: nothing is warmed
     shared = 0
     for column in zip(*renders):
         if any(token != column[0] for token in column):
