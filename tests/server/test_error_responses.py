@@ -41,7 +41,6 @@ CHAT_CASES = {
     "max_completion_tokens negative": case(
         400, {"model": "M", "messages": MSGS, "max_completion_tokens": -3}, "max_completion_tokens"
     ),
-    "n two on chat": case(400, {"model": "M", "messages": MSGS, "n": 2}, "n"),
     "n past the cap": case(400, {"model": "M", "messages": MSGS, "n": 17}, "n"),
     "over the context": case(400, {"model": "M", "messages": MSGS, "max_tokens": 10**7}, "max_tokens"),
     "stop wrong type": case(400, {"model": "M", "messages": MSGS, "stop": 7}, "stop"),
