@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.engine.api import CacheOptions, Request, SamplingParams
 from promptcache.server.core.records import RecordStore, record_store
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, TenantLimitError
-from promptcache.server.errors import queue_full, server_error, tenant_limit
+from promptcache.server.errors import APIError, queue_full, server_error, tenant_limit
 from promptcache.server.state import ServerState
 
 log = logging.getLogger("promptcache.server")
@@ -161,6 +161,17 @@ async def restore(state: ServerState, owner: str, *, tenant: str, tokens: list[i
 
 
 RETAINED_KINDS = ("pin", "session", "cached_content")
+# Records one tenant may hold of each kind: a prefix shorter than a block pins nothing, so the
+# pin budget alone would not bound how many a tenant can create.
+MAX_RECORDS_PER_TENANT = 1000
+
+
+async def check_room(state: ServerState, kind: str, tenant: str, what: str) -> None:
+    """429 when the tenant already holds MAX_RECORDS_PER_TENANT live records of `kind`."""
+    held = len(await run_in_threadpool(records(state).list, kind, tenant))
+    if held >= MAX_RECORDS_PER_TENANT:
+        raise APIError(429, f"this tenant already holds {held} {what}, the limit; delete some first",
+                       code="too_many_records")
 
 
 async def restore_records(state: ServerState) -> int:

@@ -15,10 +15,10 @@ PIN = {"messages": [{"role": "system", "content": "Budget test. " + SYSTEM_PROMP
 
 
 def test_pin_past_the_budget_is_409_with_the_figures(tiny_server, monkeypatch):
-    def refuse(request_id, owner, tenant, tokens):  # admission refuses before any KV is computed
-        raise PinBudgetExceeded(tenant, 4096, 1024, 2048, 8192, 65536)
+    def refuse(request):  # admission refuses before any KV is computed
+        raise PinBudgetExceeded(request.cache.tenant, 4096, 1024, 2048, 8192, 65536)
 
-    monkeypatch.setattr(tiny_server.engine.retained, "reserve", refuse)
+    monkeypatch.setattr(tiny_server.engine, "reserve_retained", refuse)
     r = httpx.post(tiny_server.url + "/v1/cache/pin", json=PIN)
     assert r.status_code == 409, r.text
     error = r.json()["error"]

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.records import Record
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import APIError, bad_request
-from promptcache.server.retention import extend, records, release, restore, retain, sweep
+from promptcache.server.retention import check_room, extend, records, release, restore, retain, sweep
 from promptcache.server.state import ServerState
 
 KIND = "session"
@@ -88,6 +88,7 @@ def view(record: Record, cached_tokens: int) -> dict:
 
 async def create(state: ServerState, *, tenant: str, tokens: list[int], salt: str | None, ttl_s: float,
                  model: str, http_id: str) -> dict:
+    await check_room(state, KIND, tenant, "sessions")
     session_id = "ctx_" + uuid.uuid4().hex
     kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=ttl_s, owner=owner_of(tenant, session_id),
                         http_id=http_id)

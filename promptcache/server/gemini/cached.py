@@ -25,7 +25,7 @@ from promptcache.server.errors import APIError, bad_request
 from promptcache.server.gemini import translate as tr
 from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, Content, Tool
 from promptcache.server.request_id import request_id_of
-from promptcache.server.retention import extend, records, release, restore, retain, sweep
+from promptcache.server.retention import check_room, extend, records, release, restore, retain, sweep
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
 
@@ -98,6 +98,7 @@ async def create(body: CachedContentRequest, http: HTTPRequest, tenant: Tenant =
     data = body.model_dump(mode="json", exclude_none=True, exclude={"ttl", "expireTime"})
     turns, tools = prefix_turns(data)
     tokens = await off_loop(state, state.renderer.render_prefix, turns, tools)
+    await check_room(state, KIND, tenant.name, "cached contents")
     cid = uuid.uuid4().hex[:24]
     kept = await retain(state, tokens, tenant=tenant.name, salt=None, ttl_s=ttl_s, owner=owner_of(tenant.name, cid),
                         http_id=request_id_of(http.scope))
