@@ -162,8 +162,8 @@ def test_a_replica_summary_lists_its_cached_blocks(tiny_llama_dir):
     from promptcache.engine.api import SamplingParams
     from promptcache.engine.engine import Engine
 
-    engine = Engine.from_model(str(tiny_llama_dir), cache_config=CacheConfig(max_bytes=2 << 20,
-                                                                             default_tenant_share=1.0))
+    engine = Engine.from_model(str(tiny_llama_dir), deterministic=False,  # numerics are not the point here
+                               cache_config=CacheConfig(max_bytes=2 << 20, default_tenant_share=1.0))
     prompt = list(range(300, 400))
     engine.generate([prompt], SamplingParams(max_tokens=1))
     engine.cache_stats()  # runs the pending saves
