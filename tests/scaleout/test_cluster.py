@@ -116,6 +116,14 @@ def test_cache_keys_and_response_chains_stay_on_their_replica(cluster):
     assert book.where(follow.id) == (book.where(first.id)[0], "affinity")
 
 
+def test_what_reads_one_engines_cache_is_a_clear_501(cluster):
+    model = client_of(cluster.base_url).models.list().data[0].id
+    with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
+        answer = http.post("/v1/cache/explain", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 501
+    assert answer.json()["error"]["code"] == "not_implemented"
+
+
 def test_a_client_that_goes_away_aborts_its_request_on_the_replica(cluster):
     book = cluster.book
     aborted = lambda: sum(r["reported_aborted"] for r in book.snapshot().values())  # noqa: E731
