@@ -163,3 +163,14 @@ def test_anthropic_tool_use_blocks_in_the_native_format(qwen_server):
     (block,) = [b for b in reply.content if b.type == "tool_use"]
     assert block.name == "forecast"
     jsonschema.validate(block.input, UNITS)
+
+
+def test_text_beside_calls_in_an_assistant_turn_is_kept_in_both_formats():
+    from promptcache.server.structured.openai_chat import ChatStructure, prompt_turns
+    from promptcache.server.structured.tools import ToolMessage
+
+    turn = ToolMessage("assistant", "Checking.", (ToolCall("forecast", {"unit": "c", "days": 1}),))
+    for structure in (ChatStructure(tools=TOOLS, calls_allowed=True), ChatStructure(tools=TOOLS, calls_allowed=True,
+                                                                                     native=True)):
+        (rendered,) = [t for t in prompt_turns([turn], structure) if t.role == "assistant"]
+        assert rendered.content.startswith("Checking.\n") and '"forecast"' in rendered.content

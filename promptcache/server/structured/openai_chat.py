@@ -117,8 +117,8 @@ def prompt_turns(messages: list[Any], structure: ChatStructure) -> list[Turn]:
                 text = native.assistant_text([_call_of(c) for c in calls], text or None)
             turns.append(Turn(role, text))
             continue
-        if role == "assistant" and calls:
-            text = generic.assistant_text([_call_of(c) for c in calls], None)
+        if role == "assistant" and calls:  # text a client wrote beside its calls is kept, before them
+            text = "\n".join(([text] if text else []) + [generic.assistant_text([_call_of(c) for c in calls], None)])
         elif role == "assistant" and structure.calls_allowed:
             text = generic.assistant_text([], text)
         elif role == "tool":
