@@ -38,6 +38,8 @@ def check_case(case) -> None:
         error = response.json()
         if case.path.startswith("/v1/messages"):  # Anthropic's shape
             assert error["type"] == "error" and set(error["error"]) == {"type", "message"}
+        elif case.path.startswith("/v1beta"):  # Gemini's shape
+            assert set(error["error"]) == {"code", "message", "status"}
         else:
             assert set(error["error"]) == {"message", "type", "param", "code"}
 
