@@ -9,7 +9,8 @@ through `extra_body`) and sends its whole prompt, as every chat client does; the
   not fit: the turn is refused, nothing is evicted);
 - pins the turn's prompt and reply blocks under the session as they are inserted, and drops
   the session's previous, shorter path, so turn N+1 computes only what is new since turn N;
-- pushes the deadline to `ttl` seconds from now, and records the prompt for a restart.
+- pushes the deadline to `ttl` seconds from now, and records the path pinned so far (the
+  previous turns' prompts and replies) for a restart.
 
 Reply blocks are kept from decode, whose rows match a prefill's within float tolerance, not
 bitwise (docs/design.md): a session trades that for not recomputing replies.
@@ -151,6 +152,8 @@ async def attach(state: ServerState, http: HTTPRequest, spec: GenerationSpec) ->
     if session_id is None:
         return spec
     record = await find(state, spec.tenant, session_id)
-    await put_ttl(state, record, record.data["ttl_s"], spec.tokens)
-    cache = replace(spec.cache, pin_owner=owner_of(spec.tenant, session_id), cache_reply=True)
+    owner = owner_of(spec.tenant, session_id)
+    held = state.engine.retained.held(owner)  # the path pinned so far, replies included
+    await put_ttl(state, record, record.data["ttl_s"], list(held.tokens) if held else None)
+    cache = replace(spec.cache, pin_owner=owner, cache_reply=True)
     return replace(spec, cache=cache, headers={**spec.headers, SESSION_HEADER: session_id})
