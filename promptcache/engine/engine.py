@@ -430,6 +430,13 @@ class Engine:
                 return held, None
             return held, self.prefix.divergence(tokens, options, held)
 
+    def explain_tiers(self, tokens: list[int], options: CacheOptions, held: int) -> dict[str, int]:
+        """Tokens of `tokens` past memory's `held` that the disk or Redis tiers hold, by tier, as
+        a load would find them (existence checks only, no lock: the tiers have their own)."""
+        if self.prefix is None:
+            return {}
+        return self.prefix.lower_tiers(tokens, options, held)
+
     def cache_stats(self, wait: bool = True) -> dict:
         """The prefix cache's statistics.
 

@@ -112,6 +112,14 @@ class PrefixReuse:
         """How `tokens` continue past their `held` cached tokens (caller holds the engine's lock)."""
         return divergence(self.cache, tokens, self.namespace(options), held, self.evictions)
 
+    def lower_tiers(self, tokens: list[int], options: CacheOptions, held: int) -> dict[str, int]:
+        """Tokens past memory's `held` that the lower tiers hold, by tier (existence only)."""
+        if self.tiers is None or not options.enabled:
+            return {}
+        keys = self.cache.keys(tokens, self.namespace(options))
+        counts = self.tiers.held(self._metas(keys, held // self.block_size, keys.num_blocks))
+        return {name: n * self.block_size for name, n in counts.items()}
+
     def peek(self, prompt: list[int] | PromptKeys, options: CacheOptions) -> int:
         """Tokens a load would reuse now, without taking a lease (for cache-aware scheduling)."""
         if not options.enabled:

@@ -122,6 +122,11 @@ def _held(state: ServerState, tokens: list[int], options: CacheOptions) -> tuple
     return held, edge or Divergence()
 
 
+def _lower(state: ServerState, tokens: list[int], options: CacheOptions, held: int) -> dict[str, int]:
+    """Tokens past memory's prefix that the disk or Redis tiers hold (I/O: a worker thread)."""
+    return state.engine.explain_tiers(tokens, options, held)
+
+
 @router.post("/explain")
 async def explain(http: HTTPRequest, dialect: Dialect | None = None, tenant: Tenant = Depends(tenant_of)) -> dict:
     state = server_state(http)
@@ -142,6 +147,8 @@ async def explain(http: HTTPRequest, dialect: Dialect | None = None, tenant: Ten
                 rendered_text=r.prompt.text if r.prompt is not None else None)
     if enabled and options.salt is not None:
         miss.salted_held = (await run_in_threadpool(_held, state, r.tokens, CacheOptions(tenant=options.tenant)))[0]
+    lower = await run_in_threadpool(_lower, state, r.tokens, options, held) if enabled else {}
+    miss.lower = lower
     divergence = None
     if held < len(r.tokens):
         at = held + edge.shared  # the first token no cached continuation has
@@ -158,6 +165,6 @@ async def explain(http: HTTPRequest, dialect: Dialect | None = None, tenant: Ten
     return {
         "dialect": dialect, "prompt_tokens": len(r.tokens), "cached_tokens": held,
         "would_read": min(held, reusable_prefix(len(r.tokens), size)),
-        "tiers": {"memory": held, "disk": 0, "redis": 0}, "block_size": size,
+        "tiers": {"memory": held, "disk": 0, "redis": 0, **lower}, "block_size": size,
         "divergence": divergence, "cause": cause(miss),
     }

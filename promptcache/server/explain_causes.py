@@ -38,6 +38,7 @@ class Miss:
     tool_names: list[str] = field(default_factory=list)
     ours_block: str = ""  # the prompt's text from just before the divergence, a block or so
     theirs_block: str = ""  # the most similar cached continuation's, from the same place
+    lower: dict[str, int] = field(default_factory=dict)  # tokens past memory's prefix per lower tier
 
 
 def cause(m: Miss) -> str | None:
@@ -50,6 +51,9 @@ def cause(m: Miss) -> str | None:
         return None
     if m.salted_held is not None and m.salted_held > m.held:
         return "another salt: more of this prompt is cached without this cache_salt / user"
+    if m.lower:
+        where = ", ".join(f"{n} in the {tier} tier" for tier, n in m.lower.items())
+        return f"in a lower tier: the next tokens are held there ({where}); a request promotes them into memory"
     if m.edge.expired:
         return "expired: the next block was cached, and its time-to-live has passed"
     if m.edge.evicted is not None:

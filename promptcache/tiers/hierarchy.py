@@ -55,6 +55,18 @@ class TierStack:
                 sources[tier.name] = sources.get(tier.name, 0) + len(run)
         return found, sources
 
+    def held(self, metas: Sequence[BlockMeta]) -> dict[str, int]:
+        """Blocks of the leading run of `metas` each tier holds (as `fetch` would find them,
+        without reading them), by tier name."""
+        counts: dict[str, int] = {}
+        start = 0
+        for tier in self.tiers:
+            n = tier.held(metas[start:])
+            if n:
+                counts[tier.name] = n
+                start += n
+        return counts
+
     def write(self, metas: Sequence[BlockMeta], payloads: Sequence[bytes | memoryview], ttl_s: float | None) -> bool:
         """Queue blocks for every tier (TTL None: each tier's default); False if dropped."""
         if not metas:

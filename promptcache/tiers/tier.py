@@ -82,6 +82,19 @@ class Tier:
         self.stats.add(hits=len(found))
         return found
 
+    def held(self, metas: Sequence[BlockMeta]) -> int:
+        """How many of the leading `metas` this tier holds, by existence only (nothing is read
+        or decoded): what /v1/cache/explain reports per tier. 0 while the breaker is open."""
+        count = 0
+        if not self.available:
+            return 0
+        for meta in metas:
+            answer = self._timed(self.store.exists, meta.key)
+            if answer is None or not answer[0]:
+                break
+            count += 1
+        return count
+
     def _leading_run(self, metas: Sequence[BlockMeta], values: Sequence[bytes | None]) -> list[memoryview]:
         run = []
         for meta, value in zip(metas, values):

@@ -30,12 +30,16 @@ def test_a_restarted_server_reports_cached_tokens_from_disk_and_tier_figures(tmp
 
     second = start_server(ServerSettings(), with_tiers(replicas[1], **options))
     try:
+        why = httpx.post(second.url + "/v1/cache/explain", json={"model": second.model, "prompt": PROMPT}).json()
         r = httpx.post(second.base_url + "/completions", timeout=120,
                        json={"model": second.model, "prompt": PROMPT, "max_tokens": 6, "temperature": 0})
         text, cached = r.json()["choices"][0]["text"], r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
         assert cached > 0 and text == cold_text
         # The hit came from disk (memory was empty after the restart), and says so.
         assert r.headers["x-cache-tiers"] == f"memory=0;disk={cached};redis=0"
+        # Before it, explain found the prompt's blocks on disk, none in memory.
+        assert why["tiers"]["memory"] == 0 and why["tiers"]["disk"] >= cached
+        assert why["cause"].startswith("in a lower tier")
         stats = httpx.get(second.url + "/v1/cache/stats").json()
         assert stats["tiers"]["disk"]["hits"] > 0 and stats["tiers"]["redis"]["breaker"] == "closed"
         assert stats["hit_tokens"]["by_tier"]["disk"] == cached
