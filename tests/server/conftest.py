@@ -40,6 +40,18 @@ def keyed_server(tiny_llama_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def keyed_tiny_engine(tiny_llama_dir, tmp_path_factory):
+    """One tiny engine whose cache knows the KEYS tenants and their quotas, for modules that
+    serve it one after another (the prompt registry's); a module that needs an empty cache
+    flushes it, pins included."""
+    from promptcache.server.app import engine_from_settings
+
+    keys_file = tmp_path_factory.mktemp("engine-keys") / "keys.json"
+    keys_file.write_text(json.dumps(KEYS))
+    return engine_from_settings(build_settings(dict(model=str(tiny_llama_dir)), keys_file=keys_file))
+
+
+@pytest.fixture(scope="session")
 def smollm2_engine():
     """One engine on the embedded SmolLM2 for the modules that need the real model, each serving
     it from a server of its own started one after another (an engine's start-up is the cost)."""

@@ -21,16 +21,17 @@ TEMPLATE = SYSTEM_PROMPT + " You are talking to {{customer}} about {{topic}}."
 
 
 @pytest.fixture(scope="module")
-def registry(tiny_llama_dir, tmp_path_factory):
+def registry(tiny_llama_dir, keyed_tiny_engine, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prompts")
     keys_file = tmp / "keys.json"
     keys_file.write_text(json.dumps(KEYS))
+    keyed_tiny_engine.flush_cache(include_pinned=True)  # whatever an earlier module left
 
     def serve(**overrides):
         settings = build_settings(dict(model=str(tiny_llama_dir), default_max_tokens=4,
                                        prompt_store=str(tmp / "prompts.sqlite3"), responses_db=":memory:",
                                        **overrides), keys_file=keys_file)
-        return start_server(settings)
+        return start_server(settings, engine=keyed_tiny_engine)
 
     server = serve()
     yield server, serve
@@ -191,7 +192,8 @@ def test_prompts_survive_a_restart_and_come_back_warm(registry):
     assert warm["warm"] is True and warm["warm_tokens"] >= 320  # the ~330-token static prefix, whole blocks
     cold = http.post("/v1/prompts", json={"template": "Cold {{x}}", "name": "cold"}).json()
     server.stop()  # the module's server is down: later requests go to the restarted one
-    restarted = serve(warm_prompts=True)  # a fresh engine: an empty cache, re-warmed at start-up
+    server.engine.flush_cache(include_pinned=True)  # as a new process finds it: nothing cached or pinned
+    restarted = serve(warm_prompts=True)  # a new app and store over the same file, re-warmed at start-up
     try:
         again = api(restarted)
         assert again.get(f"/v1/prompts/{cold['id']}").json()["name"] == "cold"

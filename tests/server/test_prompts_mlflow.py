@@ -55,13 +55,13 @@ def wait_until_up(server: subprocess.Popen, url: str, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(mlflow_server, tiny_llama_dir, tmp_path_factory):
+def served(mlflow_server, tiny_llama_dir, keyed_tiny_engine, tmp_path_factory):
     process, url, log = mlflow_server
     keys_file = tmp_path_factory.mktemp("mlflow-keys") / "keys.json"
     keys_file.write_text(json.dumps(KEYS))
     settings = build_settings(dict(model=str(tiny_llama_dir), default_max_tokens=4, responses_db=":memory:",
                                    prompt_store="mlflow+" + url), keys_file=keys_file)
-    server = start_server(settings)  # the store connects on first use
+    server = start_server(settings, engine=keyed_tiny_engine)  # the store connects on first use
     wait_until_up(process, url, log)
     yield server, mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
     server.stop()

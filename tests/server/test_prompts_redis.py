@@ -1,8 +1,8 @@
 """The prompt registry in the storage tiers' Redis: two servers (replicas) over one real
 redis-server see the same prompts and versions, a replica started later with --warm-prompts
-serves the other's warm prompt as a hit from its first request (pinned at its start-up, and in
-the shared Redis KV tier), tenants stay apart, and templates are
-sealed with the tier key."""
+serves the other's warm prompt as a hit from its first request (these test servers have no KV
+tier under the memory cache, so the hit is its own start-up's re-warm), tenants stay apart,
+and templates are sealed with the tier key."""
 
 from __future__ import annotations
 
@@ -22,18 +22,18 @@ from promptcache.server.settings import build_settings  # noqa: E402
 TIER_KEY = "cd" * 32
 
 
-def test_two_replicas_share_one_registry(tiny_llama_dir, tmp_path):
+def test_two_replicas_share_one_registry(tiny_llama_dir, keyed_tiny_engine, tmp_path):
     need_redis()
     redis = RedisServer(tmp_path / "redis").start()
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(json.dumps(KEYS))
 
-    def replica(**overrides):
+    def replica(engine=None, **overrides):
         settings = build_settings(dict(model=str(tiny_llama_dir), default_max_tokens=4, redis_url=redis.url,
                                        tier_key=TIER_KEY, **overrides), keys_file=keys_file)
-        return start_server(settings)
+        return start_server(settings, engine=engine)
 
-    a = replica()
+    a = replica(keyed_tiny_engine)  # the suite's shared engine; b loads one of its own
     b = None
     try:
         on = lambda server, key="key-alice": httpx.Client(  # noqa: E731
