@@ -119,6 +119,11 @@ def test_completion_logprobs_streamed(server):
     chunks = [c.choices[0] for c in stream if c.choices]
     tokens = [t for c in chunks if c.logprobs for t in c.logprobs.tokens]
     assert len(tokens) == 4 and all(len(top) >= 2 for c in chunks if c.logprobs for top in c.logprobs.top_logprobs)
+    echoed = server.client().completions.create(model=server.model, prompt="Once upon a time", max_tokens=4,
+                                                temperature=0, logprobs=2, echo=True, stream=True)
+    first, *rest = [c.choices[0] for c in echoed if c.choices]
+    assert first.text == "Once upon a time" and first.logprobs.token_logprobs[0] is None
+    assert [t for c in rest if c.logprobs for t in c.logprobs.tokens] == tokens
 
 
 @pytest.mark.parametrize("path,body,param", [
