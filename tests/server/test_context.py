@@ -151,7 +151,20 @@ def test_a_session_past_the_budget_is_refused_and_evicts_nothing(setup):
     assert after["insertions"] == before["insertions"]  # refused before any KV was computed
 
 
-def test_sessions_and_pins_survive_a_restart(setup):
+def test_a_tenants_sessions_are_capped(setup, monkeypatch):
+    from promptcache.server import retention
+
+    server, *_ = setup
+    monkeypatch.setattr(retention, "MAX_RECORDS_PER_TENANT", 1)
+    body = {"model": server.model, "prompt": "A short prefix.", "ttl": 60}
+    first = httpx.post(server.url + "/v1/context", json=body, headers=auth("key-bob"), timeout=60)
+    assert first.status_code == 200
+    second = httpx.post(server.url + "/v1/context", json=body, headers=auth("key-bob"), timeout=60)
+    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_records"
+    httpx.delete(server.url + f"/v1/context/{first.json()['session_id']}", headers=auth("key-bob"))
+
+
+def test_sessions_and_pins_survive_a_restart(setup):  # last: it stops the module's server
     server, clock, settings, engine = setup
     sid = create(server, ttl=600).json()["session_id"]
     pin = {"messages": [{"role": "system", "content": "Pinned by the admin. " + SYSTEM_PROMPT}], "tenant": "bob"}
@@ -173,16 +186,3 @@ def test_sessions_and_pins_survive_a_restart(setup):
         assert reply.usage.prompt_tokens_details.cached_tokens >= 300
     finally:
         restarted.stop()
-
-
-def test_a_tenants_sessions_are_capped(setup, monkeypatch):
-    from promptcache.server import retention
-
-    server, *_ = setup
-    monkeypatch.setattr(retention, "MAX_RECORDS_PER_TENANT", 1)
-    body = {"model": server.model, "prompt": "A short prefix.", "ttl": 60}
-    first = httpx.post(server.url + "/v1/context", json=body, headers=auth("key-bob"), timeout=60)
-    assert first.status_code == 200
-    second = httpx.post(server.url + "/v1/context", json=body, headers=auth("key-bob"), timeout=60)
-    assert second.status_code == 429 and second.json()["error"]["code"] == "too_many_records"
-    httpx.delete(server.url + f"/v1/context/{first.json()['session_id']}", headers=auth("key-bob"))
