@@ -31,7 +31,7 @@ def keyed_server(tiny_llama_dir, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("keys") / "keys.json"
     keys_file.write_text(json.dumps(KEYS))
     settings = build_settings(
-        dict(model=str(tiny_llama_dir), default_max_tokens=8, cache_mb=1.0, admin_key=ADMIN_KEY),
+        dict(model=str(tiny_llama_dir), default_max_tokens=8, cache_mb=1.33, admin_key=ADMIN_KEY),
         keys_file=keys_file,
     )
     server = start_server(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 KEYS = {
     "key-alice": {"tenant": "alice"},
     "key-bob": {"tenant": "bob"},
-    "key-flood": {"tenant": "flood", "quota_mb": 0.25},
+    "key-flood": {"tenant": "flood", "quota_mb": 0.33},
 }
 ADMIN_KEY = "key-admin"
 

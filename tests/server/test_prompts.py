@@ -157,7 +157,7 @@ def test_bad_references_are_clear_errors(registry):
 
 def test_a_warm_prompt_past_the_pin_budget_is_refused_and_not_stored(registry):
     server, _ = registry
-    flood = api(server, "key-flood")  # a 0.25 MiB quota: ~1,000 tokens of this model's KV do not fit
+    flood = api(server, "key-flood")  # a 0.33 MiB quota: ~1,000 tokens of this model's KV do not fit
     response = flood.post("/v1/prompts", json={"template": SYSTEM_PROMPT * 3 + " {{x}}", "warm": True})
     assert response.status_code == 409 and response.json()["error"]["code"] == "pin_budget_exceeded"
     assert flood.get("/v1/prompts").json()["data"] == []

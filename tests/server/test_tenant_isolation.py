@@ -37,12 +37,13 @@ def test_salt_partitions_only_inside_the_callers_tenant(keyed_server):
 def test_quota_keeps_a_flood_from_evicting_another_tenants_prompt(keyed_server):
     system = "Quota test. " + SYSTEM_PROMPT
     cached(keyed_server, "key-alice", "warm", system=system)
-    # ~20 distinct prompts of ~340 tokens = ~420 blocks, far over the 1 MiB (128-block) budget.
+    # ~20 distinct prompts of ~340 tokens = ~420 blocks, far over the 1.33 MiB budget (128 blocks of
+    # the tiny model's KV and their prompt-logprob room).
     for i in range(20):
         cached(keyed_server, "key-flood", "go", system=f"Flood {i}. " + SYSTEM_PROMPT)
     assert cached(keyed_server, "key-alice", "again", system=system) > 300
     stats = httpx.get(keyed_server.url + "/v1/cache/stats", headers=auth(ADMIN_KEY)).json()
-    assert stats["tenant_bytes"]["flood"] <= 0.25 * 2**20
+    assert stats["tenant_bytes"]["flood"] <= 0.33 * 2**20
 
 
 def auth(key: str) -> dict:
