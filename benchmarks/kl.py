@@ -1,6 +1,6 @@
 """The quality gate of a quantized decode path against bfloat16, on SmolLM2 on the CPU.
 
-    python benchmarks/kl.py [--quantize int8,int4,int8+head,int4+head] [--rows 8] [--tokens 272] [--json]
+    python benchmarks/kl.py [--quantize int8,int4,int8+head,int4+head] [--rows 8] [--tokens 272] [--threads 1] [--json]
 
 Each quantization in `--quantize` is compared against one bfloat16 reference computed once; the
 engines are built one after another (one in memory beside the reference at a time).
@@ -82,8 +82,11 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--tokens", type=int, default=256 + PREFILL, help="tokens per segment")
     p.add_argument("--skip-greedy", action="store_true")
+    p.add_argument("--threads", type=int, help="torch threads (one is fastest on a crowded machine, where a team of two stalls)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     quantizations = args.quantize.split(",")
     for q in quantizations:
         try:
