@@ -107,6 +107,10 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 INT8_MAX_ROWS = 2
 
 
+# Row-invariance tables already probed in this process, by model shape (_probe_row_invariance).
+_PROBED: dict[tuple, dict[str, frozenset[int]]] = {}
+
+
 class LlamaModel:
     """Weights plus the two forward functions. Not an nn.Module: nothing here is trained, and
     plain attributes keep the per-layer loop free of module-call overhead."""
@@ -182,7 +186,23 @@ class LlamaModel:
             self._probe_row_invariance()
 
     def _probe_row_invariance(self) -> None:
-        """Row counts at which each kind of product is batch-invariant (row_invariance.py)."""
+        """Row counts at which each kind of product is batch-invariant (row_invariance.py).
+
+        Probed once per process for each model shape: which kernel a product gets, and so its
+        summation order, depends on the shapes, dtypes, layout and CPU, not on the weights'
+        values, and a second engine of the same shape (tests, replicas, a reload) would spend
+        seconds finding the same table."""
+        c = self.config
+        shape = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size,
+                 c.attention_bias, self.dtype, self.device, self.prepacked, self.transposed, self.quantize,
+                 type(self.head).__name__, getattr(self.head, "out_dtype", None))
+        if (known := _PROBED.get(shape)) is not None:
+            self._invariant.update(known)
+            return
+        self._probe_row_invariance_now()
+        _PROBED[shape] = dict(self._invariant)
+
+    def _probe_row_invariance_now(self) -> None:
         def common(products) -> frozenset[int]:  # (product, in_features) pairs
             return frozenset.intersection(*(invariant_rows(p, n, self.dtype, self.device) for p, n in products))
 
