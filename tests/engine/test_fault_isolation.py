@@ -252,10 +252,10 @@ def test_a_failing_save_loses_only_that_save(tiny_llama_dir, alone, monkeypatch)
     engine = new_engine(tiny_llama_dir)
     real_save = engine.prefix.save
 
-    def save(tokens, options, kv, slot, roles):
+    def save(tokens, options, kv, slot, roles, *rest):
         if options.cache_key == MARK_KEY:
             raise RuntimeError("injected save fault")
-        return real_save(tokens, options, kv, slot, roles)
+        return real_save(tokens, options, kv, slot, roles, *rest)
 
     monkeypatch.setattr(engine.prefix, "save", save)
     check_outcome(run(engine, IDS), alone, set())
