@@ -81,7 +81,7 @@ def test_a_session_grows_turn_after_turn(setup):
     listed = httpx.get(server.url + "/v1/context", headers=auth("key-alice")).json()["data"]
     assert sid in [s["session_id"] for s in listed]
     got = httpx.get(server.url + f"/v1/context/{sid}", headers=auth("key-alice")).json()
-    assert got["cached_tokens"] >= cached[2]  # the pin follows the latest turn, reply included
+    assert got["cached_tokens"] >= cached[2]  # the pin follows the latest turn's prompt
 
 
 def test_responses_and_messages_turns_use_the_session(setup):

@@ -153,7 +153,10 @@ async def attach(state: ServerState, http: HTTPRequest, spec: GenerationSpec) ->
         return spec
     record = await find(state, spec.tenant, session_id)
     owner = owner_of(spec.tenant, session_id)
-    held = state.engine.retained.held(owner)  # the path pinned so far, replies included
+    held = state.engine.retained.held(owner)  # the path pinned so far: every turn's prompt
     await put_ttl(state, record, record.data["ttl_s"], list(held.tokens) if held else None)
-    cache = replace(spec.cache, pin_owner=owner, cache_reply=True)
+    # The reply's own KV is not kept (cache_reply stays off): decode computes it one row at a
+    # time, equal to a prefill's only within tolerance, and reusing it would let a hit change
+    # the output. The next turn's prompt holds the reply and pins it as prompt rows, bitwise.
+    cache = replace(spec.cache, pin_owner=owner)
     return replace(spec, cache=cache, headers={**spec.headers, SESSION_HEADER: session_id})
