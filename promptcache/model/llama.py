@@ -192,10 +192,12 @@ class LlamaModel:
         summation order, depends on the shapes, dtypes, layout and CPU, not on the weights'
         values, and a second engine of the same shape (tests, replicas, a reload) would spend
         seconds finding the same table."""
-        c = self.config
+        c, layer = self.config, self.layers[0]
+        weights = tuple((w.dtype, w.layout, tuple(w.shape), w.stride() if w.layout == torch.strided else None)
+                        for w in (layer.qkv, layer.o, layer.gate_up, layer.down))  # how they are held
         shape = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size,
                  c.attention_bias, self.dtype, self.device, self.prepacked, self.transposed, self.quantize,
-                 type(self.head).__name__, getattr(self.head, "out_dtype", None))
+                 weights, type(self.head).__name__, getattr(self.head, "out_dtype", None))
         if (known := _PROBED.get(shape)) is not None:
             self._invariant.update(known)
             return
