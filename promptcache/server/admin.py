@@ -28,13 +28,13 @@ from fastapi import Request as HTTPRequest
 from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from promptcache.server.chat import prompt_from_completion
-from promptcache.server.core.deps import caller_of, off_loop, server_state
+from promptcache.server.core.deps import caller_of, server_state
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
 from promptcache.server.core.records import Record
 from promptcache.server.retention import records, release, retain
-from promptcache.server.limits import LABEL_FIELDS, check_label, check_messages
+from promptcache.server.limits import LABEL_FIELDS, check_label
+from promptcache.server.prefix import prefix_tokens
 from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
 from promptcache.server.request_id import request_id_of
 from promptcache.server.state import ServerState
@@ -95,13 +95,7 @@ async def _prefix(http: HTTPRequest, caller: Caller, body: PinRequest) -> tuple[
     tenant = _pin_target(state, caller, body)
     for name in LABEL_FIELDS[1:]:  # cache_salt, user, safety_identifier
         check_label(getattr(body, name), state.settings.limits.max_label_chars, name)
-    check_messages(body.messages, state.settings.limits)
-    if body.messages is not None:
-        tokens = await off_loop(state, state.renderer.render_prefix, body.messages)
-    else:
-        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
-    if not tokens:
-        raise bad_request("the prefix to pin is empty", param="prompt")
+    tokens = await prefix_tokens(state, body.messages, body.prompt, "the prefix to pin")
     end_user = body.safety_identifier if body.safety_identifier is not None else body.user
     return tenant, tokens, namespace_salt(state.settings.isolate_by, body.cache_salt, end_user)
 

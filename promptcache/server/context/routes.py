@@ -16,12 +16,11 @@ from fastapi import Request as HTTPRequest
 from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context import sessions
-from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.deps import check_model, server_state, tenant_of
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request
-from promptcache.server.limits import check_messages
+from promptcache.server.prefix import prefix_tokens
 from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
 from promptcache.server.request_id import request_id_of
 from promptcache.server.retention import release, retained_tokens, sweep
@@ -52,13 +51,7 @@ async def create_context(body: ContextRequest, http: HTTPRequest, tenant: Tenant
     state = server_state(http)
     check_model(state, body.model)
     ttl_s = sessions.ttl_of(http, body.ttl, sessions.DEFAULT_TTL_S)
-    check_messages(body.messages, state.settings.limits)
-    if body.messages is not None:
-        tokens = await off_loop(state, state.renderer.render_prefix, body.messages)
-    else:
-        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
-    if not tokens:
-        raise bad_request("the session's prefix is empty", param="prompt")
+    tokens = await prefix_tokens(state, body.messages, body.prompt, "the session's prefix")
     salt = namespace_salt(state.settings.isolate_by, None, None)
     return await sessions.create(state, tenant=tenant.name, tokens=tokens, salt=salt, ttl_s=ttl_s,
                                  model=body.model, http_id=request_id_of(http.scope))
