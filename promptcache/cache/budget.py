@@ -2,7 +2,7 @@
 
 Every block costs the same `block_nbytes` (the engine's KV block size), so the budget is kept in
 blocks and reported in bytes. The budget owns only counts; which block to drop is the eviction
-queue's call, and which tenants an insert may take blocks from is `PrefixCache`'s.
+queue's call, and which tenants an insert may take blocks from is `room.py`'s.
 """
 
 from __future__ import annotations

@@ -14,11 +14,9 @@ payload (an `EvictedBlock`), so a lower storage tier can keep what memory drops.
 
 Eviction rules: only leaves are dropped (a parent after its children); a node with a reference
 (held by a match or by an insert in progress) or a pin is never dropped. Expired blocks (TTL) are
-misses and are collected at the next match/insert/expire when free, whatever the policy. Every
-tenant has a quota (its own or the default share); a tenant over it loses its own leaves. Under
-global pressure an insert may evict only blocks of tenants over their fair share (capacity /
-tenants holding blocks) and then its own: a tenant within its share never loses a block to
-another tenant's insert, and when that leaves no room the new blocks are not cached. Pins are
+misses and are collected at the next match/insert/expire when free, whatever the policy. Whose
+blocks an insert may evict (quotas and fair shares) is `room.py`'s; how an insert stores its
+blocks is `block_insert.py`'s; how a block leaves and who is told is `reclaim.py`'s. Pins are
 capped per tenant and in all (`pins.py`); a pin past either budget raises PinBudgetExceeded.
 
 NOTE: not thread-safe; the engine calls it from its one step() loop.
@@ -26,11 +24,11 @@ NOTE: not thread-safe; the engine calls it from its one step() loop.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 
 from promptcache.cache.admission import Admission
+from promptcache.cache.block_insert import BlockInserter
 from promptcache.cache.budget import Budget
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.eviction import EvictedBlock, EvictionQueue
@@ -38,14 +36,11 @@ from promptcache.cache.expiry import ExpiryQueue
 from promptcache.cache.invariants import check_books
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.pins import PinBudget
-from promptcache.cache.policies import ROLES, TIER_RANK, make_policy
+from promptcache.cache.policies import ROLES, make_policy
+from promptcache.cache.reclaim import INF, Reclaimer
 from promptcache.cache.results import InsertResult, Lease, PrefixMatch
 from promptcache.cache.stats import CacheStats
 from promptcache.cache.trie import BlockNode, BlockTrie
-
-logger = logging.getLogger(__name__)
-
-INF = float("inf")
 
 
 class PrefixCache:
@@ -61,18 +56,19 @@ class PrefixCache:
         self._budget = Budget(config.max_bytes, config.max_blocks, block_nbytes, config.tenant_quotas,
                               config.default_tenant_share)
         self._pins = PinBudget(self._budget, config.pin_quota_fraction, config.max_pinned_fraction)
-        self._admission = Admission(config.admit_after)
         self._stats = CacheStats()
-        self._on_evict = on_evict
-        self._evict_listeners: list[Callable[[EvictedBlock], None]] = []
-        self._clock = clock
+        self._clock = clock  # read through self each time: a clock swapped in later reaches every part
+        self._reclaim = Reclaimer(self._trie, self._budget, self._queue, self._expiry, self._stats,
+                                  lambda: self._clock(), on_evict)
+        self._inserter = BlockInserter(self._trie, self._budget, self._queue, self._expiry,
+                                       Admission(config.admit_after), self._stats, self._reclaim)
 
     def add_evict_listener(self, listener: Callable[[EvictedBlock], None]) -> None:
         """Call `listener(EvictedBlock)` for every dropped block, before its payload is freed.
 
         A listener must not touch the cache; one that raises is logged and skipped, so a
         failing lower tier never corrupts the books."""
-        self._evict_listeners.append(listener)
+        self._reclaim.listeners.append(listener)
 
     # ----------------------------------------------------------------- lookups
 
@@ -85,7 +81,7 @@ class PrefixCache:
         the lookup in stats, and first collects expired blocks. `max_blocks` caps the match.
         """
         now = self._clock()
-        self._collect_expired(now)
+        self._reclaim.collect_expired(now)
         limit = len(tokens) // self.block_size
         if max_blocks is not None:
             limit = min(limit, max(0, max_blocks))
@@ -114,7 +110,7 @@ class PrefixCache:
         if lease.released:
             raise RuntimeError("this PrefixMatch was already released")
         lease.released = True
-        self._release_nodes(lease.nodes)
+        self._reclaim.release(lease.nodes)
 
     def peek(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace) -> int:
         """How many leading full blocks of `tokens` a match would find now; holds and touches nothing."""
@@ -176,7 +172,7 @@ class PrefixCache:
         pinned) room is made only from the tenant's own blocks and free space.
         """
         now = self._clock()
-        self._collect_expired(now)
+        self._reclaim.collect_expired(now)
         bs = self.block_size
         total = len(tokens) // bs if num_blocks is None else min(len(tokens) // bs, max(0, num_blocks))
         if roles is not None:
@@ -192,147 +188,14 @@ class PrefixCache:
 
         ttl = ttl_s if ttl_s is not None else self.config.default_ttl_s
         expires_at = INF if ttl is None else now + ttl
-        keys = self.keys(tokens, namespace)
-        root = self._trie.root(namespace.root_key(), namespace.tenant, create=True)
-        path = self._trie.walk(root, keys, total)
-        root.refcount += 1  # an emptied root must outlive making room: new blocks hang from it
-        for depth, node in enumerate(path):  # held, so making room below cannot evict the path
-            node.refcount += 1
-            role = roles[depth] if roles is not None else "user"
-            if TIER_RANK[role] > TIER_RANK[node.role]:
-                node.role = role
-            old_expiry = node.expires_at
-            node.touch(now, expires_at)
-            if node.expires_at != old_expiry:
-                self._expiry.offer(node)
-        stored, why = 0, None
-        try:
-            if len(path) < total:
-                stored, why = self._insert_new(keys, namespace.tenant, root, path, total, store, roles, now, expires_at,
-                                               own_room_only)
-        finally:
-            self._release_nodes(path)
-            root.refcount -= 1
-            if not root.children:
-                self._trie.drop_root(root)
-        return self._result(total, stored, total - len(path) - stored, why)
+        cached, stored, why = self._inserter.insert(self.keys(tokens, namespace), namespace, total, store, roles,
+                                                    now, expires_at, own_room_only)
+        return self._result(total, stored, total - cached - stored, why)
 
     def _result(self, total: int, stored: int, skipped: int, reason: str | None) -> InsertResult:
         self._stats.skipped_blocks += skipped
         return InsertResult(total, stored, skipped, reason)
 
-    def _insert_new(self, keys: PromptKeys, tenant: str, root: BlockNode, path: list[BlockNode], total: int,
-                    store: Callable[[int], object], roles: Sequence[str] | None, now: float,
-                    expires_at: float, own_room_only: bool = False) -> tuple[int, str | None]:
-        """Store the blocks past the cached `path`; returns (blocks stored, why any were skipped)."""
-        start = len(path)
-        parent = path[-1] if path else root
-        new = [(keys.key(index), keys.block(index)) for index in range(start, total)]
-        if new[0][0] in parent.children:
-            logger.warning("block key collision at block %d of a %d-block prompt; not caching past it", start, total)
-            return 0, "block key collision"
-        wanted = self._admitted(new)
-        if wanted == 0:
-            return 0, f"not admitted yet (admit_after={self._admission.admit_after})"
-        if (why := self._budget.too_large(tenant, wanted)) is not None:
-            logger.debug("not caching %d new blocks for tenant %r: %s", wanted, tenant, why)
-            return 0, why
-        fit, short = self._make_room(tenant, wanted, own_room_only)
-        add_child, offer_expiry = self._trie.add_child, self._expiry.offer
-        has_ttl = expires_at != INF
-        stored = 0
-        try:
-            for index in range(start, start + fit):
-                key, block = new[index - start]
-                payload = store(index)
-                parent = add_child(parent, key, block, payload, roles[index] if roles else "user", now, expires_at)
-                stored += 1
-                if has_ttl:
-                    offer_expiry(parent)
-        finally:
-            self._budget.add(tenant, stored)
-            self._stats.insertions += stored
-            if stored:
-                self._queue.offer(parent)
-        if stored < wanted:
-            return stored, short
-        if stored < len(new):
-            return stored, f"not admitted yet (admit_after={self._admission.admit_after})"
-        return stored, None
-
-    def _admitted(self, new: list) -> int:
-        """How many leading new blocks pass admission. Every one is counted, so a prompt seen
-        k times is admitted whole, not one block per sighting."""
-        if self._admission.admit_after == 1:
-            return len(new)
-        admitted, run = 0, True
-        for key, _ in new:
-            run = self._admission.offer(key) and run
-            admitted += run
-        return admitted
-
-    def _make_room(self, tenant: str, wanted: int, own_only: bool = False) -> tuple[int, str | None]:
-        """Evict until `wanted` more blocks fit for `tenant`, or until nothing more may go.
-
-        Returns how many fit and, when not all do, why. First the tenant's quota: over it, the
-        tenant loses its own leaves. Then the global budget: the insert evicts, in policy order,
-        leaves of tenants over their fair share (the tenant itself among them when the insert
-        puts it over), then its own leaves, and never a block of a tenant within its share.
-        """
-        budget = self._budget
-        own = (tenant,)
-        quota = budget.quota(tenant)
-        allowed = wanted
-        if quota < budget.capacity:  # a quota of the whole cache is the global budget's job
-            excess = budget.held(tenant) + wanted - quota
-            if excess > 0:
-                self._evict(excess, "quota", lambda: own)
-            # no point evicting others for blocks the quota won't take
-            allowed = min(wanted, max(0, quota - budget.held(tenant)))
-        excess = budget.blocks + allowed - budget.capacity
-        if excess > 0:
-            if budget.tenant_blocks.keys() - own and not own_only:
-                excess -= self._evict(excess, "policy", lambda: budget.over_fair_share(tenant, allowed),
-                                      lambda victim: budget.over_share(victim, tenant, allowed))
-            if excess > 0:
-                self._evict(excess, "policy", lambda: own)
-        fit = min(allowed, budget.room(tenant))
-        if fit == wanted:
-            return fit, None
-        if fit < allowed and budget.over_share(tenant, tenant, wanted):
-            return fit, (f"room for only {fit} of {wanted} new blocks: tenant {tenant!r} is over its fair share of "
-                         f"{budget.fair_share(tenant):.0f} blocks and the rest of the cache is held, pinned, "
-                         f"or within other tenants' shares")
-        if fit == allowed:
-            return fit, (f"room for only {fit} of {wanted} new blocks within tenant {tenant!r}'s quota of {quota} "
-                         f"blocks (the rest of its blocks are held or pinned)")
-        return fit, (f"room for only {fit} of {wanted} new blocks (the rest of the cache is held, pinned, "
-                     f"or within other tenants' fair shares)")
-
-    def _evict(self, count: int, reason: str, candidates: Callable[[], tuple | list],
-               may_evict: Callable[[str], bool] | None = None) -> int:
-        """Drop up to `count` leaves in policy order from the tenants `candidates()` names (asked
-        again before each pop, since shares move as blocks go). `may_evict(tenant)`, when given, is
-        checked again before a chain walks up to the next block. Returns how many were dropped."""
-        queue, dropped = self._queue, 0
-        while dropped < count:
-            popped = queue.pop(candidates())
-            if popped is None:
-                break
-            key, victim = popped
-            while True:  # walk up a chain while each parent is next in line anyway
-                parent = self._drop(victim, reason, offer_parent=False)
-                dropped += 1
-                if parent is None:
-                    break
-                parent_key = None
-                if dropped < count and (may_evict is None or may_evict(parent.tenant)):
-                    parent_key = queue.next_in_line(parent, key)
-                if parent_key is None:
-                    queue.offer(parent)
-                    break
-                key, victim = parent_key, parent
-        return dropped
 
     # ------------------------------------------------------- pins and removal
 
@@ -361,7 +224,7 @@ class PrefixCache:
                 unpinned += 1
                 if not node.pins:
                     self._pins.remove(node.tenant)
-                    self._requeue(node, now)
+                    self._reclaim.requeue(node, now)
         return unpinned
 
     def remove(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace, *, num_blocks: int | None = None) -> int:
@@ -378,9 +241,9 @@ class PrefixCache:
         if root is None:
             return 0
         if total == 0:
-            return self._drop_subtree(root, "removed")
+            return self._reclaim.drop_subtree(root, "removed")
         path = self._structural_path(tokens, namespace, total)
-        return self._drop_subtree(path[-1], "removed") if len(path) == total else 0
+        return self._reclaim.drop_subtree(path[-1], "removed") if len(path) == total else 0
 
     def flush(self, tenant: str | None = None, include_pinned: bool = False) -> int:
         """Drop every block nobody holds or pins (of `tenant` only, when given); returns the count.
@@ -395,73 +258,19 @@ class PrefixCache:
                     if node.pins:
                         node.pins = 0
                         self._pins.remove(node.tenant)
-        dropped = sum(self._drop_subtree(root, "flush") for root in roots)
+        dropped = sum(self._reclaim.drop_subtree(root, "flush") for root in roots)
         self._queue.forget_empty()
         return dropped
 
     def expire(self) -> int:
         """Drop now every expired block that nobody holds or pins; returns the count."""
-        return self._collect_expired(self._clock())
+        return self._reclaim.collect_expired(self._clock())
 
     def _structural_path(self, tokens: Sequence[int] | PromptKeys, namespace: Namespace,
                          limit: int | None = None) -> list[BlockNode]:
         root = self._trie.root(namespace.root_key(), namespace.tenant, create=False)
         total = len(tokens) // self.block_size if limit is None else limit
         return [] if root is None else self._trie.walk(root, self.keys(tokens, namespace), total)
-
-    # --------------------------------------------------------------- dropping
-
-    def _collect_expired(self, now: float) -> int:
-        dropped = 0
-        while (node := self._expiry.pop_due(now)) is not None:
-            # Descendants are unreachable once an ancestor expired; none can be held or pinned,
-            # since holds and pins cover whole paths.
-            dropped += self._drop_subtree(node, "ttl")
-        return dropped
-
-    def _drop_subtree(self, top: BlockNode, reason: str) -> int:
-        dropped = 0
-        for node in BlockTrie.postorder(top):
-            if node.evictable:
-                self._drop(node, reason)
-                dropped += 1
-        return dropped
-
-    def _drop(self, node: BlockNode, reason: str, offer_parent: bool = True) -> BlockNode | None:
-        """Unlink one evictable leaf, free its bytes, tell the owner. Returns the parent (None for a root)."""
-        parent = self._trie.detach(node)
-        self._budget.remove(node.tenant)
-        self._stats.evictions[reason] += 1
-        if parent is not None:
-            if offer_parent:
-                self._queue.offer(parent)
-            if parent.expires_at != INF and parent.expires_at <= self._clock():
-                self._expiry.offer(parent)  # it expired while its child kept it; collect it now
-        for listener in self._evict_listeners:
-            try:
-                listener(EvictedBlock(node.key, node.tokens, node.payload, node.tenant, reason))
-            except Exception:  # noqa: BLE001 - a listener's fault must not leak the payload
-                logger.exception("an eviction listener failed")
-        self._on_evict(node.payload)
-        return parent
-
-    def _release_nodes(self, nodes: list[BlockNode]) -> None:
-        now = None
-        for node in nodes:
-            node.refcount -= 1
-            if node.refcount == 0:
-                if not node.children:  # only a leaf can have become evictable
-                    self._queue.offer(node)
-                if node.expires_at != INF:
-                    now = self._clock() if now is None else now
-                    if node.expires_at <= now:
-                        self._expiry.offer(node)
-
-    def _requeue(self, node: BlockNode, now: float) -> None:
-        """`node` just became free: queue it for eviction, and for expiry if already due."""
-        self._queue.offer(node)
-        if node.expires_at <= now:
-            self._expiry.offer(node)
 
     # ------------------------------------------------------------ reporting
 
