@@ -33,12 +33,13 @@ def generate(
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Batch-invariant decoding (docs/design.md).")] = True,
 ) -> None:
     """Generate a reply to PROMPT, streamed to the terminal as it is produced."""
+    with user_errors():
+        if not prompt.strip():  # before any import or load: bad input costs nothing
+            raise ValueError("the prompt is empty")
     from promptcache.engine.api import Request, SamplingParams
     from promptcache.engine.engine import Engine
 
     with user_errors():
-        if not prompt.strip():
-            raise ValueError("the prompt is empty")
         engine = Engine.from_model(model, device=device, dtype=dtype, max_batch_size=1, progress=True,
                                    quantize=quantize, deterministic=deterministic)
         tokenizer = engine.tokenizer

@@ -12,7 +12,6 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance
-import llguidance.torch as llg_torch
 import torch
 
 from promptcache.engine.structured.compiler import CompiledGrammar
@@ -72,6 +71,10 @@ class MaskBatch:
         rows = [(c.matcher, i) for i, c in enumerate(constraints) if c is not None]
         if not rows:
             return None
+        # Imported here, not at the top: llguidance.torch decorates a helper we do not use with
+        # torch.compile, which imports torch._dynamo (over a second on every process start).
+        import llguidance.torch as llg_torch
+
         bitmask = llg_torch.allocate_token_bitmask(len(constraints), self.vocab_size)
 
         def fill() -> torch.Tensor:
