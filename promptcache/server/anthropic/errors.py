@@ -4,9 +4,10 @@ exception class from the status and shows `error.message`)."""
 
 from __future__ import annotations
 
+from promptcache.server.core.status_names import StatusNames
 from promptcache.server.errors import APIError
 
-ERROR_TYPES = {
+ERROR_TYPES = StatusNames({
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -15,9 +16,8 @@ ERROR_TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
     503: "overloaded_error",
-}
+}, client_error="invalid_request_error", server_error="api_error")
 
 
 def anthropic_error(err: APIError) -> dict:
-    kind = ERROR_TYPES.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    return {"type": "error", "error": {"type": ERROR_TYPES(err.status), "message": err.message}}

@@ -3,9 +3,10 @@ the canonical status names Google's APIs pair with each HTTP status."""
 
 from __future__ import annotations
 
+from promptcache.server.core.status_names import StatusNames
 from promptcache.server.errors import APIError
 
-STATUS_NAMES = {
+STATUS_NAMES = StatusNames({
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
@@ -16,9 +17,8 @@ STATUS_NAMES = {
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     503: "UNAVAILABLE",
-}
+}, client_error="INVALID_ARGUMENT", server_error="INTERNAL")
 
 
 def gemini_error(err: APIError) -> dict:
-    status = STATUS_NAMES.get(err.status, "INVALID_ARGUMENT" if err.status < 500 else "INTERNAL")
-    return {"error": {"code": err.status, "message": err.message, "status": status}}
+    return {"error": {"code": err.status, "message": err.message, "status": STATUS_NAMES(err.status)}}
