@@ -19,14 +19,13 @@ records hold prompt text. `record_store(settings)` picks one.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from promptcache.server.core.sqlite_file import SqliteFile
 from promptcache.tiers.codec import Cipher
 from promptcache.tiers.redis_store import RedisStore
 
@@ -65,35 +64,10 @@ CREATE TABLE IF NOT EXISTS records (
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
-def sqlite_path(path: str | Path) -> str:
-    return str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
-
-
-class SqliteFile:
-    """One SQLite file (or ":memory:") with `SCHEMA`, opened on first use, in autocommit mode and
-    usable from any thread; calls are short and serialized by `_lock`."""
-
-    SCHEMA = ""
-
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
-        self.path = sqlite_path(path)
-        self.clock = clock
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute(self.SCHEMA)
-        return self._db
-
-
 class SqliteRecords(SqliteFile):
     """The default store: records survive a restart of this machine's server."""
 
-    SCHEMA = _SCHEMA
+    SCHEMA = (_SCHEMA,)
 
     def __init__(self, path: str | Path = DEFAULT_DB, clock: Callable[[], float] = time.time):
         super().__init__(path, clock)

@@ -12,13 +12,10 @@ restart), Redis (`redis_store.py`, shared by replicas) and MLflow's prompt regis
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
+
+from promptcache.server.core.sqlite_file import SqliteFile
 
 
 class PromptNotFound(LookupError):
@@ -85,36 +82,12 @@ _SCHEMA = (
 )
 
 
-class SqlitePromptStore:
-    """One SQLite file (or ":memory:"), opened on first use. Each change is one transaction, so
-    two writers (threads, or processes sharing the file) never hand out the same version."""
+class SqlitePromptStore(SqliteFile):
+    """Each change is one transaction (`_write`), so two writers (threads, or processes sharing
+    the file) never hand out the same version."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
-        self.path = str(path)
-        self.clock = clock
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._db = _connect(self.path)
-        return self._db
-
-    def _write(self, fn):
-        with self._lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return out
-
-    def _read(self, sql: str, args: tuple) -> list[tuple]:
-        with self._lock:
-            return self._conn().execute(sql, args).fetchall()
+    SCHEMA = _SCHEMA
+    BUSY_TIMEOUT_S = 10.0
 
     def create(self, tenant: str, prompt_id: str, name: str | None, template: str, warm: bool) -> PromptInfo:
         now = self.clock()
@@ -202,19 +175,6 @@ class SqlitePromptStore:
         rows = self._read("SELECT tenant, id, version, template, warm, created_at FROM prompt_versions WHERE warm "
                           "ORDER BY created_at", ())
         return [(row[0], _version(row[1:])) for row in rows]
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """The file (its folder made) with the tables; autocommit, so `_write` owns transactions.
-    Another process's write lock is waited for up to 10 s."""
-    if path != ":memory:":
-        file = Path(path).expanduser()
-        file.parent.mkdir(parents=True, exist_ok=True)
-        path = str(file)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-    for statement in _SCHEMA:
-        db.execute(statement)
-    return db
 
 
 def _version(row: tuple) -> PromptVersion:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from promptcache.server.core.records import SqliteFile
+from promptcache.server.core.sqlite_file import SqliteFile
 
 DEFAULT_TTL_S = 30 * 86_400.0  # as long as OpenAI keeps a stored response
 
@@ -55,7 +55,7 @@ class SqliteResponseStore(SqliteFile):
     """One SQLite file (or ":memory:"), opened on first use; calls are serialized by a lock
     and are short (one row by primary key), so routes run them in a worker thread."""
 
-    SCHEMA = _SCHEMA
+    SCHEMA = (_SCHEMA,)
 
     def __init__(self, path: str | Path, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.time):
         if ttl_s <= 0:
