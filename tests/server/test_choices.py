@@ -82,3 +82,15 @@ def test_chat_n_choices_share_one_prefill_and_stream_by_index(tiny_server):
             usage.append(chunk.usage)
     assert texts == {0: single.choices[0].message.content, 1: single.choices[0].message.content}
     assert len(ids) == 1 and len(usage) == 1 and usage[0].completion_tokens == 2 * single.usage.completion_tokens
+
+
+def test_streamed_choices_send_no_usage_chunk_unless_asked(tiny_server):
+    client = tiny_server.client()
+    prompt = "No usage. " + SYSTEM_PROMPT[:200]
+    text = list(client.completions.create(model=tiny_server.model, prompt=prompt, max_tokens=2, temperature=0,
+                                          n=2, stream=True))
+    chat = list(client.chat.completions.create(model=tiny_server.model, max_tokens=2, temperature=0, n=2,
+                                               stream=True, messages=[{"role": "user", "content": prompt}]))
+    for chunks in (text, chat):
+        assert {choice.index for chunk in chunks for choice in chunk.choices} == {0, 1}
+        assert all(chunk.usage is None and chunk.choices for chunk in chunks)

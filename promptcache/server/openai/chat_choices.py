@@ -9,14 +9,13 @@ request's one id, and the usage chunk (when asked for) comes once, after every c
 from __future__ import annotations
 
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from promptcache.server.core.spec import GenerationSpec
-from promptcache.server.core.sse import SSE_HEADERS, sse_event
-from promptcache.server.fanout import choice_specs, collect_all, merged, shared_usage, start_shared
+from promptcache.server.fanout import choice_specs, collect_all, shared_usage, start_shared
 from promptcache.server.generation import CLIENT_CLOSED, ClientGone
 from promptcache.server.openai.schema import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk
-from promptcache.server.openai.stream import DONE, chat_chunks, sse_stream, tool_chat_chunks
+from promptcache.server.openai.stream import chat_chunks, choices_stream, tool_chat_chunks
 from promptcache.server.openai.translate import openai_usage
 from promptcache.server.structured.openai_chat import ChatStructure, reply_message
 
@@ -53,18 +52,12 @@ async def chat_choices(state, body, spec: GenerationSpec, structure: ChatStructu
                 else chat_chunks(gen, created, model, include_usage)
             return _indexed(one, k, chat_id)
 
-        def closing() -> list[str]:
-            usage = ChatCompletionChunk(id=chat_id, created=created, model=model, choices=[],
-                                        usage=openai_usage(shared_usage(gens[:1], gens)))
-            return ([sse_event(usage.model_dump())] if include_usage else []) + [DONE]
+        def usage_chunk() -> dict | None:
+            usage = openai_usage(shared_usage(gens[:1], gens))
+            return ChatCompletionChunk(id=chat_id, created=created, model=model, choices=[],
+                                       usage=usage).model_dump() if include_usage else None
 
-        async def events():
-            async for event in merged([sse_stream(g, renderer(g, k), trailer="") for k, g in enumerate(gens)]):
-                yield event
-            for event in closing():
-                yield event
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return choices_stream(gens, [renderer(g, k) for k, g in enumerate(gens)], usage_chunk)
     try:
         texts = await collect_all(gens, http)
     except ClientGone:

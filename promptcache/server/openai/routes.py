@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context.sessions import attach as attach_session
@@ -19,8 +19,7 @@ from promptcache.server.context.sessions import refuse as refuse_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
-from promptcache.server.core.sse import SSE_HEADERS, sse_event
-from promptcache.server.fanout import choice_specs, collect_all, merged, shared_usage, start_shared
+from promptcache.server.fanout import choice_specs, collect_all, shared_usage, start_shared
 from promptcache.server.generation import CLIENT_CLOSED, ClientGone, respond, start
 from promptcache.server.limits import check_chat, check_sampling
 from promptcache.server.openai.chat_choices import chat_choices
@@ -32,10 +31,9 @@ from promptcache.server.openai.schema import (
     ChatCompletion,
     ChatCompletionRequest,
     CompletionRequest,
-    TextChoice,
     TextCompletion,
 )
-from promptcache.server.openai.stream import (DONE, chat_chunks, completion_usage, sse_stream, text_chunks,
+from promptcache.server.openai.stream import (chat_chunks, choices_stream, completion_usage, sse_stream, text_chunks,
                                               tool_chat_chunks)
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
 from promptcache.server.prompts.use import prompt_turns
@@ -139,19 +137,16 @@ async def _choices(state, body: CompletionRequest, specs: list[GenerationSpec], 
     include_usage = _include_usage(body)
     scorings = [lp.CompletionScoring(state.engine.tokenizer, g, body) for g in gens]
     if body.stream:
-        async def events():
-            streams = [sse_stream(g, text_chunks(g, created, model, include_usage, k, final_usage=False,
-                                                 chunk_id=completion_id, scoring=scoring), trailer="")
-                       for k, (g, scoring) in enumerate(zip(gens, scorings))]
-            async for event in merged(streams):
-                yield event
-            if include_usage:
-                usage = lp.shared_usage(openai_usage(shared_usage(leaders, gens)), scorings[0])
-                yield sse_event(TextCompletion(id=completion_id, created=created, model=model, choices=[],
-                                               usage=usage).model_dump())
-            yield DONE
+        def usage_chunk() -> dict | None:
+            if not include_usage:
+                return None
+            usage = lp.shared_usage(openai_usage(shared_usage(leaders, gens)), scorings[0])
+            return TextCompletion(id=completion_id, created=created, model=model, choices=[],
+                                  usage=usage).model_dump()
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        renders = [text_chunks(g, created, model, include_usage, k, final_usage=False, chunk_id=completion_id,
+                               scoring=scoring) for k, (g, scoring) in enumerate(zip(gens, scorings))]
+        return choices_stream(gens, renders, usage_chunk)
     try:
         texts = await collect_all(gens, http)
     except ClientGone:

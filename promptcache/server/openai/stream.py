@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from fastapi.responses import StreamingResponse
+
 from promptcache.engine.api import RequestOutput
-from promptcache.server.core.sse import sse_event
+from promptcache.server.core.sse import SSE_HEADERS, sse_event
 from promptcache.server.errors import default_shape
+from promptcache.server.fanout import merged
 from promptcache.server.generation import Generation
 from promptcache.server.openai.schema import ChatCompletionChunk, ChunkChoice, ChunkDelta, TextChoice, TextCompletion
 from promptcache.server.openai.logprobs import TokenText, chat_choice, chat_content
@@ -19,6 +24,21 @@ def sse_stream(gen: Generation, render, trailer: str = DONE):
     """`render(output)` gives chunk dicts; they go out as `data:` events."""
     return gen.events(lambda out: [sse_event(chunk) for chunk in render(out)],
                       lambda err: sse_event(default_shape(err)), trailer)
+
+
+def choices_stream(gens: list[Generation], renders: list, usage_chunk: Callable[[], dict | None]) -> StreamingResponse:
+    """Several choices as one stream: each generation's chunks (`renders[k]` renders `gens[k]`)
+    as they come, then the request's one usage chunk, `usage_chunk()` once every choice ended
+    (None: the client did not ask for it), then [DONE]."""
+
+    async def events():
+        async for event in merged([sse_stream(g, render, trailer="") for g, render in zip(gens, renders)]):
+            yield event
+        if (usage := usage_chunk()) is not None:
+            yield sse_event(usage)
+        yield DONE
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool, chunk_id: str | None = None):
