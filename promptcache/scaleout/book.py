@@ -7,9 +7,13 @@ Sources, each with its own lag:
 - **Routed**: the blocks of each prompt this router sent to a replica, until the replica's own
   reports have had time to include them (`recent_ttl_s`). This is what covers a conversation's
   next turn arriving before the next report.
-- **In flight**: this router's requests not finished yet, per replica, and the work each puts
-  ahead of a new prompt there: its uncached prompt tokens until its first token comes back,
-  then `DECODE_TOKENS` (the load of `scoring.py`'s rule).
+- **Load**: each replica reports the requests it holds and the work ahead of a new prompt
+  there in tokens (`summary.work_ahead`), per ingress that sent them (the ticket's `source`,
+  this book's random id). The load of a replica is what the other ingress processes have
+  there, as of its last fresh report (a period old at worst), plus this router's own requests
+  in flight, known exactly and at once: their uncached prompt tokens until the first token
+  comes back, then `DECODE_TOKENS` each. So two ingress processes see each other's load, and
+  a router's own finished request never lingers as load until the next report.
 - **Checks**: per replica, whether the tokens it actually read from its cache matched what the
   router predicted. Three misses in the last four make its reports untrusted.
 
@@ -24,6 +28,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -64,6 +69,12 @@ class Report:
     waiting: int = 0  # the replica's engine, when it reported (every ingress's requests)
     running: int = 0
     aborted: int = 0  # requests cancelled by their caller so far
+    load: tuple[tuple[str, int, int], ...] = ()  # (source, requests, tokens of work), per sending ingress
+
+    def others(self, source: str) -> tuple[int, int]:
+        """Requests and tokens of work the other ingress processes have on this replica."""
+        rows = [(n, tokens) for src, n, tokens in self.load if src != source]
+        return sum(n for n, _ in rows), sum(t for _, t in rows)
 
     @classmethod
     def parse(cls, stats: dict | None) -> Report | None:
@@ -71,7 +82,8 @@ class Report:
             return None
         return cls(str(stats["epoch"]), int(stats["generation"]), str(stats["model_id"]),
                    unpack_keys(stats["keys"]), int(stats.get("waiting", 0)), int(stats.get("running", 0)),
-                   int(stats.get("aborted", 0)))
+                   int(stats.get("aborted", 0)),
+                   tuple((str(src), int(n), int(t)) for src, (n, t) in stats.get("load", {}).items()))
 
 
 @dataclass
@@ -91,9 +103,13 @@ class Ticket:
     predicted: int | None = None
     reason: str | None = None
     full_keys: list[bytes] = field(default_factory=list, repr=False)  # 16-byte keys, for the shared tier
+    target: str | None = None  # this replica only, when it is live (per_replica.py); shipped, so it can check
+    admin: bool = False  # an operation on the replica's cache, not a request: not counted as load
+    source: str = ""  # the sending router's id (RouterBook.source), shipped: the replica reports load per source
 
     def __reduce__(self):
-        return (Ticket, (self.request_id, self.tenant))
+        return (Ticket, (self.request_id, self.tenant), {"target": self.target, "admin": self.admin,
+                                                         "source": self.source})
 
 
 @dataclass
@@ -120,6 +136,12 @@ class _Held:
         return key in self.keys or self.recent.get(key, 0.0) > self.now
 
 
+def _affinity_key(tenant: str, kind: str, value: str) -> tuple[str, str, str]:
+    """Ids are per tenant; a pin owner (kind "owner") names its tenant already, and is also
+    pointed at from where no request, hence no tenant, is at hand (per_replica.py)."""
+    return ("", kind, value) if kind == "owner" else (tenant, kind, value)
+
+
 class RouterBook:
     def __init__(self, *, mode: str = "prefix", block_size: int = 16, weights: Weights = Weights(),
                  stale_after_s: float = 5.0, recent_ttl_s: float = 5.0,
@@ -129,11 +151,13 @@ class RouterBook:
         self.weights = weights
         self.stale_after_s = stale_after_s
         self.recent_ttl_s = recent_ttl_s
+        self.source = uuid.uuid4().hex  # names this router's requests in the replicas' load reports
         self.clock = clock
         self.decisions: dict[str, int] = {}
         self.routes: deque[tuple[str, str, str]] = deque(maxlen=256)  # (request id, replica, reason), latest last
         self._replicas: dict[str, ReplicaBooks] = {}
         self._affinity: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._roster: tuple[str, ...] = ()
         self._turns = itertools.count()
         self._lock = threading.Lock()
 
@@ -150,10 +174,20 @@ class RouterBook:
             books.report = report
             books.seen_at = self.clock()
 
+    def set_roster(self, replicas: Iterable[str]) -> None:
+        """The live replicas, as Ray Serve last told the router (its `update_replicas`)."""
+        with self._lock:
+            self._roster = tuple(sorted(replicas))
+
+    def roster(self) -> tuple[str, ...]:
+        with self._lock:
+            return self._roster
+
     def forget(self, replica: str) -> None:
         """The replica is gone: its books and its affinities go with it."""
         with self._lock:
             self._replicas.pop(replica, None)
+            self._roster = tuple(r for r in self._roster if r != replica)
             for key in [k for k, r in self._affinity.items() if r == replica]:
                 del self._affinity[key]
 
@@ -184,11 +218,11 @@ class RouterBook:
             for replica in replicas:
                 books = self._replicas.setdefault(replica, ReplicaBooks())
                 usable = ticket.keys[:ticket.usable_blocks]
-                candidates.append(Candidate(
-                    replica, leading_run(usable, _Held(books, ticket.model_id, now)), len(books.in_flight),
-                    sum(books.in_flight.values()), self._trust(replica, books, now)))
+                requests, tokens = self._load(books, now)
+                candidates.append(Candidate(replica, leading_run(usable, _Held(books, ticket.model_id, now)),
+                                            requests, tokens, self._trust(replica, books, now)))
             for kind, value in ticket.affinity:
-                affinity = self._affinity.get((ticket.tenant, kind, value))
+                affinity = self._affinity.get(_affinity_key(ticket.tenant, kind, value))
                 if affinity is not None:
                     break
             turn = next(self._turns)
@@ -199,6 +233,15 @@ class RouterBook:
         with self._lock:
             self.decisions[decision.reason] = self.decisions.get(decision.reason, 0) + 1
         return decision
+
+    def _load(self, books: ReplicaBooks, now: float) -> tuple[int, int]:
+        """(requests, tokens of work) ahead on a replica: the other ingress processes' there, from
+        its fresh report, plus this router's own in flight."""
+        requests, tokens = len(books.in_flight), sum(books.in_flight.values())
+        if books.report is not None and now - books.seen_at <= self.stale_after_s:
+            others = books.report.others(self.source)
+            requests, tokens = requests + others[0], tokens + others[1]
+        return requests, tokens
 
     def routed(self, ticket: Ticket, replica: str, predicted: int | None) -> None:
         """`ticket` went to `replica`: its blocks will be there, it is in flight there, and its
@@ -221,7 +264,7 @@ class RouterBook:
                 self._point(ticket.tenant, kind, value, replica)
 
     def _point(self, tenant: str, kind: str, value: str, replica: str) -> None:
-        key = (tenant, kind, value)
+        key = _affinity_key(tenant, kind, value)
         self._affinity[key] = replica
         self._affinity.move_to_end(key)
         while len(self._affinity) > MAX_AFFINITY:
@@ -270,6 +313,7 @@ class RouterBook:
                     generation=None if b.report is None else b.report.generation,
                     blocks_reported=0 if b.report is None else len(b.report.keys),
                     reported_running=0 if b.report is None else b.report.running + b.report.waiting,
+                    others_load_tokens=0 if b.report is None else b.report.others(self.source)[1],
                     reported_aborted=0 if b.report is None else b.report.aborted,
                     in_flight=len(b.in_flight), predicted_tokens=b.predicted_tokens, actual_tokens=b.actual_tokens,
                     finished=b.finished, disagreements=b.disagreements,

@@ -6,7 +6,9 @@ keys the router sees are the keys the replicas compute. Two pieces stand in for 
 
 - `ClusterEngine` answers what the routes ask an engine (tokenizer, model name, context
   length, grammar compiles, validation) from the model's metadata (no weights are loaded here)
-  and from what a replica reported about itself (`EngineReplica.describe`).
+  and from what a replica reported about itself (`EngineReplica.describe`). What reads or
+  changes a replica's cache (flush, stats, explain, pins, sessions' and cached contents'
+  prefixes) goes to one replica or to each, as `per_replica.py` says.
 - `RoutedLoop` is an `EngineLoop` whose requests go to the replicas through the Ray Serve
   handle instead of to a local engine: the ticket (block keys with the exported key scheme,
   affinity ids) rides along for the router, the replica's deltas are handed to the route's
@@ -18,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import replace
 from types import SimpleNamespace
 
+from promptcache.cache.divergence import Divergence
 from promptcache.cache.keys import Namespace, block_keys
 from promptcache.engine.api import Request
 from promptcache.engine.engine import Engine
 from promptcache.engine.structured.compiler import GrammarCompiler
 from promptcache.scaleout.book import RouterBook, Ticket, key64
 from promptcache.scaleout.hints import current_ids
-from promptcache.scaleout.replica import ShippedGrammar
+from promptcache.scaleout.per_replica import ReplicaOps, combine_stats, everywhere, explain_key
+from promptcache.scaleout.replica import HeldPath, ShippedGrammar
 from promptcache.scaleout.shared import ClusterTenantLimit, SharedBlocks
 from promptcache.server.core.usage import reusable_prefix
 from promptcache.server.engine_loop import EngineFailure, EngineLoop, TenantLimitError, RETRY_AFTER_S
@@ -46,8 +51,25 @@ class _ShippingCompiler:
         return ShippedGrammar(spec, tuple(self.compiler.compile(spec).warnings))
 
 
+class RemotePins:
+    """`engine.retained` as the routes use it: a reservation dropped on its replica, and the path
+    an owner holds as the ingress last heard it (per_replica.py), read without waiting."""
+
+    def __init__(self, engine: ClusterEngine):
+        self.engine = engine
+
+    def settle(self, request_id: str) -> None:
+        targets, _ = self.engine.targets.pop(request_id, ((), None))
+        for replica in targets:  # not waited for: called on the event loop
+            self.engine.ops.tell(replica, "settle", request_id)
+
+    def held(self, owner: str) -> HeldPath | None:
+        return self.engine.ops.held.get(owner)
+
+
 class ClusterEngine:
-    """The engine as the routes see it, in front of the replicas."""
+    """The engine as the routes see it, in front of the replicas. What reads or changes a
+    replica's cache spreads over the replicas as `per_replica.py` says."""
 
     prefix = None  # no cache in this process
 
@@ -60,6 +82,9 @@ class ClusterEngine:
         self.model = SimpleNamespace(config=replace(source.config, vocab_size=info["vocab_size"]))
         self.grammars = _ShippingCompiler(GrammarCompiler(source.tokenizer, vocab_size=info["vocab_size"]))
         self.loop: RoutedLoop | None = None
+        self.ops: ReplicaOps | None = None
+        self.retained = RemotePins(self)
+        self.targets: dict[str, tuple[tuple[str, ...], int | None]] = {}  # request id -> reserved on, predicted
 
     validate = Engine.validate  # the engine's own checks: the same 400s as a single server
 
@@ -80,21 +105,67 @@ class ClusterEngine:
         return self.loop.running if self.loop is not None else 0
 
     def cache_stats(self, wait: bool = True) -> dict:
-        return {}  # each replica's cache is its own; the router's view is in /metrics
+        """Every replica's figures, combined (admin); a metrics scrape (wait=False) asks none:
+        the router's per-replica series are on /metrics."""
+        return combine_stats(self.ops.everywhere("cache_stats")) if wait else {}
 
-    def _per_replica(self, *args, **kwargs):
-        raise APIError(501, "this reads or changes one engine's cache, and each replica has its own: "
-                            "not available through the scale-out ingress yet (docs/deployment.md)",
-                       code="not_implemented")
+    def flush_cache(self, tenant: str | None = None, include_pinned: bool = False) -> int:
+        if include_pinned:
+            self.ops.held.clear()
+        return sum(self.ops.everywhere("flush_cache", tenant, include_pinned).values())
 
-    # Cache administration, pins (sessions, cached contents) and /v1/cache/explain: 501.
-    flush_cache = pin_prefix = unpin_prefix = reserve_retained = explain_prefix = _per_replica
+    def _ranked(self, ticket: Ticket) -> tuple[tuple[str, ...], dict[str, int]]:
+        roster = self.ops.book.roster()
+        if not roster:
+            raise APIError(503, "no replica is running", code="engine_failure", type="server_error")
+        decision = self.ops.book.decide(roster, ticket)
+        return decision.order, decision.predicted
+
+    def reserve_retained(self, request: Request) -> int:
+        """Admit a prefix to retain: on every replica for an admin pin or a warm prompt, else on
+        the replica the router picks for it (the request then goes there). Raises the replicas'
+        PinBudgetExceeded."""
+        if everywhere(request.cache.pin_owner):
+            try:
+                reserved = self.ops.everywhere("reserve_retained", request)
+            except BaseException:
+                self.ops.everywhere("settle", request.request_id)
+                raise
+            self.targets[request.request_id] = (tuple(reserved), None)
+            return max(reserved.values(), default=0)
+        order, predicted = self._ranked(self.loop.ticket(request))
+        for replica in order:
+            reserved = self.ops.on([replica], "reserve_retained", request)
+            if replica in reserved:
+                self.targets[request.request_id] = ((replica,), predicted[replica])
+                return reserved[replica]
+        raise APIError(503, "no replica answered", code="engine_failure", type="server_error")
 
     def retained_blocks(self, owner: str) -> int:
-        return 0  # nothing is pinned in this process
+        return self.ops.retained_blocks(owner)
 
     def release_retained(self, owner: str) -> int:
-        return 0
+        return self.ops.release_retained(owner)
+
+    def explain_prefix(self, tokens: list[int], options) -> tuple[int, Divergence | None]:
+        """Asked of the replica the router would send this prompt to (a decision not counted as
+        a request); `explained_by` names it."""
+        ticket = self.loop.ticket_for(f"explain-{uuid.uuid4().hex}", tokens, options)
+        for replica in self._ranked(ticket)[0]:
+            answered = self.ops.on([replica], "explain_prefix", tokens, options)
+            if replica in answered:
+                self.ops.explained_at(tokens, options, replica)
+                return answered[replica]
+        raise APIError(503, "no replica answered", code="engine_failure", type="server_error")
+
+    def explain_tiers(self, tokens: list[int], options, held: int) -> dict[str, int]:
+        replica = self.explained_by(tokens, options)
+        answered = self.ops.on([replica], "explain_tiers", tokens, options, held) if replica else {}
+        return answered.get(replica, {})
+
+    def explained_by(self, tokens: list[int], options) -> str | None:
+        """The replica that answered the last explain of this prompt in this namespace."""
+        return self.ops.explained.get(explain_key(tokens, options))
 
 
 class RoutedLoop(EngineLoop):
@@ -105,6 +176,7 @@ class RoutedLoop(EngineLoop):
                  cluster_limit: ClusterTenantLimit | None = None):
         super().__init__(engine, max_queue=max_queue, max_per_tenant=max_per_tenant)
         engine.loop = self
+        engine.ops = ReplicaOps(handle, book)
         self.handle = handle.options(stream=True)
         self.book = book
         self.shared = shared
@@ -137,32 +209,63 @@ class RoutedLoop(EngineLoop):
             self._slots[request.request_id] = (request.cache.tenant, slot)
         return sub
 
-    def ticket(self, request: Request) -> Ticket:
-        engine, tokens, options = self.engine, request.prompt_tokens, request.cache
+    def ticket_for(self, request_id: str, tokens: list[int], options) -> Ticket:
+        """What the router needs of a prompt: its block keys (the exported key scheme), size and
+        the ids that name where its state lives."""
+        engine = self.engine
         keys: list[bytes] = []
         if options.enabled:
             keys = block_keys(tokens, engine.block_size, Namespace(engine.model_id, options.tenant, options.salt))
         affinity = current_ids()
         if options.cache_key:
             affinity.append(("cache_key", options.cache_key))
-        if request.request_id.startswith("resp_"):  # a later previous_response_id finds it here
-            affinity.append(("response", request.request_id))
-        return Ticket(request.request_id, options.tenant, engine.model_id, tuple(key64(k) for k in keys),
+        if options.pin_owner is not None and not everywhere(options.pin_owner):  # a session's turn
+            affinity.append(("owner", options.pin_owner))
+        if request_id.startswith("resp_"):  # a later previous_response_id finds it here
+            affinity.append(("response", request_id))
+        return Ticket(request_id, options.tenant, engine.model_id, tuple(key64(k) for k in keys),
                       len(tokens), reusable_prefix(len(tokens), engine.block_size) // engine.block_size,
-                      affinity=tuple(affinity), full_keys=keys)
+                      affinity=tuple(affinity), full_keys=keys, source=self.book.source)
+
+    def ticket(self, request: Request) -> Ticket:
+        return self.ticket_for(request.request_id, request.prompt_tokens, request.cache)
 
     def send(self, request: Request) -> None:
         """Start streaming `request` from a replica (its grammar, if any, is a ShippedGrammar:
-        `ClusterEngine.grammars` made it)."""
-        task = asyncio.get_running_loop().create_task(self._pump(request, self.ticket(request)))
+        `ClusterEngine.grammars` made it). A prefix reserved on replicas runs on each of them;
+        the first one's reply is the request's."""
+        ticket = self.ticket(request)
+        targets, predicted = self.engine.targets.pop(request.request_id, ((), None))
+        others = []
+        if targets:
+            ticket.target, ticket.predicted = targets[0], predicted
+            for replica in targets[1:]:
+                other = replace(ticket, request_id=f"{request.request_id}@{replica}", target=replica, affinity=())
+                others.append(asyncio.get_running_loop().create_task(self._drain(request, other)))
+        task = asyncio.get_running_loop().create_task(self._pump(request, ticket, others))
         self._tasks[request.request_id] = task
+
+    async def _drain(self, request: Request, ticket: Ticket) -> None:
+        """Run `request` on another replica for its pin alone; its reply is dropped."""
+        stream = self.handle.generate.remote(request, ticket)
+        try:
+            async for item in stream:
+                if isinstance(item, HeldPath):
+                    self.engine.ops.remember(item)
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - that replica holds no pin; retained_blocks shows it
+            log.warning("pinning %s on replica %s failed: %s", request.request_id, ticket.target, type(exc).__name__)
+        finally:
+            self.book.finished(ticket, None)
 
     def cancel(self, request_id: str) -> None:
         task = self._tasks.get(request_id)
         if task is not None:
             task.cancel()
 
-    async def _pump(self, request: Request, ticket: Ticket) -> None:
+    async def _pump(self, request: Request, ticket: Ticket, others: list[asyncio.Task] = ()) -> None:
         stream = None
         finished = False
         try:
@@ -175,16 +278,23 @@ class RoutedLoop(EngineLoop):
                     if item != ticket.replica:  # Ray Serve chose another than the router's first
                         self.book.routed(ticket, item, None)
                     continue
+                if isinstance(item, HeldPath):  # what the request's pin owner holds there now
+                    self.engine.ops.remember(item, ticket.replica)
+                    continue
                 if request.request_id not in self._started:
                     self._started.add(request.request_id)
                     self.book.started(ticket)
                 if item.finished:
+                    if others:  # pinned on every replica before the request counts as done
+                        await asyncio.gather(*others)
                     finished = True
                     self.book.finished(ticket, item.num_cached_tokens)
                 self._dispatch([item])
         except asyncio.CancelledError:
             if stream is not None:
                 stream.cancel()
+            for other in others:
+                other.cancel()
             raise
         except Exception as exc:  # the replica died or failed: this request alone fails
             log.warning("request %s failed on replica %s: %s", request.request_id, ticket.replica or "?",

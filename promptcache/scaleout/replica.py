@@ -8,6 +8,12 @@ generator here, and the request is aborted in the engine at its next step.
 
 `record_routing_stats` is Ray Serve's hook for the router's data: the block-key summary
 (`summary.py`), run off the event loop since it waits for the engine's lock.
+
+`admin` runs one operation on this replica's own cache for the ingress (`per_replica.py`):
+flush, stats, explain, and the reservation, lookup and release of retained prefixes. A ticket
+that targets another replica (that one is gone, and Ray Serve sent the call here) is answered
+with `NotTarget`, never run here. A request that pins a prefix (a session's turn) sends the
+path its owner holds before its last delta, so the ingress knows it without asking.
 """
 
 from __future__ import annotations
@@ -41,6 +47,36 @@ class ShippedGrammar:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class HeldPath:
+    """What a pin owner holds on a replica: its pinned tokens (whole blocks) and their count."""
+
+    owner: str
+    tokens: tuple[int, ...]
+    blocks: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """`admin`'s reply: which replica ran the operation, and its result or its refusal (an
+    exception of the engine's, e.g. PinBudgetExceeded, raised again at the ingress)."""
+
+    replica: str
+    result: object = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class NotTarget:
+    """The call targeted another replica (gone): nothing ran here."""
+
+    replica: str
+
+
+ADMIN_OPS = frozenset({"flush_cache", "cache_stats", "explain_prefix", "explain_tiers", "reserve_retained",
+                       "settle", "held", "release_retained"})
+
+
 class EngineReplica:
     def __init__(self, settings: ServerSettings, threads: int | None = None):
         import torch
@@ -61,6 +97,7 @@ class EngineReplica:
         self.loop.start()
         self.summary = KeySummary(self.engine)
         self.aborted = 0
+        self.sources: dict[str, str] = {}  # request id -> the ingress that sent it (Ticket.source)
         try:
             from ray import serve
 
@@ -78,12 +115,43 @@ class EngineReplica:
         return self.loop.in_flight
 
     async def record_routing_stats(self) -> dict:
-        return await asyncio.to_thread(self.summary.report, self.aborted)
+        return await asyncio.to_thread(self.summary.report, self.aborted, self.sources)
+
+    def _held(self, owner: str) -> HeldPath:
+        blocks = self.engine.retained_blocks(owner)  # runs the pending saves: a finished turn's pin counts
+        held = self.engine.retained.held(owner) if self.engine.retained is not None else None
+        return HeldPath(owner, tuple(held.tokens) if held is not None else (), blocks)
+
+    def _run_admin(self, op: str, args: tuple):
+        engine = self.engine
+        if op == "settle":
+            return engine.retained.settle(*args) if engine.retained is not None else None
+        if op == "held":
+            return self._held(*args)
+        if op == "cache_stats":
+            return engine.cache_stats(wait=True)
+        return getattr(engine, op)(*args)
+
+    async def admin(self, ticket: Ticket, op: str, *args) -> Answer | NotTarget:
+        """Run `op` (one of ADMIN_OPS) on this replica's engine, off the event loop (it takes
+        the engine's lock). Refusals the server answers with a 4xx travel back as `error`."""
+        from promptcache.cache.errors import PinBudgetExceeded
+        from promptcache.engine.api import EngineInputError
+
+        if ticket.target is not None and ticket.target != self.replica_id:
+            return NotTarget(self.replica_id)
+        if op not in ADMIN_OPS:
+            raise ValueError(f"not a replica operation: {op}")
+        try:
+            return Answer(self.replica_id, await asyncio.to_thread(self._run_admin, op, args))
+        except (PinBudgetExceeded, EngineInputError) as exc:
+            return Answer(self.replica_id, error=exc)
 
     async def generate(self, request: Request, ticket: Ticket | None = None) -> AsyncIterator[RequestOutput]:
         if isinstance(request.structure, ShippedGrammar):
             request.structure = await asyncio.to_thread(self.engine.grammars.compile, request.structure.spec)
         sub = self.loop.submit(request)
+        self.sources[request.request_id] = ticket.source if ticket is not None else ""
         finished = False
         try:
             yield self.replica_id  # first: the router learns where the request landed
@@ -92,8 +160,11 @@ class EngineReplica:
                 if isinstance(item, EngineFailure):
                     raise ReplicaFailure(str(item))
                 finished = item.finished
+                if finished and request.cache.pin_owner is not None:  # the owner's path, before the reply ends
+                    yield await asyncio.to_thread(self._held, request.cache.pin_owner)
                 yield item
         finally:
+            self.sources.pop(request.request_id, None)
             if not finished:  # cancelled (the client went away) or failed: free the slot
                 self.aborted += 1
                 self.loop.abort(sub.request_id)

@@ -7,6 +7,11 @@ first. The request's `Ticket` (block keys, prompt size, affinity ids) is the sec
 the call, and the book is shared with the ingress through `book_for(name)`: the ingress tells
 it which replica served a request and how many tokens that replica read from its cache.
 
+A ticket with a `target` (per_replica.py) goes to that replica while it is live: an operation on
+its cache, or a prefix reserved there. When the target is gone, an operation goes to any replica
+(which answers that it is not the target) and a request is routed as any other. The live set
+Ray Serve hands the router (`update_replicas`) is the roster operations are spread over.
+
 Every replica's latest routing stats (`record_routing_stats`, `summary.py`) arrive with the
 candidates; the book takes in the new ones at each decision.
 
@@ -48,12 +53,23 @@ class PromptCacheRouter(RequestRouter):
         if ticket is None or not candidate_replicas:  # not a generation request: any replica
             return [candidate_replicas]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
+        if ticket.target is not None:
+            if ticket.target in by_id:  # a per-replica operation, or a prefix reserved there
+                if not ticket.admin:
+                    self.book.routed(ticket, ticket.target, ticket.predicted)
+                return [[by_id[ticket.target]]]
+            if ticket.admin:  # gone: any replica answers that it is not the target
+                return [candidate_replicas]
         for rid, replica in by_id.items():
             self.book.observe(rid, replica.routing_stats)
         decision = self.book.decide(by_id, ticket)
         first = decision.order[0]
         self.book.routed(ticket, first, decision.predicted[first])
         return [[by_id[rid]] for rid in decision.order]
+
+    def update_replicas(self, replicas: list[RunningReplica]):
+        super().update_replicas(replicas)
+        self.book.set_roster(r.replica_id.unique_id for r in replicas)
 
     def on_replica_actor_died(self, replica_id: ReplicaID):
         super().on_replica_actor_died(replica_id)

@@ -162,9 +162,13 @@ async def explain(http: HTTPRequest, dialect: Dialect | None = None, tenant: Ten
         start = held + max(0, edge.shared - 2)  # from just before the divergence, in both
         miss.ours_block = decode(r.tokens[start:held + size + 8])
         miss.theirs_block = decode(unpack(edge.theirs)[max(0, edge.shared - 2):])
-    return {
+    answer = {
         "dialect": dialect, "prompt_tokens": len(r.tokens), "cached_tokens": held,
         "would_read": min(held, reusable_prefix(len(r.tokens), size)),
         "tiers": {"memory": held, "disk": 0, "redis": 0, **lower}, "block_size": size,
         "divergence": divergence, "cause": cause(miss),
     }
+    explained_by = getattr(state.engine, "explained_by", None)  # scale-out: the replica that was asked
+    if explained_by is not None and enabled:
+        answer["replica"] = explained_by(r.tokens, options)
+    return answer

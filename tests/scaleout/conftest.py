@@ -27,13 +27,13 @@ REPLICAS = 3
 START_TIMEOUT_S = 120
 
 
-def settings_for(model_dir) -> ServerSettings:
+def settings_for(model_dir, records_db: str | None = None) -> ServerSettings:
     """Each replica's settings and the single server's. Batch-invariant decoding is off: its
     start-up probe costs each of the four engines seconds, and nothing here compares replies of
     requests that shared a batch (the equality tests send one request at a time, and the cache
     is bitwise neutral in either mode, docs/design.md)."""
     return ServerSettings(model=str(model_dir), default_max_tokens=8, cache_mb=8.0, max_batch_size=4,
-                          deterministic=False)
+                          deterministic=False, **({"records_db": records_db} if records_db else {}))
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tiny_llama_dir):
+def cluster(tiny_llama_dir, tmp_path_factory):
     pytest.importorskip("ray.serve")
     import httpx
     import uvicorn
@@ -58,7 +58,7 @@ def cluster(tiny_llama_dir):
 
     from promptcache.scaleout.launch import APP, ScaleOut, deploy, ingress_app, shutdown, start_ray
 
-    settings = settings_for(tiny_llama_dir)
+    settings = settings_for(tiny_llama_dir, str(tmp_path_factory.mktemp("records") / "records.sqlite3"))
     cfg = ScaleOut(replicas=REPLICAS, num_cpus=2, object_store_mb=80, stats_period_s=0.5, stale_after_s=10.0)
     start_ray(cfg)
     try:

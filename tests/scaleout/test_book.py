@@ -23,8 +23,8 @@ class Clock:
         return self.now
 
 
-def report(generation, keys=(), model=MODEL, epoch="e1"):
-    return {"epoch": epoch, "generation": generation, "model_id": model, "keys": pack_keys(keys)}
+def report(generation, keys=(), model=MODEL, epoch="e1", load=None):
+    return {"epoch": epoch, "generation": generation, "model_id": model, "keys": pack_keys(keys), "load": load or {}}
 
 
 def ticket(rid, keys, usable=None, **kw):
@@ -192,3 +192,22 @@ def test_a_request_served_elsewhere_than_predicted_is_not_compared():
     book.routed(t, "b", None)  # Ray Serve sent it to b: nothing was predicted for b
     book.finished(t, 0)
     assert book.snapshot()["b"]["finished"] == 0 and book.snapshot()["b"]["disagreements"] == 0
+
+
+def test_the_load_other_ingresses_report_counts_and_this_routers_own_is_not_counted_twice():
+    book, clock = make()
+    book.observe("a", report(1, [1, 2, 3, 4], load={"other-ingress": [2, 900]}))
+    book.observe("b", report(1))
+    assert book.decide(["a", "b"], ticket("q1", [1, 2, 3, 4])).order[0] == "b"  # a: 900 tokens of another's queue
+    book.observe("a", report(2, load={}))
+    book.observe("b", report(2, [1, 2, 3, 4]))
+    mine = Ticket("mine", "t", MODEL, (), prompt_tokens=900, usable_blocks=0)
+    book.routed(mine, "b", 0)
+    book.observe("b", report(3, [1, 2, 3, 4], load={book.source: [1, 900]}))  # b reports this router's request
+    assert book.snapshot()["b"]["others_load_tokens"] == 0
+    assert book.decide(["a", "b"], ticket("q2", [1, 2, 3, 4])).order[0] == "a"  # 900 ahead on b (once, not twice)
+    book.finished(mine, 0)  # done: no longer load, though b's last report still lists it
+    assert book.decide(["a", "b"], ticket("q3", [1, 2, 3, 4])).order[0] == "b"
+    clock.now += 6  # a stale report is not used, for its load nor its blocks
+    book.observe("b", report(4))
+    assert book.decide(["a", "b"], ticket("q4", [1])).reason == "fallback"

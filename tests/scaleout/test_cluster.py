@@ -116,12 +116,94 @@ def test_cache_keys_and_response_chains_stay_on_their_replica(cluster):
     assert book.where(follow.id) == (book.where(first.id)[0], "affinity")
 
 
-def test_what_reads_one_engines_cache_is_a_clear_501(cluster):
-    model = client_of(cluster.base_url).models.list().data[0].id
+def pinned_on(http: httpx.Client) -> dict[str, int]:
+    """Pinned bytes on each replica, from the combined /v1/cache/stats."""
+    return {rid: r["pinned_bytes"] for rid, r in http.get("/v1/cache/stats").json()["replicas"].items()}
+
+
+def test_explain_asks_the_replica_the_prompt_would_go_to(cluster):
+    client, book = client_of(cluster.base_url), cluster.book
+    model = client.models.list().data[0].id
+    prompt = "Explain where this prompt is cached. " * 12
+    reply = client.completions.create(model=model, prompt=prompt, max_tokens=1)
     with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
-        answer = http.post("/v1/cache/explain", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    assert answer.status_code == 501
-    assert answer.json()["error"]["code"] == "not_implemented"
+        answer = http.post("/v1/cache/explain", json={"model": model, "prompt": prompt}).json()
+    assert answer["replica"] == book.where(reply.id)[0]
+    assert answer["cached_tokens"] == reply.usage.prompt_tokens // 16 * 16 > 0  # its full blocks, there
+
+
+def test_an_admin_pin_holds_on_every_replica_and_unpins_on_every_one(cluster):
+    body = {"prompt": "Pinned on every replica. " * 10}
+    with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
+        pinned = http.post("/v1/cache/pin", json=body).json()
+        assert pinned["pinned_blocks"] > 0
+        held = pinned_on(http)
+        assert len(held) == 3 and all(n > 0 for n in held.values())
+        unpinned = http.post("/v1/cache/unpin", json=body).json()
+        assert unpinned["unpinned_blocks"] == pinned["pinned_blocks"]
+        assert all(n == 0 for n in pinned_on(http).values())
+
+
+def test_a_session_pins_where_the_router_puts_it_and_its_turns_follow(cluster):
+    client, book = client_of(cluster.base_url), cluster.book
+    model = client.models.list().data[0].id
+    system = {"role": "system", "content": "You answer about rivers, briefly and politely. " * 6}
+    with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
+        created = http.post("/v1/context", json={"model": model, "messages": [system]}).json()
+        assert created["cached_tokens"] > 0
+        holders = [rid for rid, n in pinned_on(http).items() if n > 0]
+        assert len(holders) == 1  # one replica, the router's pick
+        for question in ("Name one.", "Another?"):
+            reply = client.chat.completions.create(
+                model=model, messages=[system, {"role": "user", "content": question}], max_tokens=3,
+                extra_headers={"x-session-id": created["session_id"]})
+            assert book.where(reply.id) == (holders[0], "affinity")
+        assert http.get(f"/v1/context/{created['session_id']}").json()["cached_tokens"] >= created["cached_tokens"]
+        assert http.delete(f"/v1/context/{created['session_id']}").status_code == 200
+        assert all(n == 0 for n in pinned_on(http).values())
+
+
+def test_another_ingress_load_on_a_replica_steers_this_router_away(cluster):
+    """A request another ingress sent (its ticket names another source, and it is sent straight
+    to one replica, outside this router's books) shows in that replica's reports, and this
+    router's prompts go to the idle replicas meanwhile."""
+    from promptcache.engine.api import CacheOptions, Request, SamplingParams
+    from promptcache.scaleout.book import Ticket
+
+    client, book = client_of(cluster.base_url), cluster.book
+    model = client.models.list().data[0].id
+    busy = book.roster()[0]
+    request = Request("elsewhere-1", list(range(300, 400)), SamplingParams(max_tokens=1800, ignore_eos=True),
+                      CacheOptions())
+    stream = cluster.handle.options(stream=True).generate.remote(
+        request, Ticket("elsewhere-1", target=busy, admin=True, source="another-ingress"))
+    try:
+        assert next(iter(stream)) == busy
+        poke = lambda: client.completions.create(model=model, prompt="x", max_tokens=1)  # noqa: E731
+        wait_until(lambda: book.snapshot()[busy]["others_load_tokens"] > 0, "the busy replica's report", 30, poke)
+        assert book.snapshot()[busy]["in_flight"] == 0  # not this router's request
+        for i in range(4):
+            reply = client.completions.create(model=model, prompt=f"Where to, {i}? " * 6, max_tokens=1)
+            assert book.where(reply.id)[0] != busy
+    finally:
+        stream.cancel()
+
+
+def test_stats_and_flush_cover_every_replica(cluster):
+    client = client_of(cluster.base_url)
+    model = client.models.list().data[0].id
+    for i in range(3):  # misses at low load rotate: each replica caches one
+        client.completions.create(model=model, prompt=f"Spread {i} over the replicas. " * 8, max_tokens=1)
+    with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
+        stats = http.get("/v1/cache/stats").json()
+        per = stats["replicas"]
+        assert len(per) == 3 and all(r["blocks_held"] > 0 for r in per.values())
+        for field in ("blocks_held", "lookups", "insertions"):
+            assert stats[field] == sum(r[field] for r in per.values())
+        assert stats["block_size"] == 16
+        flushed = http.post("/v1/cache/flush", json={}).json()["flushed_blocks"]
+        after = http.get("/v1/cache/stats").json()
+    assert flushed >= 3 and after["blocks_held"] == 0  # nothing is pinned here: every block went
 
 
 def test_a_client_that_goes_away_aborts_its_request_on_the_replica(cluster):
