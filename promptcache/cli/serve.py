@@ -67,6 +67,7 @@ def serve(
     replicas: Annotated[Optional[int], _opt("--replicas", env="REPLICAS", help="Run N engine replicas as a Ray Serve application behind a prefix-aware router, same HTTP API (docs/deployment.md).", min=1)] = None,
     router: Annotated[Optional[str], _opt("--router", env="ROUTER", help="With --replicas: prefix (default), round-robin or least-loaded.")] = None,
     ray_address: Annotated[Optional[str], _opt("--ray-address", env="RAY_ADDRESS", help="With --replicas: deploy onto this Ray cluster (e.g. ray://head:10001, auto) instead of a local Ray.")] = None,
+    replica_cpus: Annotated[Optional[float], _opt("--replica-cpus", env="REPLICA_CPUS", help="With --replicas: CPUs Ray reserves for each replica, and the torch threads each runs (default: a local Ray's CPUs split evenly; 1 on a cluster).")] = None,
 ) -> None:
     """Serve OpenAI's /v1/chat/completions and /v1/completions with prompt caching."""
     import uvicorn
@@ -101,14 +102,15 @@ def serve(
             keys_file=keys_file,
         )
         configure_logging(settings.log_level, settings.log_format)
-        if replicas is None and (router is not None or ray_address is not None):
-            raise ValueError("--router and --ray-address need --replicas")
+        if replicas is None and (router is not None or ray_address is not None or replica_cpus is not None):
+            raise ValueError("--router, --ray-address and --replica-cpus need --replicas")
         if replicas is not None:  # Ray is imported on this path only
             from promptcache.scaleout.launch import ScaleOut, check_ray
 
             check_ray()
             settings.tier_config()  # a bad tier setting stops here, before Ray starts
-            cluster = ScaleOut(replicas=replicas, router=router or "prefix", ray_address=ray_address)
+            cluster = ScaleOut(replicas=replicas, router=router or "prefix", ray_address=ray_address,
+                               replica_cpus=replica_cpus)
     if replicas is not None:
         from promptcache.scaleout.launch import serve_cluster
 

@@ -9,6 +9,7 @@ cache, on a local Ray instance started here or on the cluster at `--ray-address`
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -32,12 +33,30 @@ class ScaleOut:
     stats_period_s: float = 1.0  # how often each replica reports its blocks
     stale_after_s: float = 5.0  # a report older than this is not routed on
     overlap_weight: float = 1.0
+    replica_cpus: float | None = None  # CPUs Ray reserves for each replica, and its torch threads (whole ones)
 
     def __post_init__(self):
         if self.replicas < 1:
             raise ValueError("--replicas must be at least 1")
         if self.router not in MODES:
             raise ValueError(f"--router must be one of {', '.join(MODES)}")
+        cpus = self.replica_cpus
+        if cpus is not None:
+            if not (math.isfinite(cpus) and cpus > 0):
+                raise ValueError("--replica-cpus must be a positive number of CPUs")
+            have = self.num_cpus or os.cpu_count() or 1
+            if not self.ray_address and cpus * self.replicas > have:  # the rest would wait for CPUs forever
+                raise ValueError(f"--replica-cpus {cpus:g} for {self.replicas} replicas needs {cpus * self.replicas:g} "
+                                 f"CPUs; this machine's Ray has {have:g}")
+
+    def per_replica(self, cluster_cpus: float) -> tuple[float, int]:
+        """(CPUs Ray reserves for each replica, torch threads each runs): --replica-cpus when
+        given; else on a local Ray the machine's CPUs split evenly, on a cluster one CPU."""
+        if self.replica_cpus is not None:
+            share = self.replica_cpus
+        else:
+            share = cluster_cpus / self.replicas if not self.ray_address else 1.0
+        return share, max(1, int(share))
 
 
 def start_ray(cfg: ScaleOut) -> None:
@@ -67,8 +86,7 @@ def deploy(settings: ServerSettings, cfg: ScaleOut):
 
     from promptcache.scaleout.replica import EngineReplica
 
-    share = _cpus(cfg) / cfg.replicas if not cfg.ray_address else 1.0
-    threads = max(1, int(share))
+    share, threads = cfg.per_replica(_cpus(cfg))
     router = RequestRouterConfig(
         request_router_class="promptcache.scaleout.router.PromptCacheRouter",
         request_router_kwargs=dict(book=APP, mode=cfg.router, block_size=settings.block_size,

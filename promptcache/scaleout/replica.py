@@ -87,6 +87,7 @@ class EngineReplica:
         configure_logging(settings.log_level, settings.log_format)
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         self.engine = engine_from_settings(settings)
         if settings.tier_config().enabled:
             from promptcache.tiers.config import build_tiers
@@ -109,7 +110,18 @@ class EngineReplica:
         """What the ingress must agree on with the replicas: the cache namespace and limits."""
         engine = self.engine
         return dict(model_id=engine.model_id, model_name=engine.model_name, context_length=engine.context_length,
-                    vocab_size=engine.model.config.vocab_size, block_size=self.settings.block_size)
+                    vocab_size=engine.model.config.vocab_size, block_size=self.settings.block_size,
+                    threads=self.threads, cpus=self._cpus())
+
+    @staticmethod
+    def _cpus() -> float | None:
+        """The CPUs Ray reserved for this replica (None outside Ray)."""
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_assigned_resources().get("CPU")
+        except Exception:  # noqa: BLE001 - constructed outside Ray (tests of this class)
+            return None
 
     def in_flight(self) -> int:
         return self.loop.in_flight

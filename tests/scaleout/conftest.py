@@ -24,6 +24,7 @@ from live_server import free_port, start_server  # noqa: E402
 from promptcache.server.settings import ServerSettings  # noqa: E402
 
 REPLICAS = 3
+REPLICA_CPUS = 0.5  # --replica-cpus: 1.5 of Ray's 2 CPUs reserved, one torch thread each
 START_TIMEOUT_S = 120
 
 
@@ -59,7 +60,8 @@ def cluster(tiny_llama_dir, tmp_path_factory):
     from promptcache.scaleout.launch import APP, ScaleOut, deploy, ingress_app, shutdown, start_ray
 
     settings = settings_for(tiny_llama_dir, str(tmp_path_factory.mktemp("records") / "records.sqlite3"))
-    cfg = ScaleOut(replicas=REPLICAS, num_cpus=2, object_store_mb=80, stats_period_s=0.5, stale_after_s=10.0)
+    cfg = ScaleOut(replicas=REPLICAS, num_cpus=2, object_store_mb=80, stats_period_s=0.5, stale_after_s=10.0,
+                   replica_cpus=REPLICA_CPUS)
     start_ray(cfg)
     try:
         handle = deploy(settings, cfg)

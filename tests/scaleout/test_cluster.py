@@ -206,6 +206,13 @@ def test_stats_and_flush_cover_every_replica(cluster):
     assert flushed >= 3 and after["blocks_held"] == 0  # nothing is pinned here: every block went
 
 
+def test_each_replica_has_the_cpus_it_was_given(cluster):
+    from conftest import REPLICA_CPUS
+
+    info = cluster.handle.describe.remote().result(timeout_s=CLIENT_TIMEOUT_S)
+    assert info["cpus"] == REPLICA_CPUS and info["threads"] == 1
+
+
 def test_a_client_that_goes_away_aborts_its_request_on_the_replica(cluster):
     book = cluster.book
     aborted = lambda: sum(r["reported_aborted"] for r in book.snapshot().values())  # noqa: E731
