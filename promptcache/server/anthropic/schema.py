@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from promptcache.server.core.fields import Text, refuse_unsupported
+from promptcache.server.core.fields import Temperature, Text, TopK, TopP, refusing
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
 MAX_BREAKPOINTS = 4
@@ -87,11 +87,7 @@ UNSUPPORTED = {"thinking": ({"type": "disabled"},), "output_config": ({},), "dia
 
 
 class CountTokensRequest(AnthropicBody):
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, raw: Any) -> Any:
-        refuse_unsupported(raw, UNSUPPORTED)
-        return raw
+    _refuse_unsupported = refusing(UNSUPPORTED)
 
     model: Text
     messages: Annotated[list[Message], Field(min_length=1)]
@@ -104,9 +100,9 @@ class CountTokensRequest(AnthropicBody):
 
 class MessagesRequest(CountTokensRequest):
     max_tokens: Annotated[int, Field(ge=1)]
-    temperature: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    temperature: Annotated[Temperature, Field(le=1.0)] | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
     stop_sequences: Annotated[list[Text], Field(max_length=16)] | None = None
     stream: bool = False
     metadata: Metadata | None = None

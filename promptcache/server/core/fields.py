@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field, model_validator
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Sampling knobs as OpenAI and Anthropic both bound them; the temperature's upper bound is each
+# dialect's own (`Annotated[Temperature, Field(le=...)]`). Infinity and NaN are refused.
+Temperature = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+TopP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+TopK = Annotated[int, Field(ge=0)]
 
 
 def _encodable(text: str) -> str:
@@ -32,3 +38,14 @@ def refuse_unsupported(raw: object, neutral: dict[str, tuple]) -> None:
         if name in raw and raw[name] is not None and raw[name] not in allowed:
             raise bad_request(f"'{name}' is not supported by this server (it would be ignored, so it is refused).",
                               param=name, code="unsupported_parameter")
+
+
+def refusing(neutral: dict[str, tuple]):
+    """A body's validator that runs `refuse_unsupported(raw, neutral)` before anything else:
+    `_refuse_unsupported = refusing(UNSUPPORTED)` in the body's class."""
+
+    def refuse(cls, raw: Any) -> Any:
+        refuse_unsupported(raw, neutral)
+        return raw
+
+    return model_validator(mode="before")(classmethod(refuse))

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Text, refuse_unsupported
+from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, refusing
 from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -79,17 +79,13 @@ UNSUPPORTED = {
 class SamplingFields(OpenAIBody):
     """Fields shared by chat and text completions."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, raw: Any) -> Any:
-        refuse_unsupported(raw, UNSUPPORTED)
-        return raw
+    _refuse_unsupported = refusing(UNSUPPORTED)
 
     model: Text
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    temperature: Annotated[Temperature, Field(le=2.0)] | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
     seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None  # choices per prompt, sharing its prefill

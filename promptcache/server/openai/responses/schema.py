@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from promptcache.server.core.fields import Text, refuse_unsupported
+from promptcache.server.core.fields import Temperature, Text, TopP, refusing
 from promptcache.server.openai.schema import CachingOptions, OpenAIBody
 from promptcache.server.prompts.schema import PromptReference
 
@@ -74,8 +74,8 @@ class ResponsesRequest(OpenAIBody):
     input: Text | Annotated[list[InputItem], Field(min_length=1)] | None = None  # optional with a `prompt`
     instructions: Text | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    temperature: Annotated[Temperature, Field(le=2.0)] | None = None
+    top_p: TopP | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
@@ -93,11 +93,7 @@ class ResponsesRequest(OpenAIBody):
     user: Text | None = None
     safety_identifier: Text | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, raw: Any) -> Any:
-        refuse_unsupported(raw, UNSUPPORTED)
-        return raw
+    _refuse_unsupported = refusing(UNSUPPORTED)
 
     @model_validator(mode="after")
     def _input_or_prompt(self) -> ResponsesRequest:
