@@ -179,14 +179,23 @@ class ChatChoice(BaseModel):
     finish_reason: Literal["stop", "length", "tool_calls"]
 
 
-class ChatCompletion(BaseModel):
+class CompletionObject(BaseModel):
+    """What every completion object (and chunk) carries, in OpenAI's order; each kind names its
+    `object` and `choices`."""
+
     id: str
-    object: Literal["chat.completion"] = "chat.completion"
+    object: str
     created: int
     model: str
+    choices: list
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ChatCompletion(CompletionObject):
+    object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
     prompt_logprobs: list[dict[str, Any] | None] | None = None  # vLLM's extension, when asked for
 
 
@@ -203,14 +212,9 @@ class ChunkChoice(BaseModel):
     finish_reason: Literal["stop", "length", "tool_calls"] | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(CompletionObject):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 class TextChoice(BaseModel):
@@ -221,14 +225,9 @@ class TextChoice(BaseModel):
     finish_reason: Literal["stop", "length"] | None = None
 
 
-class TextCompletion(BaseModel):
-    id: str
+class TextCompletion(CompletionObject):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
     choices: list[TextChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
 
 
 class ModelCard(BaseModel):
