@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from promptcache.server.prompts.store import PromptInfo, PromptNotFound, PromptVersion
+from promptcache.server.prompts.store import PromptInfo, PromptNotFound, PromptVersion, info_after_change
 from promptcache.tiers.store import StoreUnavailable
 
 ALIAS = "default"
@@ -149,10 +149,7 @@ class MlflowPromptStore:
         if self.version(tenant, prompt_id, version) is None:
             raise PromptNotFound(prompt_id)
         self._call(self._client.set_prompt_alias, self._name(tenant, prompt_id), ALIAS, version)
-        info = self.info(tenant, prompt_id)
-        if info is None:
-            raise PromptNotFound(prompt_id)
-        return info
+        return info_after_change(self, tenant, prompt_id)
 
     def delete(self, tenant: str, prompt_id: str) -> list[PromptVersion]:
         versions = self.versions(tenant, prompt_id)

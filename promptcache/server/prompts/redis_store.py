@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 
-from promptcache.server.prompts.store import PromptInfo, PromptNotFound, PromptVersion
+from promptcache.server.prompts.store import PromptInfo, PromptNotFound, PromptVersion, info_after_change
 from promptcache.tiers.codec import Cipher
 from promptcache.tiers.redis_store import RedisStore
 
@@ -162,10 +162,7 @@ class RedisPromptStore:
     def set_default(self, tenant: str, prompt_id: str, version: int) -> PromptInfo:
         if not self._eval(_SET_DEFAULT, tenant, prompt_id, str(version)):
             raise PromptNotFound(prompt_id)
-        info = self.info(tenant, prompt_id)
-        if info is None:
-            raise PromptNotFound(prompt_id)
-        return info
+        return info_after_change(self, tenant, prompt_id)
 
     def delete(self, tenant: str, prompt_id: str) -> list[PromptVersion]:
         flat = self._eval(_DELETE, tenant, prompt_id) or []

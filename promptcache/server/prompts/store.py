@@ -156,10 +156,7 @@ class SqlitePromptStore(SqliteFile):
             db.execute("UPDATE prompts SET default_version = ? WHERE tenant = ? AND id = ?", (version, tenant, prompt_id))
 
         self._write(run)
-        info = self.info(tenant, prompt_id)
-        if info is None:
-            raise PromptNotFound(prompt_id)
-        return info
+        return info_after_change(self, tenant, prompt_id)
 
     def delete(self, tenant: str, prompt_id: str) -> list[PromptVersion]:
         def run(db):
@@ -175,6 +172,15 @@ class SqlitePromptStore(SqliteFile):
         rows = self._read("SELECT tenant, id, version, template, warm, created_at FROM prompt_versions WHERE warm "
                           "ORDER BY created_at", ())
         return [(row[0], _version(row[1:])) for row in rows]
+
+
+def info_after_change(store: PromptStore, tenant: str, prompt_id: str) -> PromptInfo:
+    """The prompt's info as a change left it; PromptNotFound if another writer deleted the
+    prompt in between."""
+    info = store.info(tenant, prompt_id)
+    if info is None:
+        raise PromptNotFound(prompt_id)
+    return info
 
 
 def _version(row: tuple) -> PromptVersion:
