@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptcache.server.core.fields import Temperature, Text, TopK, TopP, refusing
+from promptcache.server.core.fields import Temperature, Text, TopK, TopP, joined_text, refusing
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
 MAX_BREAKPOINTS = 4
@@ -52,11 +52,7 @@ class ToolResultBlock(AnthropicBody):
     cache_control: CacheControl | None = None
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(block.text for block in self.content)
+        return joined_text(self.content)
 
 
 Block = Annotated[Union[TextBlock, ToolUseBlock, ToolResultBlock], Field(discriminator="type")]

@@ -25,6 +25,16 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 
 
+def joined_text(content: str | list | None) -> str:
+    """Message content as one string: text parts (anything with `.text`) joined by newlines,
+    None empty."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content)
+
+
 def refuse_unsupported(raw: object, neutral: dict[str, tuple]) -> None:
     """A 400 naming the first field of `raw` (a request body) that this server does not
     implement and that is set to anything but one of its neutral values: such a field would

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, refusing
+from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, joined_text, refusing
 from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -40,11 +40,7 @@ class ChatMessage(OpenAIBody):
 
     def text(self) -> str:
         """Content as one string: text parts are joined by newlines, None is empty."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "\n".join(part.text for part in self.content)
+        return joined_text(self.content)
 
 
 class StreamOptions(OpenAIBody):
