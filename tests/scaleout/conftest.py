@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "server"))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tiers"))  # redis_servers, for the Redis test
 sys.path.insert(0, str(Path(__file__).parent))
 
 from deadline import wait_until  # noqa: E402
@@ -44,6 +45,7 @@ class Cluster:
     handle: object
     book: object
     server: object
+    settings: object
 
     @property
     def base_url(self) -> str:
@@ -85,7 +87,7 @@ def cluster(tiny_llama_dir, tmp_path_factory):
             wait_until(lambda: len(book.snapshot()) == REPLICAS and all(r["trusted"] for r in book.snapshot().values()),
                        "every replica's first report", START_TIMEOUT_S,
                        poke=lambda: client.post("/v1/completions", json={"model": model, "prompt": "warm", "max_tokens": 1}))
-        yield Cluster(url, app, handle, book, server)
+        yield Cluster(url, app, handle, book, server, settings)
         server.should_exit = True
     finally:
         shutdown(cfg)

@@ -230,6 +230,67 @@ def test_a_client_that_goes_away_aborts_its_request_on_the_replica(cluster):
                    "the replicas to be idle", 60, poke)
 
 
+def test_a_prefix_one_replica_computed_is_read_from_redis_by_the_other(cluster, tiny_llama_dir, tmp_path_factory):
+    """Runs next to last (the kill test then runs on its two replicas): it replaces the module's
+    replicas with two over one real redis-server (the tiers tests' fixture), on the same Ray
+    and behind the same ingress. Round-robin sends the
+    same prompt to one replica, then to the other, which restores the prefix from Redis.
+
+    The tiers' planner (tiers/planner.py) fetches only when it predicts that beats recomputing,
+    which for the tiny model it seldom does; but before a replica has measured any prefill it
+    fetches every prefix it finds (docs/tiers.md), and the second replica's first request is
+    this one. That documented rule is what makes the read happen here, with no setting."""
+    from dataclasses import replace
+
+    from ray import serve
+    from redis_servers import RedisServer, need_redis
+
+    from promptcache.cache.keys import Namespace, block_keys
+    from promptcache.scaleout.launch import APP, ScaleOut, deploy
+    from promptcache.scaleout.shared import SharedBlocks
+    from promptcache.server.chat import prompt_from_completion
+    from promptcache.server.core.usage import reusable_prefix
+    from promptcache.tiers.redis_store import RedisStore
+
+    need_redis()
+    redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        settings = replace(cluster.settings, redis_url=redis.url)
+        old = set(cluster.book.roster())
+        deploy(settings, ScaleOut(replicas=2, num_cpus=2, stats_period_s=0.5, stale_after_s=10.0,
+                                  replica_cpus=0.25))  # fits beside the old replicas while they stop
+
+        def replaced() -> bool:
+            status = serve.status().applications[APP].deployments
+            running = sum(d.replica_states.get("RUNNING", 0) for d in status.values())
+            roster = set(cluster.book.roster())
+            return running == 2 and len(roster) == 2 and not roster & old
+
+        wait_until(replaced, "two replicas over Redis", 120)
+        engine = cluster.app.state.promptcache.engine
+        prompt = "A prefix that travels between replicas through Redis. " * 6
+        tokens = prompt_from_completion(engine.tokenizer, prompt)
+        keys = block_keys(tokens, 16, Namespace(engine.model_id, "default", None))[:reusable_prefix(len(tokens), 16) // 16]
+        shared = SharedBlocks(RedisStore(redis.url, prefix=settings.tier_config().redis_prefix))
+        cluster.book.mode = "round-robin"
+        body = {"model": engine.model_name, "prompt": prompt, "max_tokens": 8, "temperature": 0}
+        with httpx.Client(base_url=cluster.url, timeout=CLIENT_TIMEOUT_S) as http:
+            first = http.post("/v1/completions", json=body)
+            assert first.status_code == 200, first.text
+            wait_until(lambda: shared.leading(keys) == len(keys), "the first replica's blocks in Redis", 30)
+            second = http.post("/v1/completions", json=body)
+        assert second.status_code == 200, second.text
+        one, two = first.json(), second.json()
+        assert cluster.book.where(one["id"])[0] != cluster.book.where(two["id"])[0]
+        assert one["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert two["usage"]["prompt_tokens_details"]["cached_tokens"] == len(keys) * 16 > 0
+        assert f"redis={len(keys) * 16}" in second.headers["x-cache-tiers"]
+        assert two["choices"][0]["text"] == one["choices"][0]["text"]  # greedy: restored KV, the same reply
+    finally:
+        cluster.book.mode = "prefix"
+        redis.stop()
+
+
 def test_killing_a_replica_fails_its_requests_cleanly_and_routes_new_ones_elsewhere(cluster):
     import ray
 
