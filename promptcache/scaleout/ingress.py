@@ -51,6 +51,10 @@ class _ShippingCompiler:
         return ShippedGrammar(spec, tuple(self.compiler.compile(spec).warnings))
 
 
+def _no_replica(why: str) -> APIError:
+    return APIError(503, f"{why}; try again", code="engine_failure", type="server_error")
+
+
 class RemotePins:
     """`engine.retained` as the routes use it: a reservation dropped on its replica, and the path
     an owner holds as the ingress last heard it (per_replica.py), read without waiting."""
@@ -117,7 +121,7 @@ class ClusterEngine:
     def _ranked(self, ticket: Ticket) -> tuple[tuple[str, ...], dict[str, int]]:
         roster = self.ops.book.roster()
         if not roster:
-            raise APIError(503, "no replica is running", code="engine_failure", type="server_error")
+            raise _no_replica("no replica is running")
         decision = self.ops.book.decide(roster, ticket)
         return decision.order, decision.predicted
 
@@ -139,7 +143,7 @@ class ClusterEngine:
             if replica in reserved:
                 self.targets[request.request_id] = ((replica,), predicted[replica])
                 return reserved[replica]
-        raise APIError(503, "no replica answered", code="engine_failure", type="server_error")
+        raise _no_replica("no replica answered")
 
     def retained_blocks(self, owner: str) -> int:
         return self.ops.retained_blocks(owner)
@@ -156,7 +160,7 @@ class ClusterEngine:
             if replica in answered:
                 self.ops.explained_at(tokens, options, replica)
                 return answered[replica]
-        raise APIError(503, "no replica answered", code="engine_failure", type="server_error")
+        raise _no_replica("no replica answered")
 
     def explain_tiers(self, tokens: list[int], options, held: int) -> dict[str, int]:
         replica = self.explained_by(tokens, options)

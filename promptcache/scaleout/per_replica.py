@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 from promptcache.scaleout.book import RouterBook, Ticket
 from promptcache.scaleout.replica import Answer, HeldPath
-from promptcache.server.errors import APIError
 
 log = logging.getLogger("promptcache.scaleout")
 
