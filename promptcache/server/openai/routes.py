@@ -38,11 +38,21 @@ from promptcache.server.openai.stream import (chat_chunks, choices_stream, compl
 from promptcache.server.openai.translate import cache_spec, openai_usage, sampling_spec
 from promptcache.server.prompts.use import prompt_turns
 from promptcache.server.request_id import request_id_of
+from promptcache.server.state import ServerState
 from promptcache.server.structured.compile import compile_structure, ignored_header
 from promptcache.server.structured.openai_chat import plan_chat, reply_message
 from promptcache.server.tenants import Tenant
 
 router = APIRouter()
+
+
+def _arrival(http: HTTPRequest, model: str) -> tuple[ServerState, float]:
+    """The server state and when the request arrived (its submission time, read before any
+    prompt work), once the model it names is known to be the one served."""
+    state = server_state(http)
+    arrived = state.clock()
+    check_model(state, model)
+    return state, arrived
 
 
 def _include_usage(body) -> bool:
@@ -53,9 +63,7 @@ def _include_usage(body) -> bool:
 async def chat_completions(
     body: ChatCompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
 ) -> Response:
-    state = server_state(http)
-    arrived = state.clock()
-    check_model(state, body.model)
+    state, arrived = _arrival(http, body.model)
     check_chat(body, state.settings.limits)
     lp.check_chat(body)
     structure, messages, template_tools = plan_chat(state.renderer, body)
@@ -92,9 +100,7 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
 ) -> Response:
-    state = server_state(http)
-    arrived = state.clock()
-    check_model(state, body.model)
+    state, arrived = _arrival(http, body.model)
     lp.check_completion(body)
     check_sampling(body, state.settings.limits)
     prompts, n = body.prompts(), body.n or 1
