@@ -14,7 +14,8 @@ Each call is `EngineReplica.admin` through the Ray Serve handle, with a ticket w
 names the replica: the router sends it there while it is live (router.py). A replica that went
 away answers nothing: it is left out of a sum, and a prefix whose replica is gone reads as not
 pinned, so the next use pins it again where it lands. These run in worker threads (the routes
-call the engine's admin methods through run_in_threadpool), so they wait on each answer.
+call the engine's admin methods through run_in_threadpool), so they wait on each answer; only
+`tell` (dropping a reservation, called on the event loop) does not wait.
 """
 
 from __future__ import annotations
