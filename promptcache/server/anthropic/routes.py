@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 
+from promptcache.engine.api import EngineInputError
 from promptcache.server.anthropic.errors import anthropic_error
 from promptcache.server.anthropic.reply import content_blocks
 from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest
@@ -43,6 +44,16 @@ def _check_limits(body: CountTokensRequest, limits: Limits) -> None:
         check_label(body.metadata.user_id if body.metadata else None, limits.max_label_chars, "metadata.user_id")
 
 
+async def _compiled(state, spec):
+    """The output constraint compiled; a schema that cannot be is a 400 whose message names the
+    field it came from, as Anthropic's error shape has no `param`."""
+    try:
+        return await compile_structure(state.engine, spec)
+    except EngineInputError as err:
+        name = err.param or "output_config.format"
+        raise bad_request(f"{name}: {err}", param=name) from None
+
+
 @router.post(PREFIX, response_model=None, responses={200: {"model": MessageReply}})
 async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> Response:
     state = server_state(http)
@@ -50,7 +61,7 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
     check_model(state, body.model)
     _check_limits(body, state.settings.limits)
     prompt, breakpoints, plan, _ = await off_loop(state, render_with_plan, body, state.renderer)
-    compiled = await compile_structure(state.engine, plan.spec)
+    compiled = await _compiled(state, plan.spec)
     http_id = request_id_of(http.scope)
     spec = GenerationSpec(
         endpoint="messages", request_id=f"msg_{http_id.removeprefix('req_')}", tenant=tenant.name,

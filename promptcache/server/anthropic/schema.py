@@ -71,6 +71,9 @@ class Tool(AnthropicBody):
     description: Text | None = None
     input_schema: dict[str, Any]
     cache_control: CacheControl | None = None
+    # Every tool's input is held to its input_schema by the grammar, strict or not; `strict`
+    # also makes a schema keyword the grammar cannot enforce a 400 instead of a header.
+    strict: bool | None = None
 
 
 class Metadata(AnthropicBody):
@@ -79,7 +82,7 @@ class Metadata(AnthropicBody):
 
 # Messages fields this server does not implement, with the values that mean "not used";
 # `diagnostics` asks for Anthropic's miss diagnostics, which POST /v1/cache/explain answers.
-UNSUPPORTED = {"thinking": ({"type": "disabled"},), "output_config": ({},), "diagnostics": (), "container": ()}
+UNSUPPORTED = {"thinking": ({"type": "disabled"},), "diagnostics": (), "container": ()}
 
 
 class CountTokensRequest(AnthropicBody):
@@ -90,6 +93,9 @@ class CountTokensRequest(AnthropicBody):
     system: Text | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: dict[str, Any] | None = None
+    # Structured outputs: GA `output_config.format` or the beta's `output_format` (translate.py).
+    output_config: dict[str, Any] | None = None
+    output_format: dict[str, Any] | None = None
     # Automatic caching: a breakpoint on the last block of the conversation (one of the four).
     cache_control: CacheControl | None = None
 

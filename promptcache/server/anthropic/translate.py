@@ -10,6 +10,9 @@ Tools, `tool_use` and `tool_result` blocks become the neutral turns every dialec
 (server/structured/): with the template's own tool format where it has one, the generic format
 otherwise, so a tool round trip's next prompt extends exactly what the model generated, and the
 same conversation sent as OpenAI chat renders to the same tokens.
+
+Structured outputs (`output_config.format`, or the beta's `output_format`) become the same
+`StructureSpec` OpenAI's `response_format` json_schema does, held by the same decoder.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, replace
 from promptcache.engine.api import EngineInputError
 from promptcache.server.chat import ChatPrompt, ChatRenderer
 from promptcache.server.core.spec import CacheSpec, SamplingSpec
+from promptcache.engine.structured.spec import StructureSpec
 from promptcache.server.errors import bad_request
 from promptcache.server.anthropic.schema import (
     MAX_BREAKPOINTS,
@@ -29,6 +33,7 @@ from promptcache.server.anthropic.schema import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from promptcache.server.structured.formats import from_json_output_format, one_spec
 from promptcache.server.structured.openai_chat import ChatStructure, native_format, prompt_turns, tool_structure
 from promptcache.server.structured.tools import Tool, ToolCall, ToolChoice, ToolMessage
 
@@ -47,13 +52,32 @@ def _joined(blocks) -> str:
 def tool_plan(body: CountTokensRequest, renderer: ChatRenderer) -> ChatStructure:
     """`tools` and `tool_choice` as the structure every dialect uses: the template's own tool
     format where it documents one, the generic one otherwise (server/structured/)."""
-    tools = [Tool(t.name, t.description or "", t.input_schema) for t in body.tools or []]
+    tools = [Tool(t.name, t.description or "", t.input_schema, bool(t.strict)) for t in body.tools or []]
     choice = _choice(body.tool_choice)
     try:
         return tool_structure(tools, (choice or ToolChoice("auto")) if tools else None, native_format=bool(tools) and native_format(renderer),
-                              tool_choice=None if choice is None or choice.mode == "auto" else choice.mode)
+                              tool_choice=None if choice is None or choice.mode == "auto" else choice.mode,
+                              output=output_spec(body))
     except EngineInputError as err:
         raise bad_request(str(err), param=err.param or "tool_choice") from None
+
+
+# `output_config.effort` tunes how long Claude thinks; this server does not think, so only the
+# default ("high") answers the request that was sent.
+_EFFORT_NEUTRAL = (None, "high")
+
+
+def output_spec(body: CountTokensRequest) -> StructureSpec | None:
+    """The reply's JSON Schema from `output_config.format` or `output_format` (not both), or
+    None. Any other `output_config` setting would change the reply, so it is a 400 naming it."""
+    config = body.output_config or {}
+    for key, value in config.items():
+        if key == "effort" and value not in _EFFORT_NEUTRAL:
+            raise EngineInputError("output_config.effort other than 'high' is not supported", "output_config.effort")
+        if key not in ("format", "effort") and value is not None:
+            raise EngineInputError(f"output_config.{key} is not supported (format, effort)", f"output_config.{key}")
+    return one_spec(from_json_output_format(config.get("format"), "output_config.format"),
+                    from_json_output_format(body.output_format, "output_format"))
 
 
 def _choice(value: dict | None) -> ToolChoice | None:

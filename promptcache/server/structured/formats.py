@@ -4,7 +4,8 @@ Every field is either honoured or refused with a 400 naming it: nothing is silen
 The shapes follow the providers' references: OpenAI chat's `response_format`
 (`text`, `json_object`, `json_schema` with `name`, `schema`, `strict`), the Responses API's
 `text.format` (the same types, flattened: `{"type": "json_schema", "name", "schema", "strict"}`),
-and vLLM's `structured_outputs` extension (exactly one of `json`, `regex`, `choice`, `grammar`).
+Anthropic's `output_config.format` and its beta spelling `output_format`
+(`{"type": "json_schema", "schema"}`, always enforced), and vLLM's `structured_outputs` extension (exactly one of `json`, `regex`, `choice`, `grammar`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ def from_response_format(value: Any, param: str = "response_format") -> Structur
         strict = body.get("strict")
         return StructureSpec("json_schema", json.dumps(body["schema"]), strict=bool(strict), param=param)
     raise EngineInputError(f"{param}.type {kind!r} is not supported (text, json_object, json_schema)", param)
+
+
+def from_json_output_format(value: Any, param: str = "output_config.format") -> StructureSpec | None:
+    """Anthropic's JSON output format, `{"type": "json_schema", "schema": {...}}`, as GA
+    `output_config.format` or the beta's top-level `output_format`. Anthropic has no lenient
+    form, so the schema is strict: a keyword the grammar cannot enforce is a 400 naming it."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("type") != "json_schema":
+        raise EngineInputError(f"{param}.type must be 'json_schema'", param)
+    unknown = [k for k in value if k not in ("type", "schema") and value[k] is not None]
+    if unknown:
+        raise EngineInputError(f"{param}.{unknown[0]} is not supported (type, schema)", param)
+    if not isinstance(value.get("schema"), dict):
+        raise EngineInputError(f"{param}.schema must be a JSON Schema object", param)
+    return StructureSpec("json_schema", json.dumps(value["schema"]), strict=True, param=param)
 
 
 _VLLM_KINDS = {"json": "json_schema", "regex": "regex", "choice": "choice", "grammar": "lark"}
