@@ -103,7 +103,8 @@ def test_unsupported_shapes_are_anthropic_400s_naming_the_field(smollm2_server, 
 
 def test_neutral_settings_are_accepted_and_a_lenient_tool_names_what_it_ignores(smollm2_server):
     assert _post(smollm2_server, {"output_config": {"effort": "high"}}).status_code == 200
-    both = _post(smollm2_server, {"output_config": {"format": SCHEMA}, "tools": [WEATHER], "tool_choice": {"type": "none"}})
+    both = _post(smollm2_server, {"output_config": {"format": SCHEMA}, "tools": [WEATHER],
+                                  "tool_choice": {"type": "none"}})
     assert both.status_code == 200, both.text
     lenient = _post(smollm2_server, {"tools": [WEATHER], "tool_choice": {"type": "any"}})
     assert lenient.status_code == 200, lenient.text

@@ -5,7 +5,8 @@ The shapes follow the providers' references: OpenAI chat's `response_format`
 (`text`, `json_object`, `json_schema` with `name`, `schema`, `strict`), the Responses API's
 `text.format` (the same types, flattened: `{"type": "json_schema", "name", "schema", "strict"}`),
 Anthropic's `output_config.format` and its beta spelling `output_format`
-(`{"type": "json_schema", "schema"}`, always enforced), and vLLM's `structured_outputs` extension (exactly one of `json`, `regex`, `choice`, `grammar`).
+(`{"type": "json_schema", "schema"}`, always enforced), and vLLM's `structured_outputs`
+extension (exactly one of `json`, `regex`, `choice`, `grammar`).
 """
 
 from __future__ import annotations
