@@ -1,8 +1,8 @@
 """Logprobs on a live server, the real SmolLM2 in bfloat16 (the serving default), through the
-official openai client: generated-token logprobs on chat and completions (streamed too), prompt
-logprobs served from the cache and bitwise those of the cache-off path, lm-eval's
-loglikelihood request, a prefix cached without logprobs and filled in later, the disk tier
-carrying them, and the 400s for out-of-range counts."""
+official openai client: generated-token logprobs on chat and completions (streamed too, and per
+choice with n > 1), prompt logprobs served from the cache and bitwise those of the cache-off
+path, lm-eval's loglikelihood request, a prefix cached without logprobs and filled in later, the
+disk tier carrying them, and the 400s for out-of-range counts."""
 
 from __future__ import annotations
 
@@ -143,3 +143,28 @@ def test_bad_logprob_requests_are_400s_naming_the_parameter(server, path, body, 
     answer = httpx.post(server.base_url + path, json={"model": server.model, **body}, timeout=30)
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == param
+
+
+def _entries(logprobs) -> list:
+    return [(c.token, c.logprob, [(t.token, t.logprob) for t in c.top_logprobs]) for c in logprobs.content]
+
+
+def test_chat_n_choices_each_carry_the_logprobs_a_single_request_gets(server):
+    """Greedy choices are one reply n times; seeded ones give choice j the seed + j, so choice j
+    is the single request with that seed: its tokens and logprobs, whole and streamed."""
+    client, messages = server.client(), [{"role": "user", "content": "Name three red things."}]
+    ask = dict(model=server.model, messages=messages, max_tokens=6, logprobs=True, top_logprobs=2)
+    greedy = client.chat.completions.create(**ask, temperature=0, n=3, extra_body={"prompt_logprobs": 1})
+    alone = client.chat.completions.create(**ask, temperature=0, extra_body={"prompt_logprobs": 1})
+    assert [_entries(c.logprobs) for c in greedy.choices] == [_entries(alone.choices[0].logprobs)] * 3
+    assert greedy.prompt_logprobs == alone.prompt_logprobs and len(greedy.prompt_logprobs) > 1  # one prompt
+    seeded = client.chat.completions.create(**ask, temperature=1.0, seed=11, n=2)
+    singles = [client.chat.completions.create(**ask, temperature=1.0, seed=11 + j).choices[0] for j in range(2)]
+    assert [_entries(c.logprobs) for c in seeded.choices] == [_entries(s.logprobs) for s in singles]
+    assert [c.message.content for c in seeded.choices] == [s.message.content for s in singles]
+    assert singles[0].message.content != singles[1].message.content  # the seeds did differ
+    streamed = {0: [], 1: []}
+    for chunk in client.chat.completions.create(**ask, temperature=1.0, seed=11, n=2, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += _entries(choice.logprobs) if choice.logprobs else []
+    assert [streamed[0], streamed[1]] == [_entries(s.logprobs) for s in singles]

@@ -4,6 +4,8 @@ The first choice is submitted alone and the others once it has its first token (
 they read the prompt's blocks from the cache instead of computing them n times. Usage counts
 the prompt once, as OpenAI does. Streamed, each choice's chunks carry its `index` and the
 request's one id, and the usage chunk (when asked for) comes once, after every choice ended.
+Each choice carries its own generated tokens' `logprobs` (streamed, in its own chunks); the
+prompt is one, so vLLM's `prompt_logprobs` come once, on the response, from the first choice.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.fanout import choice_specs, collect_all, shared_usage, start_shared
 from promptcache.server.generation import CLIENT_CLOSED, ClientGone
+from promptcache.server.openai import logprobs as lp
 from promptcache.server.openai.schema import AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk
 from promptcache.server.openai.stream import chat_chunks, choices_stream, tool_chat_chunks
 from promptcache.server.openai.translate import openai_usage
@@ -66,7 +69,8 @@ async def chat_choices(state, body, spec: GenerationSpec, structure: ChatStructu
     for k, (gen, text) in enumerate(zip(gens, texts)):
         content, calls, reason = reply_message(text, structure, gen.finish_reason)
         choices.append(ChatChoice(index=k, message=AssistantMessage(content=content, tool_calls=calls or None),
-                                  finish_reason=reason))
+                                  finish_reason=reason, logprobs=lp.chat_choice(gen)))
     return JSONResponse(ChatCompletion(id=chat_id, created=created, model=model, choices=choices,
-                                       usage=openai_usage(shared_usage(gens[:1], gens))).model_dump(),
+                                       usage=openai_usage(shared_usage(gens[:1], gens)),
+                                       prompt_logprobs=lp.chat_prompt_logprobs(gens[0])).model_dump(),
                         headers=gens[0].cache_headers())

@@ -44,8 +44,6 @@ def check_chat(body) -> None:
                           param="logprobs")
     if body.top_logprobs is not None and body.top_logprobs > 0 and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs: true.", param="top_logprobs")
-    if (body.n or 1) > 1 and (body.logprobs or body.prompt_logprobs is not None):
-        raise bad_request("logprobs are not supported with n > 1 on chat completions yet.", param="logprobs")
 
 
 def completion_counts(body) -> tuple[int | None, int | None]:
