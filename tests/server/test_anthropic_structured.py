@@ -39,17 +39,11 @@ def _json_text(message) -> dict:
     return value
 
 
-def test_output_config_format_holds_the_reply_to_the_schema(smollm2_server, claude):
-    message = claude.messages.create(model=smollm2_server.model, max_tokens=60, messages=QUESTION,
-                                     output_config={"format": {"type": "json_schema", "schema": CITY}},
-                                     extra_body=GREEDY)
-    _json_text(message)
-
-
-def test_the_beta_output_format_streams_the_same_reply(smollm2_server, claude):
+def test_both_spellings_hold_the_reply_to_the_schema_streamed_or_not(smollm2_server, claude):
     ga = claude.messages.create(model=smollm2_server.model, max_tokens=60, messages=QUESTION,
                                 output_config={"format": {"type": "json_schema", "schema": CITY}},
                                 extra_body=GREEDY)
+    _json_text(ga)
     with claude.beta.messages.stream(model=smollm2_server.model, max_tokens=60, messages=QUESTION, betas=[BETA],
                                      extra_body={**GREEDY, "output_format": {"type": "json_schema",
                                                                              "schema": CITY}}) as stream:

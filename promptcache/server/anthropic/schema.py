@@ -5,7 +5,8 @@ client works unchanged.
 Content blocks we cannot honour (images, documents, thinking) fail validation with a 400 that
 names the block, rather than being dropped from the prompt. Unknown top-level fields are
 ignored as Anthropic's own API does for forward compatibility, except those listed in
-`translate.UNSUPPORTED`, which would change the reply and so are refused.
+`UNSUPPORTED`, which would change the reply and so are refused. Structured outputs
+(`output_config`, `output_format`) are read in translate.py.
 """
 
 from __future__ import annotations
