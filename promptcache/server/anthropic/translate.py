@@ -55,7 +55,8 @@ def tool_plan(body: CountTokensRequest, renderer: ChatRenderer) -> ChatStructure
     tools = [Tool(t.name, t.description or "", t.input_schema, bool(t.strict)) for t in body.tools or []]
     choice = _choice(body.tool_choice)
     try:
-        return tool_structure(tools, (choice or ToolChoice("auto")) if tools else None, native_format=bool(tools) and native_format(renderer),
+        return tool_structure(tools, (choice or ToolChoice("auto")) if tools else None,
+                              native_format=bool(tools) and native_format(renderer),
                               tool_choice=None if choice is None or choice.mode == "auto" else choice.mode,
                               output=output_spec(body))
     except EngineInputError as err:
