@@ -1,14 +1,16 @@
 """The CPU decode step, lever by lever, on SmolLM2 in bfloat16 (the serving default).
 
     python benchmarks/decode_levers.py [--threads 1] [--batches 1,4] [--context 256] [--json]
-        [--variants before,prepacked,prepacked + pad once,+ int8,+ int4,+ int8+head,+ int4+head]
+        [--variants before,prepacked,prepacked + pad once,+ float16 head,+ int8,+ int4,+ int8+head,+ int4+head]
 
 Variants, each built from the same weights and timed in turns (best of `--repeats`):
 - before: plain bfloat16 weights, every product padding its own rows (the code before issue 9);
 - prepacked: weights reordered once for oneDNN (llama.prepack), products still padding alone;
-- prepacked + pad once: the step padded to a batch-invariant row count once (the default now);
+- prepacked + pad once: the step padded to a batch-invariant row count once;
+  these three hold the output head in float32 (the default before the float16 head);
+- + float16 head: the output head's weights in float16, float32 arithmetic (head.py; the default now);
 - + int8, + int4, + int8+head, + int4+head: the default plus that `--quantize` (quant.py).
-All bfloat16 variants give bitwise the same logits (checked here). With `--threads 1` the figure
+The first three give bitwise the same logits (checked here). With `--threads 1` the figure
 is the thread's CPU time per step, which a busy shared machine disturbs least; otherwise it is
 wall time.
 """
@@ -29,7 +31,7 @@ import promptcache.model.llama as llama  # noqa: E402
 from promptcache.model.source import open_model  # noqa: E402
 
 
-VARIANTS = ["before", "prepacked", "prepacked + pad once", "+ int8", "+ int4", "+ int8+head", "+ int4+head"]
+VARIANTS = ["before", "prepacked", "prepacked + pad once", "+ float16 head", "+ int8", "+ int4", "+ int8+head", "+ int4+head"]
 
 
 def build(config, state, variant: str) -> llama.LlamaModel:
@@ -37,8 +39,9 @@ def build(config, state, variant: str) -> llama.LlamaModel:
     if variant == "before":
         llama.prepack = lambda weight: weight
     try:
-        quantize = variant.removeprefix("+ ") if variant.startswith("+ ") else None
-        model = llama.LlamaModel(config, state, dtype=torch.bfloat16, quantize=quantize)
+        quantize = variant.removeprefix("+ ") if variant.startswith("+ int") else None
+        head = None if variant.startswith("+ ") else "float32"
+        model = llama.LlamaModel(config, state, dtype=torch.bfloat16, quantize=quantize, head=head)
     finally:
         llama.prepack = pack
     if variant == "before":

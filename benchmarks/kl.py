@@ -1,9 +1,14 @@
-"""The quality gate of a quantized decode path against bfloat16, on SmolLM2 on the CPU.
+"""The quality gate of a quantized decode path (or another output head) against bfloat16, on
+SmolLM2 on the CPU.
 
-    python benchmarks/kl.py [--quantize int8,int4,int8+head,int4+head] [--rows 8] [--tokens 272] [--threads 1] [--json]
+    python benchmarks/kl.py [--quantize int8,int4,int8+head,int4+head,none] [--head float16]
+        [--reference-head float32] [--rows 8] [--tokens 272] [--threads 1] [--json]
 
-Each quantization in `--quantize` is compared against one bfloat16 reference computed once; the
-engines are built one after another (one in memory beside the reference at a time).
+Each quantization in `--quantize` ("none": bfloat16 without) is compared against one bfloat16
+reference computed once; the engines are built one after another (one in memory beside the
+reference at a time). `--head` and `--reference-head` pick the output head's weight precision
+(model/head.py) of the candidates and of the reference, each the model's default unless given:
+`--reference-head float32 --quantize none` gates the float16 head against the float32 one.
 
 1. Mean KL divergence KL(bf16 || quantized) of the next-token distributions over a fixed text
    (docs/design.md as of commit 67c3b70, cut into `--rows` segments): each segment's first
@@ -28,6 +33,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from promptcache.model.head import HEADS  # noqa: E402
 from promptcache.model.quant import QUANTIZATIONS, parse  # noqa: E402
 
 TEXT_COMMIT, TEXT_PATH = "67c3b70", "docs/design.md"
@@ -78,7 +84,9 @@ def paris(engine) -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quantize", default="int8", help="comma-separated, each one of " + ", ".join(QUANTIZATIONS))
+    p.add_argument("--quantize", default="int8", help="comma-separated, each 'none' or one of " + ", ".join(QUANTIZATIONS))
+    p.add_argument("--head", choices=HEADS, help="the candidates' output head (default: the model's)")
+    p.add_argument("--reference-head", choices=HEADS, help="the reference's output head (default: the model's)")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--tokens", type=int, default=256 + PREFILL, help="tokens per segment")
     p.add_argument("--skip-greedy", action="store_true")
@@ -90,16 +98,23 @@ def main() -> None:
     quantizations = args.quantize.split(",")
     for q in quantizations:
         try:
-            parse(q)  # a clear error before minutes of work
+            if q != "none":
+                parse(q)  # a clear error before minutes of work
         except ValueError as e:
             raise SystemExit(f"error: {e}")
     from promptcache.engine.engine import Engine
+    from promptcache.model.llama import LlamaModel
+    from promptcache.model.source import open_model
 
-    def engine(q):
-        return Engine.from_model(None, device="cpu", dtype="bfloat16", quantize=q, cache_config=None,
-                                 max_batch_size=args.rows, max_seq_len=4096)
+    source = open_model(None)
 
-    reference = engine(None)
+    def engine(q, head):
+        model = LlamaModel(source.config, source.load_state_dict(), dtype=torch.bfloat16,
+                           quantize=None if q == "none" else q, head=head)
+        return Engine(model, source.tokenizer, model_name=source.name, fingerprint=source.fingerprint,
+                      cache_config=None, max_batch_size=args.rows, max_seq_len=4096)
+
+    reference = engine("none", args.reference_head)
     ids = reference.tokenizer.encode(fixed_text(), add_special_tokens=False)
     need = args.rows * args.tokens
     if len(ids) < need:
@@ -110,10 +125,12 @@ def main() -> None:
     ref_greedy = None if args.skip_greedy else greedy_replies(reference)
     reports = []
     for q in quantizations:
-        quantized = engine(q)
+        quantized = engine(q, args.head)
         quant = decode_log_probs(quantized.model, segments)
         kl = (ref.exp() * (ref - quant)).sum(-1)  # (rows, positions)
-        report = {"quantize": q, "positions": kl.numel(), "mean_kl": kl.mean().item(), "max_kl": kl.max().item(),
+        report = {"quantize": q, "head": type(quantized.model.head).__name__,
+                  "reference_head": type(reference.model.head).__name__, "positions": kl.numel(),
+                  "mean_kl": kl.mean().item(), "max_kl": kl.max().item(),
                   "top1_agreement": (ref.argmax(-1) == quant.argmax(-1)).float().mean().item(),
                   **base, f"paris_{q}": paris(quantized)}
         if ref_greedy is not None:

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from promptcache.model.attention import grid_end, grid_prefill_attention
 from promptcache.model.config import ModelConfig
 from promptcache.model.cuda_graphs import DecodeGraphs, PrefillGraphs
+from promptcache.model.head import OutputHead, output_head  # noqa: F401 (OutputHead: re-exported)
+from promptcache.model.onednn import packed_linear, prepack
 from promptcache.model.quant import QuantizedHead, QuantizedWeight, parse, quantize_weight
 from promptcache.model.rope import apply_rope, rope_tables
 from promptcache.model.row_invariance import invariant_rows, pad_rows, padded_rows
@@ -49,59 +51,6 @@ class LayerWeights:
     quantized: dict[str, QuantizedWeight] | None = None  # decode-time copies, by field name (quant.py)
 
 
-class OutputHead:
-    """The output projection, float32 in and out.
-
-    On CPU the weight is held in float32 and multiplied by oneDNN's float32 kernel, which
-    measured as fast as the bfloat16 head at 4-8 rows, where MKL's float32 GEMM was 2-3x slower
-    (benchmarks/head.py). On a GPU a bfloat16 weight is multiplied with float32 accumulation and
-    output, which needs no second copy of a large vocabulary's head.
-    """
-
-    def __init__(self, weight: torch.Tensor, device: torch.device, dtype: torch.dtype):
-        self.weight = weight.to(device=device, dtype=torch.float32).contiguous()  # (V, E)
-        self._mixed = False
-        self._onednn = device.type == "cpu" and torch.backends.mkldnn.is_available()
-        if self._onednn:
-            packed = prepack(self.weight)
-            self.weight = self.weight if packed is None else packed
-        if device.type == "cuda" and dtype != torch.float32:
-            low = weight.to(device=device, dtype=dtype).contiguous()
-            try:
-                torch.mm(low[:1], low[:2].t(), out_dtype=torch.float32)
-            except (RuntimeError, TypeError):
-                return  # keep the float32 copy
-            self.weight, self._mixed, self.low_dtype = low, True, dtype
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x (rows, E) float32 -> logits (rows, V) float32."""
-        if self._mixed:
-            return torch.mm(x.to(self.low_dtype), self.weight.t(), out_dtype=torch.float32)
-        if self._onednn:
-            return packed_linear(x, self.weight)
-        return F.linear(x, self.weight)
-
-
-def prepack(weight: torch.Tensor) -> torch.Tensor | None:
-    """weight (out, in) reordered once into oneDNN's blocked layout, for
-    `torch.ops.mkldnn._linear_pointwise`. The products are bitwise those of F.linear over the
-    plain weight (the same oneDNN kernel, which otherwise reorders the weight on every call);
-    one-row decode products ran ~2x faster (docs/benchmarks.md). None where oneDNN cannot
-    prepack this dtype on this CPU (bfloat16 needs AVX-512 or AVX-NE-CONVERT): the caller keeps
-    the plain weight, whose products are the same."""
-    try:
-        return torch.ops.mkldnn._reorder_linear_weight(weight, PREPACK_ROWS)
-    except RuntimeError:
-        return None
-
-
-PREPACK_ROWS = 2  # the row count oneDNN is told to expect: decode's, padded (row_invariance.py)
-
-
-def packed_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-
-
 # Products of at most this many rows use the quantized copy when not deterministic: one-row int8
 # products read half the bytes of bf16 and ran 2.5x faster here; at 8 rows bf16's kernel is faster again.
 INT8_MAX_ROWS = 2
@@ -117,7 +66,8 @@ class LlamaModel:
 
     def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
                  device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None,
-                 quantize: str | None = None, use_cuda_graphs: bool = True, deterministic: bool = True):
+                 quantize: str | None = None, use_cuda_graphs: bool = True, deterministic: bool = True,
+                 head: str | None = None):
         self.config = config
         # Batch invariance on CPU (docs/design.md): products padded to row counts probed
         # invariant, and quantized decode at every batch size. Chunk invariance, which the prefix
@@ -144,12 +94,11 @@ class LlamaModel:
             return t.t().contiguous() if self.transposed else t.contiguous()
 
         self.embed = w("model.embed_tokens.weight")  # (V, E)
-        # Logits are float32 in every path: the final norm and the head run in float32, so no
-        # logit is ever rounded to bfloat16 (whose step near 25 is 0.125: near-ties became exact
-        # ties, broken differently by each CPU kernel family). Cost in docs/benchmarks.md.
-        head = state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+        # Logits are float32 in every path: the final norm and the head run in float32. `head`
+        # picks how its weight is held (head.py: float16 weights by default for bfloat16 on CPU).
+        weight = state["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
         quantized_head = quantize is not None and self.device.type == "cpu" and parse(quantize)[1]
-        self.head = QuantizedHead(head, parse(quantize)[0]) if quantized_head else OutputHead(head, self.device, dtype)
+        self.head = QuantizedHead(weight, parse(quantize)[0]) if quantized_head else output_head(weight, self.device, dtype, head)
         self.norm_f32 = state["model.norm.weight"].to(device=self.device, dtype=torch.float32)
         self.layers: list[LayerWeights] = []
         for i in range(config.num_layers):

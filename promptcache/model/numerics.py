@@ -3,9 +3,11 @@
 KV computed by different kernel families is not bitwise interchangeable: the same bfloat16
 product rounds differently under AMX, AVX-512 BF16, AVX-512 and AVX2 kernels, and a cache hit
 on KV from another family can change a greedy reply. So the prefix cache's namespace carries
-the numerics (dtype, decode quantization, kernel family, torch version) as well as the weights'
-fingerprint, and a server only reuses KV made by its own class, unless it is started with
-`--share-kv-across-numerics` (then a hit may change the output; docs/design.md).
+the numerics (dtype, decode quantization, the output head's weight precision, kernel family,
+torch version) as well as the weights' fingerprint, and a server only reuses KV made by its own
+class, unless it is started with `--share-kv-across-numerics` (then a hit may change the
+output; docs/design.md). The head writes no KV, but it computes the prompt logprobs that are
+stored beside the KV (engine/logprobs_store.py).
 
 `model_id` is the one function that builds that id, so that another process (a storage tier, a
 router in front of replicas) gets the same namespace for the same model and numerics.
@@ -16,6 +18,9 @@ from __future__ import annotations
 import os
 
 import torch
+
+from promptcache.model.head import default_head
+
 
 # oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA) -> the family it leaves at most; names from oneDNN's docs.
 _ONEDNN_CAPS = {
@@ -53,10 +58,15 @@ def kernel_family(device: torch.device) -> str:
     return cpu_kernel_family()
 
 
-def numerics_class(dtype: torch.dtype, quantize: str | None, device: torch.device) -> str:
-    """e.g. 'bfloat16+none/avx512_bf16/torch2.13': what must match for KV to be reused bitwise."""
+def numerics_class(dtype: torch.dtype, quantize: str | None, device: torch.device, head: str | None = None) -> str:
+    """e.g. 'bfloat16+none+f16head/avx512_bf16/torch2.13': what must match for KV (and the
+    prompt logprobs stored beside it, which the output head computes) to be reused bitwise.
+    `head` is the output head's weight precision (head.py; None: the default for this dtype)."""
     torch_version = ".".join(torch.__version__.split("+")[0].split(".")[:2])
-    return f"{str(dtype).removeprefix('torch.')}+{quantize or 'none'}/{kernel_family(device)}/torch{torch_version}"
+    kind = f"{str(dtype).removeprefix('torch.')}+{quantize or 'none'}"
+    if not (quantize or "").endswith("+head") and (head or default_head(torch.device(device), dtype)) == "float16":
+        kind += "+f16head"
+    return f"{kind}/{kernel_family(device)}/torch{torch_version}"
 
 
 def model_id(fingerprint: str, numerics: str, *, share_across_numerics: bool = False) -> str:
