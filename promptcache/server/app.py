@@ -6,7 +6,8 @@ so an app that is never served never starts a thread.
 
 Middleware, outermost first: request ids, request counting, CORS (only with
 --allowed-origin), the header guard (Host, Origin, content type, API key), the body size
-limit. Everything that can refuse a request from its headers does so before its body is read.
+limit, the x-ignored-fields header. Everything that can refuse a request from its headers does
+so before its body is read.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 from promptcache.server import admin, tokenize
 from promptcache.server.anthropic.routes import router as anthropic_router
 from promptcache.server.core.deps import caller_of
+from promptcache.server.core.ignored import IgnoredFieldsHeader
 from promptcache.server.body_limit import BodyLimit
 from promptcache.server.chat import ChatRenderer
 from promptcache.server.engine_loop import EngineLoop
@@ -116,7 +118,8 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     app.state.promptcache = state
     install_error_handlers(app)
     # add_middleware wraps: the last added runs first.
-    if settings.request_log:  # innermost: sees only bodies within the size limit
+    app.add_middleware(IgnoredFieldsHeader)  # innermost: it reads what the route left in the scope
+    if settings.request_log:  # inside the body limit: sees only bodies within it
         from promptcache.server.request_log import RequestLog
 
         app.add_middleware(RequestLog, path=settings.request_log, bodies=settings.request_log_bodies,
@@ -133,7 +136,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
             allow_headers=["authorization", "x-api-key", "x-goog-api-key", "anthropic-version", "content-type",
                            "x-session-id", "x-session-ttl"],
             expose_headers=["x-request-id", "x-cache-hit-tokens", "x-cache-tiers", "x-cache-divergence",
-                            "x-session-id"],
+                            "x-session-id", "x-ignored-fields"],
         )
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(RequestIds)

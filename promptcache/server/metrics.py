@@ -147,6 +147,10 @@ class ServerMetrics:
             "promptcache_time_per_output_token_seconds", "Mean gap between output tokens",
             buckets=_TPOT_BUCKETS, registry=r,
         )
+        self.ignored_fields = Counter(
+            "promptcache_ignored_fields", "Request fields the server does not know, ignored and named in "
+            "x-ignored-fields", ["dialect"], registry=r,
+        )
         r.register(_EngineCollector(engine))
 
     def observe_finished(

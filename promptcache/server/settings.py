@@ -69,6 +69,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides loopback ones
     allowed_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (CORS)
     isolate_by: str | None = None  # "user": the request's user field salts its cache namespace
+    # A request field the server does not know is named in x-ignored-fields; this makes it a 400.
+    reject_unknown_fields: bool = False
     # Stored Responses-API responses (previous_response_id): a SQLite file, or ":memory:".
     responses_db: str = "~/.cache/promptcache/responses.sqlite3"
     responses_ttl_s: float = 30 * 86_400.0

@@ -19,6 +19,7 @@ from promptcache.server.anthropic.stream import message_events, messages_usage
 from promptcache.server.anthropic.translate import cache_spec, render, render_with_plan, sampling_spec
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request, register_error_shape
 from promptcache.server.generation import respond, start
@@ -56,6 +57,7 @@ async def _compiled(state, spec):
 
 @router.post(PREFIX, response_model=None, responses={200: {"model": MessageReply}})
 async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> Response:
+    check_unknown(http, body, "anthropic")
     state = server_state(http)
     arrived = state.clock()
     check_model(state, body.model)
@@ -83,6 +85,7 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
 
 @router.post(PREFIX + "/count_tokens")
 async def count_tokens(body: CountTokensRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
+    check_unknown(http, body, "anthropic")
     state = server_state(http)
     check_model(state, body.model)
     _check_limits(body, state.settings.limits)

@@ -3,9 +3,10 @@ field names, types and ranges of Anthropic's API reference, so the official `ant
 client works unchanged.
 
 Content blocks we cannot honour (images, documents, thinking) fail validation with a 400 that
-names the block, rather than being dropped from the prompt. Unknown top-level fields are
-ignored as Anthropic's own API does for forward compatibility, except those listed in
-`UNSUPPORTED`, which would change the reply and so are refused. Structured outputs
+names the block, rather than being dropped from the prompt. Unknown fields are
+served, as Anthropic's own API does for forward compatibility, but named in the
+`x-ignored-fields` header (or refused with --reject-unknown-fields); those listed in
+`UNSUPPORTED` would change the reply and so are refused. Structured outputs
 (`output_config`, `output_format`) are read in translate.py.
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from promptcache.server.core.lenient import LenientBody
 from promptcache.server.core.fields import Temperature, Text, TopK, TopP, joined_text, refusing
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
@@ -22,8 +24,8 @@ MAX_BREAKPOINTS = 4
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
-class AnthropicBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class AnthropicBody(LenientBody):
+    """Unknown fields are noted, not refused (core/lenient.py)."""
 
 
 class CacheControl(AnthropicBody):
@@ -88,6 +90,7 @@ UNSUPPORTED = {"thinking": ({"type": "disabled"},), "diagnostics": (), "containe
 
 class CountTokensRequest(AnthropicBody):
     _refuse_unsupported = refusing(UNSUPPORTED)
+    NEUTRAL_FIELDS = frozenset(UNSUPPORTED)
 
     model: Text
     messages: Annotated[list[Message], Field(min_length=1)]

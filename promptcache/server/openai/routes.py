@@ -17,6 +17,7 @@ from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.context.sessions import refuse as refuse_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
 from promptcache.server.fanout import choice_specs, collect_all, shared_usage, start_shared
@@ -63,6 +64,7 @@ def _include_usage(body) -> bool:
 async def chat_completions(
     body: ChatCompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
 ) -> Response:
+    check_unknown(http, body, "openai")
     state, arrived = _arrival(http, body.model)
     check_chat(body, state.settings.limits)
     lp.check_chat(body)
@@ -100,6 +102,7 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)
 ) -> Response:
+    check_unknown(http, body, "openai")
     state, arrived = _arrival(http, body.model)
     lp.check_completion(body)
     check_sampling(body, state.settings.limits)

@@ -2,8 +2,9 @@
 
 Field names, defaults and ranges follow OpenAI's API reference, so the official clients work
 unchanged; validation failures are turned into OpenAI's 400 error shape by `errors.py`.
-Unknown fields are ignored (clients send many optional knobs we do not implement, and failing
-on them would break drop-in use); knobs whose silent omission would mislead are rejected
+Unknown fields are served but named in the `x-ignored-fields` header (clients send many
+optional knobs we do not implement, and failing on them would break drop-in use; core/lenient.py),
+or refused with --reject-unknown-fields; knobs whose silent omission would mislead are rejected
 instead. Logprobs (`logprobs`, `top_logprobs`, `echo`, vLLM's `prompt_logprobs`) are served
 as openai/logprobs.py says.
 
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from promptcache.server.core.lenient import LenientBody
 from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, joined_text, refusing
 from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-class OpenAIBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OpenAIBody(LenientBody):
+    """Unknown fields are noted, not refused (core/lenient.py)."""
 
 
 class TextPart(OpenAIBody):
@@ -76,6 +78,7 @@ class SamplingFields(OpenAIBody):
     """Fields shared by chat and text completions."""
 
     _refuse_unsupported = refusing(UNSUPPORTED)
+    NEUTRAL_FIELDS = frozenset(UNSUPPORTED)
 
     model: Text
     max_tokens: Annotated[int, Field(ge=1)] | None = None

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from promptcache.server.core.fields import Text
+from promptcache.server.core.lenient import LenientBody
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ class SetDefault(Body):
     version: Text | int
 
 
-class InputText(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class InputText(LenientBody):  # an unknown field is named in x-ignored-fields
     type: Literal["input_text"]
     text: Text
 

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.structured.compile import compile_structure, ignored_header
 from promptcache.server.errors import APIError
@@ -85,6 +86,7 @@ def written(gen: Generation) -> int:
 
 @router.post("", response_model=None)
 async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> Response:
+    check_unknown(http, body, "openai")
     state = server_state(http)
     arrived = state.clock()
     check_model(state, body.model)

@@ -94,6 +94,7 @@ class ResponsesRequest(OpenAIBody):
     safety_identifier: Text | None = None
 
     _refuse_unsupported = refusing(UNSUPPORTED)
+    NEUTRAL_FIELDS = frozenset(UNSUPPORTED)
 
     @model_validator(mode="after")
     def _input_or_prompt(self) -> ResponsesRequest:
