@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.core.deps import caller_of, server_state
+from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
 from promptcache.server.core.records import Record
@@ -148,6 +149,7 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
     state = server_state(http)
     if not caller.admin:
         raise unauthorized("This endpoint needs the admin key.")
+    check_unknown(http, body, "openai")
     body = body or FlushRequest()
     tenant = None if body.tenant is None else _known_tenant(state, body.tenant)
     flushed = await run_in_threadpool(lambda: state.engine.flush_cache(tenant, include_pinned=body.include_pinned))
@@ -158,6 +160,7 @@ async def cache_flush(http: HTTPRequest, body: FlushRequest | None = None, calle
 
 @router.post("/pin")
 async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
+    check_unknown(http, body, "openai")
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
     owner = pin_owner(tenant, salt, tokens)
@@ -172,6 +175,7 @@ async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depend
 
 @router.post("/unpin")
 async def cache_unpin(body: PinRequest, http: HTTPRequest, caller: Caller = Depends(caller_of)) -> dict:
+    check_unknown(http, body, "openai")
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
     owner = pin_owner(tenant, salt, tokens)

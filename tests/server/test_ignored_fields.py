@@ -27,6 +27,7 @@ CASES = {
     "/v1/messages": ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "citations": []}]}],
                       "max_tokens": 1, "service_tier": "auto"}, ["service_tier", "messages[0].content[0].citations"]),
     "/v1/messages/count_tokens": ({"messages": USER}, ["messages[0].name_typo"]),
+    "/v1/cache/flush": ({"include_pinned": False, "tenant_id": "x"}, ["model", "tenant_id"]),  # admin: no model
 }
 SAFE = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
 

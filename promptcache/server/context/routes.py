@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.context import sessions
 from promptcache.server.core.deps import check_model, server_state, tenant_of
+from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request
 from promptcache.server.prefix import prefix_tokens
@@ -48,6 +49,7 @@ class ContextUpdate(OpenAIBody):
 
 @router.post("")
 async def create_context(body: ContextRequest, http: HTTPRequest, tenant: Tenant = Depends(tenant_of)) -> dict:
+    check_unknown(http, body, "openai")
     state = server_state(http)
     check_model(state, body.model)
     ttl_s = sessions.ttl_of(http, body.ttl, sessions.DEFAULT_TTL_S)
@@ -76,6 +78,7 @@ async def get_context(session_id: str, http: HTTPRequest, tenant: Tenant = Depen
 @router.patch("/{session_id}")
 async def update_context(session_id: str, http: HTTPRequest, body: ContextUpdate | None = None,
                          tenant: Tenant = Depends(tenant_of)) -> dict:
+    check_unknown(http, body, "openai")
     state = server_state(http)
     ttl_s = sessions.ttl_of(http, body.ttl if body else None, None)
     if ttl_s is None:

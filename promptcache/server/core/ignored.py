@@ -27,9 +27,9 @@ HEADER = "x-ignored-fields"
 IGNORED = "promptcache.ignored_fields"  # scope key: the paths the header will name
 
 
-def check_unknown(http: HTTPRequest, body: BaseModel, dialect: str) -> None:
+def check_unknown(http: HTTPRequest, body: BaseModel | None, dialect: str) -> None:
     """Report (or, with --reject-unknown-fields, refuse) the fields of `body` nobody reads."""
-    names, count = unknown_fields(body)
+    names, count = unknown_fields(body) if body is not None else ([], 0)
     if not names:
         return
     state = http.app.state.promptcache
