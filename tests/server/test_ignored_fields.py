@@ -12,6 +12,8 @@ import httpx
 import pytest
 from live_server import start_server
 
+from promptcache.server.core.lenient import unknown_fields
+from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.settings import ServerSettings
 
 USER = [{"role": "user", "content": "hi", "name_typo": 1}]
@@ -98,6 +100,13 @@ def test_hostile_names_are_sanitized_capped_logged_and_counted(lenient, caplog):
     lines = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("ignored_fields")]
     assert len(lines) == 1 and r.headers["x-request-id"] in lines[0] and "knob14" in lines[0]
     assert "\n" not in lines[0] and "X-Injected: 1" not in lines[0]
+
+
+def test_unknown_fields_reach_no_stored_or_echoed_dump():
+    body = ResponsesRequest.model_validate({"model": "m", "input": [{"role": "user", "content": "hi", "phase": "a"}],
+                                            "verbosity": "low"})
+    assert unknown_fields(body) == (["verbosity", "input[0].phase"], 2)
+    assert "phase" not in body.items()[0].model_dump() and "low" not in body.model_dump_json()
 
 
 @pytest.mark.parametrize("path", list(CASES))
