@@ -102,11 +102,14 @@ def test_hostile_names_are_sanitized_capped_logged_and_counted(lenient, caplog):
     assert "\n" not in lines[0] and "X-Injected: 1" not in lines[0]
 
 
-def test_unknown_fields_reach_no_stored_or_echoed_dump():
+def test_unknown_fields_reach_no_dump_and_no_attribute():
+    """Named, but nothing else sees them: not a stored or echoed item, nor code that reads an
+    optional attribute (`getattr(message, "is_error", False)`)."""
     body = ResponsesRequest.model_validate({"model": "m", "input": [{"role": "user", "content": "hi", "phase": "a"}],
                                             "verbosity": "low"})
     assert unknown_fields(body) == (["verbosity", "input[0].phase"], 2)
     assert "phase" not in body.items()[0].model_dump() and "low" not in body.model_dump_json()
+    assert getattr(body.items()[0], "phase", None) is None and not hasattr(body, "verbosity")
 
 
 @pytest.mark.parametrize("path", list(CASES))

@@ -34,7 +34,7 @@ def sanitized(path: str) -> str:
 
 class LenientBody(BaseModel):
     """A body that accepts fields it does not define, for `unknown_fields` to name, and leaves
-    them out of every dump.
+    them out of every dump and every attribute.
 
     `NEUTRAL_FIELDS`: names a dialect defines and this server refuses unless they are set to
     the value that changes nothing (core/fields.py `refusing`); accepted at that value, they are
@@ -42,6 +42,13 @@ class LenientBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     NEUTRAL_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def __getattr__(self, name: str) -> Any:
+        # Pydantic would hand an extra out as an attribute, so `getattr(message, "is_error",
+        # False)` on a body without that field would read what the client slipped in.
+        if name in (self.__pydantic_extra__ or ()):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return super().__getattr__(name)
 
     @model_serializer(mode="wrap")
     def _known_only(self, handler) -> Any:
