@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
-from promptcache.server.core.lenient import LenientBody
 from promptcache.server.core.fields import Temperature, Text, TopK, TopP, joined_text, refusing
+from promptcache.server.core.lenient import LenientBody
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
 MAX_BREAKPOINTS = 4

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from promptcache.server.core.lenient import LenientBody
 from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, joined_text, refusing
+from promptcache.server.core.lenient import LenientBody
 from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
