@@ -16,6 +16,11 @@ and frees their slots; the others wait, and the loop goes on.
 
 Only one thread may call `step()`; `add_request`, `abort_request` and the admin methods are
 safe from any thread.
+
+The Engine is one object in four files, one concern each: this one holds the state, request
+intake and the loop; the loop's peeks, loads, saves and pins of the prefix cache are in
+cache_traffic.py, how a sampled token emits or ends its sequence in outcomes.py, and the admin
+calls (explain, stats, flush, pins, retained prefixes, tiers) in cache_admin.py.
 """
 
 from __future__ import annotations
@@ -27,21 +32,22 @@ import time
 import torch
 
 from promptcache.cache.config import CacheConfig
-from promptcache.cache.divergence import Divergence
-from promptcache.cache.keys import PromptKeys
 from promptcache.cache.retained import PinLedger
 from promptcache.engine.api import (CacheOptions, Completion, EngineInputError, Request, RequestOutput,
                                     SamplingParams)
+from promptcache.engine.cache_admin import CacheAdmin
+from promptcache.engine.cache_traffic import CacheTraffic
 from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
-from promptcache.engine.logprobs import as_token_logprob, empty_records, prompt_logprobs, prompt_records, records
-from promptcache.engine.prefix_reuse import PrefixReuse, block_roles
+from promptcache.engine.logprobs import empty_records, prompt_records, records
+from promptcache.engine.outcomes import Outcomes
+from promptcache.engine.prefix_reuse import PrefixReuse
 from promptcache.engine.sampler import new_generator, sample
 from promptcache.engine.structured.compiler import GrammarCompiler
 from promptcache.engine.structured.constraint import Constraint, MaskBatch, apply_mask
-from promptcache.engine.save_queue import PendingSave, SaveQueue
+from promptcache.engine.save_queue import SaveQueue
 from promptcache.engine.scheduler import Scheduler, StepPlan
-from promptcache.engine.sequence import Sequence, Status
+from promptcache.engine.sequence import Sequence
 from promptcache.model.llama import LlamaModel
 from promptcache.model.numerics import model_id, numerics_class
 from promptcache.model.source import open_model
@@ -53,7 +59,13 @@ logger = logging.getLogger(__name__)
 SINGLE_TENANT = CacheConfig(default_tenant_share=1.0)
 
 
-class Engine:
+class Engine(CacheAdmin, CacheTraffic, Outcomes):
+    """An LLM with its KV slots, prefix cache and scheduler, stepped by one thread.
+
+    All state is set here; the mixins (cache_admin.py, cache_traffic.py, outcomes.py) add
+    methods over it and own none of their own, so that `Engine` stays the one object that
+    callers, tests and the scale-out replicas see."""
+
     def __init__(self, model: LlamaModel, tokenizer: Tokenizer, *, model_name: str, fingerprint: str,
                  cache_config: CacheConfig | None = SINGLE_TENANT, max_batch_size: int = 8,
                  prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
@@ -173,6 +185,8 @@ class Engine:
         return outputs
 
     def _take_inbox(self, outputs: list[RequestOutput]) -> None:
+        """Turn the requests handed over since the last step into waiting sequences, and finish
+        the aborted ones."""
         with self._inbox_lock:
             requests, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, set()
@@ -191,41 +205,6 @@ class Engine:
             seq = self._by_id.get(request_id)
             if seq is not None:
                 self._finish(seq, "abort", outputs, save=False)
-
-    def _keys(self, seq: Sequence) -> PromptKeys:
-        """seq's prompt as cache block keys, computed on first use and kept."""
-        if seq.prompt_keys is None:
-            seq.prompt_keys = self.prefix.prompt_keys(seq.prompt, seq.request.cache)
-        return seq.prompt_keys
-
-    def _peek_cached(self, seq: Sequence) -> int:
-        if self.prefix is None or not seq.request.cache.enabled:
-            return 0
-        try:
-            return self.prefix.peek(self._keys(seq), seq.request.cache)
-        except Exception:  # noqa: BLE001 - a failing peek only loses the cache-aware order
-            logger.exception("prefix cache peek failed for request %s", seq.request_id)
-            return 0
-
-    def _load_cached(self, seq: Sequence, outputs: list[RequestOutput]) -> None:
-        """Copy seq's cached prefix into its new slot; a failing load costs only the hit."""
-        if self.prefix is None or not seq.request.cache.enabled:
-            return
-        if self.prefix.tiers is not None:
-            if len(self._prefill_started) > 4 * self.max_batch_size:  # left by aborted requests
-                self._prefill_started.clear()
-            self._prefill_started[seq.request_id] = time.perf_counter()
-        try:
-            if seq.prompt_records is None:
-                seq.num_cached = self.prefix.load(self._keys(seq), seq.request.cache, self.kv, seq.slot)
-            else:  # only blocks holding prompt logprobs count; the last cached row is computed again
-                seq.num_cached, cached = self.prefix.load_scored(self._keys(seq), seq.request.cache, self.kv, seq.slot)
-                seq.prompt_records[:seq.num_cached] = cached
-                seq.rewind = 1 if seq.num_cached else 0
-            seq.cached_tiers = dict(self.prefix.last_sources) if seq.num_cached else {}
-        except Exception:  # noqa: BLE001 - the request runs cold instead
-            logger.exception("prefix cache load failed for request %s; computing it cold", seq.request_id)
-            seq.num_cached, seq.rewind = 0, 0
 
     def _run(self, plan: StepPlan) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The model's part of a step: one prefill chunk, one decode step."""
@@ -258,13 +237,7 @@ class Engine:
         if plan.prefill is not None and plan.prefill.last:
             seq = plan.prefill.seq
             self.scheduler.prefill_done(seq)
-            if self.prefix is not None and seq.request.cache.enabled:
-                bs = self.prefix.block_size
-                roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
-                self.saves.add(PendingSave(seq, self._keys(seq), roles, side=seq.prompt_records))
-                started = self._prefill_started.pop(seq.request_id, None)
-                if started is not None:  # the planner weighs tier reads against this rate
-                    self.prefix.tiers.observe_prefill(seq.num_prompt - seq.num_cached, time.perf_counter() - started)
+            self._queue_prompt_save(seq)
             self._sample_and_append([seq], prefill_logits[None], outputs)
         if plan.decode:
             self._sample_and_append(plan.decode, decode_logits, outputs)
@@ -301,102 +274,7 @@ class Engine:
         bitmask = MaskBatch.wait(pending)
         return {id(seq): bitmask[i] for i, seq in enumerate(rows) if seq.constraint is not None}
 
-    def _run_saves(self, outputs: list[RequestOutput]) -> None:
-        for save in self.saves.drain():
-            try:
-                self.prefix.save(save.tokens, save.seq.request.cache, self.kv, save.seq.slot, save.roles, save.side)
-                if save.seq.request.cache.pin_owner is not None:
-                    self._commit_pin(save.seq, len(save.tokens))
-            except Exception:  # noqa: BLE001 - a lost save costs future hits, nothing else
-                logger.exception("saving blocks of request %s to the prefix cache failed", save.seq.request_id)
-            finally:
-                if save.then_free_slot:
-                    self.scheduler.free_slot(save.seq)
-                    self._settle_pin(save.seq)
-
-    def _commit_pin(self, seq: Sequence, num_tokens: int) -> None:
-        """Pin what the save just inserted for the request's owner, in the same step: nothing
-        can evict the new blocks in between."""
-        options = seq.request.cache
-        tokens = seq.all_ids[:num_tokens]
-        self.retained.commit(seq.request_id, options.pin_owner, tokens, self.prefix.namespace(options))
-        self.prefix.pin_to_tiers(tokens, options)
-
-    def _settle_pin(self, seq: Sequence) -> None:
-        if self.retained is not None and seq.request.cache.pin_owner is not None:
-            self.retained.settle(seq.request_id)
-
-    # -- postprocess ---------------------------------------------------------------------------
-
-    def _append_token(self, seq: Sequence, token: int, outputs: list[RequestOutput]) -> None:
-        seq.output_ids.append(token)
-        params = seq.request.sampling
-        if token in self.tokenizer.eos_token_ids and not params.ignore_eos:
-            self._finish(seq, "stop", outputs, last_token=token, emit_token=False)
-            return
-        text = seq.detokenizer.push(token)
-        if seq.detokenizer.stopped:
-            self._finish(seq, "stop", outputs, text=text, last_token=token)
-        elif seq.constraint is not None and seq.constraint.finished:  # the structure is complete
-            self._finish(seq, "stop", outputs, text=text, last_token=token)
-        elif len(seq.output_ids) >= params.max_tokens or seq.length >= self.context_length:
-            self._finish(seq, "length", outputs, text=text + seq.detokenizer.flush(), last_token=token)
-        else:
-            outputs.append(self._output(seq, text, [token]))
-
-    def _fail(self, seq: Sequence, message: str, outputs: list[RequestOutput], *, save: bool = True) -> None:
-        if seq.status is Status.FINISHED:
-            return
-        seq.error = message
-        self._finish(seq, "error", outputs, save=save)
-
-    def _finish(self, seq: Sequence, reason: str, outputs: list[RequestOutput], *, text: str = "",
-                last_token: int | None = None, emit_token: bool = True, save: bool = True) -> None:
-        if reason == "stop" and not seq.detokenizer.stopped:
-            text += seq.detokenizer.flush()
-        seq.finish_reason = reason
-        self.scheduler.remove(seq)
-        if seq.slot is not None:
-            self._queue_final_save(seq, save)
-        seq.status = Status.FINISHED
-        if self.saves.find(seq) is None:  # else its last save settles it
-            self._settle_pin(seq)
-        del self._by_id[seq.request_id]
-        new_ids = [last_token] if (last_token is not None and emit_token) else []
-        outputs.append(self._output(seq, text, new_ids))
-
-    def _queue_final_save(self, seq: Sequence, save: bool) -> None:
-        """Queue what a finishing sequence leaves to the cache, then its slot is freed. A
-        reply's save covers its prompt's; with nothing to save, the slot is freed now."""
-        prompt_save = self.saves.take(seq)
-        cache = seq.request.cache
-        if save and self.prefix is not None and cache.enabled and cache.cache_reply and seq.output_ids:
-            # KV exists for every token but the last sampled one (never fed to the model).
-            tokens = seq.all_ids[: seq.length - 1]
-            bs = self.prefix.block_size
-            roles = block_roles(seq.request.token_roles, seq.num_prompt // bs, bs)
-            roles += ["assistant"] * (len(tokens) // bs - len(roles))
-            self.saves.add(PendingSave(seq, tokens, roles, then_free_slot=True, side=seq.prompt_records))
-        elif save and prompt_save is not None:
-            prompt_save.then_free_slot = True
-            self.saves.add(prompt_save)
-        else:
-            self.scheduler.free_slot(seq)
-
-    def _output(self, seq: Sequence, text: str, new_ids: list[int]) -> RequestOutput:
-        out = RequestOutput(
-            request_id=seq.request_id, new_text=text, new_token_ids=new_ids,
-            finished=seq.status is Status.FINISHED, finish_reason=seq.finish_reason,
-            num_prompt_tokens=seq.num_prompt, num_cached_tokens=seq.num_cached,
-            num_generated_tokens=len(seq.output_ids), error=seq.error, cached_tiers=seq.cached_tiers)
-        if seq.request.sampling.logprobs is not None:
-            out.new_logprobs = [as_token_logprob(t, seq.last_logprob) for t in new_ids if seq.last_logprob is not None]
-        if seq.prompt_records is not None and seq.output_ids and not seq.prompt_sent:
-            out.prompt_logprobs = prompt_logprobs(seq.prompt, seq.prompt_records)
-            seq.prompt_sent = True
-        return out
-
-    # -- conveniences and admin ----------------------------------------------------------------
+    # -- conveniences --------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], sampling: SamplingParams = SamplingParams(),
                  cache: CacheOptions = CacheOptions()) -> list[Completion]:
@@ -416,120 +294,3 @@ class Engine:
                     done[out.request_id] = out
         return [Completion(i, "".join(texts[i]), tokens[i], done[i].finish_reason,
                            done[i].num_prompt_tokens, done[i].num_cached_tokens) for i in ids]
-
-    def explain_prefix(self, tokens: list[int], options: CacheOptions) -> tuple[int, Divergence | None]:
-        """How many leading tokens of `tokens` the cache holds now in `options`' namespace, and
-        how the prompt continues past them (None when every full block is held): the read
-        behind /v1/cache/explain, under the engine's lock so the trie it walks is consistent.
-        It touches nothing: no lease, no recency, no stats."""
-        if self.prefix is None or not options.enabled:
-            return 0, None
-        with self._lock:
-            held = self.prefix.peek(tokens, options)
-            if held >= len(tokens) // self.prefix.block_size * self.prefix.block_size:
-                return held, None
-            return held, self.prefix.divergence(tokens, options, held)
-
-    def explain_tiers(self, tokens: list[int], options: CacheOptions, held: int) -> dict[str, int]:
-        """Tokens of `tokens` past memory's `held` that the disk or Redis tiers hold, by tier, as
-        a load would find them (existence checks only, no lock: the tiers have their own)."""
-        if self.prefix is None:
-            return {}
-        return self.prefix.lower_tiers(tokens, options, held)
-
-    def cache_stats(self, wait: bool = True) -> dict:
-        """The prefix cache's statistics.
-
-        wait=True (admin): takes the engine's lock and runs pending saves first, so every
-        finished request's blocks are counted. wait=False (metrics scrapes): the copy taken at
-        the end of the last step, read without the lock, so a scrape never stalls a step."""
-        if not wait:
-            return dict(self._stats_snapshot)
-        with self._lock:
-            self._run_saves([])  # admin sees every finished request's blocks
-            return self._stats_now()
-
-    def _stats_now(self) -> dict:
-        if self.prefix is None:
-            return {"enabled": False}
-        stats = self.prefix.cache.stats.as_dict()
-        pool = self.prefix.pool
-        stats.update(enabled=True, block_size=self.prefix.block_size, block_nbytes=self.prefix.block_nbytes,
-                     max_bytes=pool.num_blocks * self.prefix.block_nbytes)
-        if self.prefix.tiers is not None:
-            stats.update(self.prefix.tiers.stats())
-        return stats
-
-    def flush_cache(self, tenant: str | None = None, include_pinned: bool = False) -> int:
-        """Drop unheld blocks (of `tenant` only, when given); with include_pinned, pins first."""
-        with self._lock:
-            self._run_saves([])  # admin sees every finished request's blocks
-            if self.prefix is None:
-                return 0
-            if include_pinned:
-                self.retained.forget(tenant)
-            return self.prefix.cache.flush(tenant, include_pinned=include_pinned)
-
-    def pin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
-        return self._pinning(tokens, tenant, salt, pin=True)
-
-    def unpin_prefix(self, tokens: list[int], tenant: str, salt: str | None = None) -> int:
-        return self._pinning(tokens, tenant, salt, pin=False)
-
-    def _pinning(self, tokens: list[int], tenant: str, salt: str | None, *, pin: bool) -> int:
-        with self._lock:
-            self._run_saves([])  # admin sees every finished request's blocks
-            if self.prefix is None:
-                return 0
-            namespace = self.prefix.namespace(CacheOptions(tenant=tenant, salt=salt))
-            cache = self.prefix.cache
-            if not pin:
-                return cache.unpin(tokens, namespace)
-            pinned = cache.pin(tokens, namespace)
-            self.prefix.pin_to_tiers(tokens, CacheOptions(tenant=tenant, salt=salt))
-            return pinned
-
-    def reserve_retained(self, request: Request) -> int:
-        """Admit `request`'s prefix for its `pin_owner` now, counting the blocks already pinned
-        along it (a trie walk, hence the lock); `add_request` then finds it reserved. Raises
-        PinBudgetExceeded. Returns the blocks reserved."""
-        options = request.cache
-        if self.retained is None or options.pin_owner is None or not options.enabled:
-            raise EngineInputError("retaining a prefix needs the prefix cache", "prompt")
-        with self._lock:
-            pinned = self.prefix.cache.pinned_blocks(request.prompt_tokens, self.prefix.namespace(options))
-            return self.retained.reserve(request.request_id, options.pin_owner, options.tenant,
-                                         len(request.prompt_tokens), pinned)
-
-    def release_retained(self, owner: str) -> int:
-        """Unpin what `owner` retains (blocks stay cached as ordinary entries); returns blocks."""
-        if self.retained is None:
-            return 0
-        with self._lock:
-            return self.retained.release(owner)
-
-    def retained_blocks(self, owner: str) -> int:
-        """How many blocks `owner` keeps pinned now (0 after a restart, until retained again);
-        runs the pending saves first, so a finished request's pin is counted."""
-        if self.retained is None:
-            return 0
-        with self._lock:
-            self._run_saves([])
-            held = self.retained.held(owner)
-        return held.blocks if held is not None else 0
-
-    # -- lower storage tiers (promptcache.tiers) -----------------------------------------------
-
-    def attach_tiers(self, tiers) -> None:
-        """Put disk/Redis tiers (a `TierStack`) under the prefix cache; before serving only."""
-        if self.prefix is None:
-            raise ValueError("storage tiers need the prefix cache (it is switched off)")
-        self.prefix.tiers = tiers
-
-    def close_tiers(self, timeout_s: float = 10.0) -> bool:
-        """Run pending saves, then drain the tiers' write-behind queue (graceful shutdown)."""
-        if self.prefix is None or self.prefix.tiers is None:
-            return True
-        with self._lock:
-            self._run_saves([])
-        return self.prefix.tiers.close(timeout_s)
