@@ -131,6 +131,7 @@ def multi_turn_run(client, model: str, cache_on: bool, reply_tokens: int, system
 def start_server(args) -> tuple[subprocess.Popen, str]:
     options = ["--max-batch-size", "8", "--device", args.device] + (["--model", args.model] if args.model else [])
     options += ["--quantize", args.quantize] if args.quantize else []
+    options += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
     return serve(options)
 
 
@@ -172,7 +173,8 @@ def serving_path(args) -> dict:
     """The engine in this process and a started server, in turns; best tokens/s of each."""
     from promptcache.engine.engine import Engine
 
-    engine = Engine.from_model(args.model, device=args.device, quantize=args.quantize, cache_config=None)
+    engine = Engine.from_model(args.model, device=args.device, quantize=args.quantize, cache_config=None,
+                               decode_threads=args.decode_threads)
     engine_decode(engine, 8)  # first-call costs
     proc, url = start_server(args)
     try:
@@ -200,6 +202,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--quantize", choices=["int8"], help="the started server's (and engine's) --quantize")
     parser.add_argument("--serving-path", action="store_true", help="engine in-process vs server, one stream")
+    parser.add_argument("--decode-threads", type=int, help="the server's (and engine's) --decode-threads (default: its own)")
     parser.add_argument("--repeats", type=int, default=3, help="turns of each in --serving-path")
     args = parser.parse_args()
     if args.serving_path:

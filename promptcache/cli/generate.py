@@ -30,6 +30,7 @@ def generate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     quantize: Annotated[Optional[str], typer.Option(help="int8 or int4: weight-only decode (CPU, bfloat16); int8+head or int4+head quantize the output head too.")] = None,
+    decode_threads: Annotated[Optional[int], typer.Option("--decode-threads", min=1, help="CPU threads a decode step runs on (default: by model size).")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Batch-invariant decoding (docs/design.md).")] = True,
 ) -> None:
     """Generate a reply to PROMPT, streamed to the terminal as it is produced."""
@@ -41,7 +42,7 @@ def generate(
 
     with user_errors():
         engine = Engine.from_model(model, device=device, dtype=dtype, max_batch_size=1, progress=True,
-                                   quantize=quantize, deterministic=deterministic)
+                                   quantize=quantize, deterministic=deterministic, decode_threads=decode_threads)
         tokenizer = engine.tokenizer
         use_chat = tokenizer.chat_template is not None if chat is None else chat
         if use_chat:

@@ -108,11 +108,11 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
                    cache_config: CacheConfig | None = SINGLE_TENANT, max_batch_size: int = 8,
                    prefill_chunk: int = 512, max_prefill_chunk: int = 2048, max_seq_len: int | None = None,
                    progress: bool = False, quantize: str | None = None, deterministic: bool = True,
-                   share_kv_across_numerics: bool = False) -> Engine:
+                   share_kv_across_numerics: bool = False, decode_threads: int | None = None) -> Engine:
         source = open_model(model)
         dev = resolve_device(device)
         llama = load_model(source, dtype=resolve_dtype(dtype, dev), device=dev, progress=progress, quantize=quantize,
-                           deterministic=deterministic)
+                           deterministic=deterministic, decode_threads=decode_threads)
         return cls(llama, source.tokenizer, model_name=source.name, fingerprint=source.fingerprint,
                    cache_config=cache_config, max_batch_size=max_batch_size, prefill_chunk=prefill_chunk,
                    max_prefill_chunk=max_prefill_chunk, max_seq_len=max_seq_len,

@@ -39,7 +39,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def load_model(source: ModelSource, *, dtype: torch.dtype, device: torch.device,
-               progress: bool = False, quantize: str | None = None, deterministic: bool = True) -> LlamaModel:
+               progress: bool = False, quantize: str | None = None, deterministic: bool = True,
+               decode_threads: int | None = None) -> LlamaModel:
     state = source.load_state_dict(progress=progress)
     return LlamaModel(source.config, state, dtype=dtype, device=device, quantize=quantize,
-                      deterministic=deterministic)
+                      deterministic=deterministic, decode_threads=decode_threads)

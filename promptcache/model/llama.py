@@ -37,6 +37,7 @@ from promptcache.model.onednn import packed_linear, prepack
 from promptcache.model.quant import QuantizedHead, QuantizedWeight, parse, quantize_weight
 from promptcache.model.rope import apply_rope, rope_tables
 from promptcache.model.row_invariance import invariant_rows, pad_rows, padded_rows
+from promptcache.model.threads import default_decode_threads, torch_threads
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LlamaModel:
     def __init__(self, config: ModelConfig, state: dict[str, torch.Tensor], *, dtype: torch.dtype,
                  device: torch.device | str = "cpu", kv_dtype: torch.dtype | None = None,
                  quantize: str | None = None, use_cuda_graphs: bool = True, deterministic: bool = True,
-                 head: str | None = None):
+                 head: str | None = None, decode_threads: int | None = None):
         self.config = config
         # Batch invariance on CPU (docs/design.md): products padded to row counts probed
         # invariant, and quantized decode at every batch size. Chunk invariance, which the prefix
@@ -117,6 +118,12 @@ class LlamaModel:
                 down=mat(state[p + "mlp.down_proj.weight"]),
             ))
         self.cos, self.sin = rope_tables(config, config.context_length, self.kv_dtype, self.device)
+        # A CPU decode step's thread count (threads.py): fewer than prefill's for a small model.
+        self.decode_threads = None
+        if self.device.type == "cpu":
+            weight_bytes = sum(t.numel() * t.element_size() for layer in self.layers
+                               for t in (layer.qkv, layer.o, layer.gate_up, layer.down)) + weight.numel() * 2
+            self.decode_threads = decode_threads or default_decode_threads(weight_bytes, torch.get_num_threads())
         self.quantize = quantize
         if quantize is not None:
             self._add_quantized_copies(quantize)
@@ -146,11 +153,19 @@ class LlamaModel:
                         for w in (layer.qkv, layer.o, layer.gate_up, layer.down))  # how they are held
         shape = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size,
                  c.attention_bias, self.dtype, self.device, self.prepacked, self.transposed, self.quantize,
-                 weights, type(self.head).__name__, getattr(self.head, "out_dtype", None))
+                 weights, type(self.head).__name__, getattr(self.head, "out_dtype", None),
+                 torch.get_num_threads(), self.decode_threads)
         if (known := _PROBED.get(shape)) is not None:
             self._invariant.update(known)
             return
         self._probe_row_invariance_now()
+        if self.decode_threads is not None and self.decode_threads != torch.get_num_threads():
+            # Decode runs on its own thread count, where a kernel may block rows otherwise:
+            # keep the row counts invariant at both.
+            prefill = dict(self._invariant)
+            with torch_threads(self.decode_threads):
+                self._probe_row_invariance_now()
+            self._invariant = {kind: rows & self._invariant[kind] for kind, rows in prefill.items()}
         _PROBED[shape] = dict(self._invariant)
 
     def _probe_row_invariance_now(self) -> None:
@@ -340,6 +355,11 @@ class LlamaModel:
             return self.decode_batched(tokens, torch.tensor(positions, device=self.device),
                                        torch.tensor(slots, device=self.device),
                                        self.decode_mask(positions, slots, span, length).to(self.device), span, length, kv)
+        with torch_threads(self.decode_threads):
+            return self._decode_per_sequence(tokens, positions, slots, kv)
+
+    def _decode_per_sequence(self, tokens: torch.Tensor, positions: list[int], slots: list[int],
+                             kv: torch.Tensor) -> torch.Tensor:
         B = tokens.shape[0]
         # The whole step runs at a batch-invariant row count (zero rows appended once), so no
         # product pads and cuts its own rows; row-wise ops give a row the same bits either way.

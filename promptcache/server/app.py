@@ -62,6 +62,7 @@ def engine_from_settings(settings: ServerSettings):
         dtype=settings.dtype,
         quantize=settings.quantize,
         deterministic=settings.deterministic,
+        decode_threads=settings.decode_threads,
         share_kv_across_numerics=settings.share_kv_across_numerics,
         cache_config=settings.cache_config(),
         max_batch_size=settings.max_batch_size,

@@ -37,6 +37,7 @@ class ServerSettings:
     dtype: str = "auto"
     quantize: str | None = None  # int8, int4, int8+head, int4+head: weight-only decode (CPU, bfloat16; model/quant.py)
     deterministic: bool = True  # batch-invariant decoding (docs/design.md)
+    decode_threads: int | None = None  # CPU threads of a decode step (None: by model size, model/threads.py)
     share_kv_across_numerics: bool = False  # reuse KV from other kernel families (a hit may then change output)
     # Prefix cache (see promptcache.cache.config.CacheConfig).
     cache_enabled: bool = True
@@ -127,6 +128,8 @@ class ServerSettings:
                 raise ValueError(f"{name} must be at least 1 (0 would refuse every request)")
         if self.request_log_max_mb <= 0 or self.request_log_backups < 0:
             raise ValueError("request_log_max_mb must be positive and request_log_backups >= 0")
+        if self.decode_threads is not None and self.decode_threads < 1:
+            raise ValueError("decode_threads must be at least 1")
         if self.max_requests_per_tenant is not None and self.max_requests_per_tenant < 1:
             raise ValueError("max_requests_per_tenant must be at least 1 (0 would refuse every request)")
         for tenant in self.api_keys.values():
