@@ -32,7 +32,7 @@ from promptcache.engine.structured.compiler import GrammarCompiler
 from promptcache.scaleout.book import RouterBook, Ticket, key64
 from promptcache.scaleout.hints import current_ids
 from promptcache.scaleout.per_replica import ReplicaOps, combine_stats, everywhere, explain_key
-from promptcache.scaleout.replica import HeldPath, ShippedGrammar
+from promptcache.scaleout.replica import HeldPath, Refused, ShippedGrammar
 from promptcache.scaleout.shared import ClusterTenantLimit, SharedBlocks
 from promptcache.server.core.usage import reusable_prefix
 from promptcache.server.engine_loop import EngineFailure, EngineLoop, TenantLimitError, RETRY_AFTER_S
@@ -285,6 +285,9 @@ class RoutedLoop(EngineLoop):
                 if isinstance(item, HeldPath):  # what the request's pin owner holds there now
                     self.engine.ops.remember(item, ticket.replica)
                     continue
+                if isinstance(item, Refused):  # the replica's engine refused it at submit: a 4xx
+                    self.fail(request.request_id, item.error)
+                    return
                 if request.request_id not in self._started:
                     self._started.add(request.request_id)
                     self.book.started(ticket)
@@ -316,9 +319,10 @@ class RoutedLoop(EngineLoop):
         if held is not None:
             self.cluster_limit.release(*held)
 
-    def fail(self, request_id: str) -> None:
-        """Tell this request's route that it failed (503), and forget it."""
+    def fail(self, request_id: str, refusal: Exception | None = None) -> None:
+        """Tell this request's route that it failed (503, or the replica engine's `refusal`
+        of it, e.g. a 409 pin budget), and forget it."""
         with self._lock:
             entry = self._forget(request_id)
         if entry is not None:
-            self._deliver(entry, EngineFailure("the replica serving this request failed"))
+            self._deliver(entry, EngineFailure("the replica serving this request failed", refusal))

@@ -67,6 +67,15 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """`generate`'s only item when the engine refused the request at submit (a session turn past
+    its pin budget): the ingress raises `error` in the route, as a single server would."""
+
+    replica: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
 class NotTarget:
     """The call targeted another replica (gone): nothing ran here."""
 
@@ -162,7 +171,14 @@ class EngineReplica:
     async def generate(self, request: Request, ticket: Ticket | None = None) -> AsyncIterator[RequestOutput]:
         if isinstance(request.structure, ShippedGrammar):
             request.structure = await asyncio.to_thread(self.engine.grammars.compile, request.structure.spec)
-        sub = self.loop.submit(request)
+        from promptcache.cache.errors import PinBudgetExceeded
+        from promptcache.engine.api import EngineInputError
+
+        try:
+            sub = self.loop.submit(request)
+        except (PinBudgetExceeded, EngineInputError) as exc:  # this request's fault: the ingress answers 4xx
+            yield Refused(self.replica_id, exc)
+            return
         self.sources[request.request_id] = ticket.source if ticket is not None else ""
         finished = False
         try:

@@ -49,7 +49,15 @@ RETRY_AFTER_S = 1
 
 
 class EngineFailure(Exception):
-    """The engine raised inside step(); delivered to every request that was in flight."""
+    """The engine raised inside step(); delivered to every request that was in flight.
+
+    `refusal`, when set, is the engine's own refusal of this one request, raised where a single
+    server raises it at submit (PinBudgetExceeded, EngineInputError) but learnt later, e.g. from
+    a scale-out replica: the route raises it, and its handler answers 4xx instead of 503."""
+
+    def __init__(self, message: str = "", refusal: Exception | None = None):
+        super().__init__(message)
+        self.refusal = refusal
 
 
 @dataclass

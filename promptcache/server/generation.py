@@ -120,6 +120,8 @@ class Generation:
                     continue
                 self.early = None
                 if isinstance(item, EngineFailure):
+                    if item.refusal is not None:
+                        raise item.refusal
                     raise server_error(self.http_id, code="engine_failure", status=503)
                 if item.finished and item.finish_reason == "error":
                     # This request alone failed inside the engine; the log says why (engine.py).

@@ -207,7 +207,7 @@ def test_stats_and_flush_cover_every_replica(cluster):
 
 
 def test_each_replica_has_the_cpus_it_was_given(cluster):
-    from conftest import REPLICA_CPUS
+    from cluster_settings import REPLICA_CPUS
 
     info = cluster.handle.describe.remote().result(timeout_s=CLIENT_TIMEOUT_S)
     assert info["cpus"] == REPLICA_CPUS and info["threads"] == 1
@@ -318,8 +318,9 @@ def test_killing_a_replica_fails_its_requests_cleanly_and_routes_new_ones_elsewh
 
     threads = [threading.Thread(target=long_request, args=(name, name == "streamed"), daemon=True)
                for name in ("plain", "streamed")]
-    for t in threads:
+    for count, t in enumerate(threads, 1):  # one after the other: the second follows the first's cache key
         t.start()
+        wait_until(lambda: sum(r["in_flight"] for r in book.snapshot().values()) == count, "routed", 60)
     wait_until(lambda: sum(r["in_flight"] for r in book.snapshot().values()) == 2 and streaming.is_set(),
                "both requests in flight, one streaming", 60)
     victim = next(rid for rid, r in book.snapshot().items() if r["in_flight"])
