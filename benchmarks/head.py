@@ -34,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import machine  # noqa: E402
-from promptcache.model.llama import OutputHead  # noqa: E402
+from promptcache.model.head import OutputHead  # noqa: E402
 from promptcache.model.row_invariance import invariant_rows, padded_rows  # noqa: E402
 
 VOCAB, HIDDEN = 49152, 576  # SmolLM2-135M's tied head

@@ -79,7 +79,7 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
         c = model.config
         # The namespace of cache entries: weights plus numerics (dtype, decode quantization, kernel
         # family), since KV from another numerics class is not bitwise the same (numerics.py).
-        self.numerics = numerics_class(model.dtype, model.quantize, model.device)
+        self.numerics = numerics_class(model.dtype, model.quantize, model.device, getattr(model.head, "kind", None))
         self.model_id = model_id(fingerprint, self.numerics, share_across_numerics=share_kv_across_numerics)
         self.prefix: PrefixReuse | None = None
         if cache_config is not None:

@@ -32,6 +32,8 @@ class OutputHead:
     On a GPU a bfloat16 weight is multiplied with float32 accumulation and output, which needs
     no second copy of a large vocabulary's head."""
 
+    kind = "float32"  # one of HEADS: what the numerics class names (numerics.py)
+
     def __init__(self, weight: torch.Tensor, device: torch.device, dtype: torch.dtype):
         self.weight = weight.to(device=device, dtype=torch.float32).contiguous()  # (V, E)
         self._mixed = False
@@ -60,6 +62,8 @@ class HalfWeightHead:
     """float16 weights, float32 arithmetic: torch.ops.quantized.linear_dynamic_fp16 (FBGEMM)
     widens each weight to float32 and neither rounds the activations nor the sums, so its logits
     differ from the float32 head's only by the weights' float16 rounding and summation order."""
+
+    kind = "float16"
 
     def __init__(self, weight: torch.Tensor):
         self.packed = torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), None)

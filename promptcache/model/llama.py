@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from promptcache.model.attention import grid_end, grid_prefill_attention
 from promptcache.model.config import ModelConfig
 from promptcache.model.cuda_graphs import DecodeGraphs, PrefillGraphs
-from promptcache.model.head import OutputHead, output_head  # noqa: F401 (OutputHead: re-exported)
+from promptcache.model.head import output_head
 from promptcache.model.onednn import packed_linear, prepack
 from promptcache.model.quant import QuantizedHead, QuantizedWeight, parse, quantize_weight
 from promptcache.model.rope import apply_rope, rope_tables
@@ -122,7 +122,7 @@ class LlamaModel:
         self.decode_threads = None
         if self.device.type == "cpu":
             weight_bytes = sum(t.numel() * t.element_size() for layer in self.layers
-                               for t in (layer.qkv, layer.o, layer.gate_up, layer.down)) + weight.numel() * 2
+                               for t in (layer.qkv, layer.o, layer.gate_up, layer.down)) + weight.numel() * weight.element_size()
             self.decode_threads = decode_threads or default_decode_threads(weight_bytes, torch.get_num_threads())
         self.quantize = quantize
         if quantize is not None:
