@@ -23,7 +23,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from promptcache.engine.api import Request, RequestOutput
+from promptcache.cache.errors import PinBudgetExceeded
+from promptcache.engine.api import EngineInputError, Request, RequestOutput
 from promptcache.engine.structured.spec import StructureSpec
 from promptcache.scaleout.book import Ticket
 from promptcache.scaleout.summary import KeySummary
@@ -81,6 +82,9 @@ class NotTarget:
 
     replica: str
 
+
+# The engine's refusals of one request or operation: the caller's fault, answered 4xx at the ingress.
+REFUSALS = (PinBudgetExceeded, EngineInputError)
 
 ADMIN_OPS = frozenset({"flush_cache", "cache_stats", "explain_prefix", "explain_tiers", "reserve_retained",
                        "settle", "held", "release_retained"})
@@ -156,27 +160,21 @@ class EngineReplica:
     async def admin(self, ticket: Ticket, op: str, *args) -> Answer | NotTarget:
         """Run `op` (one of ADMIN_OPS) on this replica's engine, off the event loop (it takes
         the engine's lock). Refusals the server answers with a 4xx travel back as `error`."""
-        from promptcache.cache.errors import PinBudgetExceeded
-        from promptcache.engine.api import EngineInputError
-
         if ticket.target is not None and ticket.target != self.replica_id:
             return NotTarget(self.replica_id)
         if op not in ADMIN_OPS:
             raise ValueError(f"not a replica operation: {op}")
         try:
             return Answer(self.replica_id, await asyncio.to_thread(self._run_admin, op, args))
-        except (PinBudgetExceeded, EngineInputError) as exc:
+        except REFUSALS as exc:
             return Answer(self.replica_id, error=exc)
 
     async def generate(self, request: Request, ticket: Ticket | None = None) -> AsyncIterator[RequestOutput]:
         if isinstance(request.structure, ShippedGrammar):
             request.structure = await asyncio.to_thread(self.engine.grammars.compile, request.structure.spec)
-        from promptcache.cache.errors import PinBudgetExceeded
-        from promptcache.engine.api import EngineInputError
-
         try:
             sub = self.loop.submit(request)
-        except (PinBudgetExceeded, EngineInputError) as exc:  # this request's fault: the ingress answers 4xx
+        except REFUSALS as exc:  # this request's fault: the ingress answers 4xx
             yield Refused(self.replica_id, exc)
             return
         self.sources[request.request_id] = ticket.source if ticket is not None else ""
