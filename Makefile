@@ -7,8 +7,16 @@ PORT ?= 8000
 
 .PHONY: serve test install install-test system-deps bench clean
 
+# apt-get as root, or through sudo where there is one; any failure stops make.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+# Debian's python3 has no venv module until python3-venv is installed (ensurepip is left out).
 $(BIN)/python:
-	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	@$(PY) -c 'import ensurepip' 2>/dev/null || python3 -c 'import ensurepip' 2>/dev/null || \
+		{ echo "installing python3-venv"; $(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null; } || \
+		{ echo "error: python3-venv could not be installed (apt-get failed); install it, then run make again" >&2; exit 1; }
+	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && python3 -m venv $(VENV))
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first, pinned: anything that depends on torch must find it installed, or pip may pull a
@@ -28,10 +36,14 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test system-deps
 
 # redis-server is needed by the storage-tier tests, chromium by the analyze report's browser
-# test; each installed only when missing.
+# test; each installed only when missing. A failed install stops make: the tests would skip
+# (and fail in CI, which sets PROMPTCACHE_REQUIRE_REAL_PARTS=1).
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || echo "warning: redis-server could not be installed"
-	@command -v chromium >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium could not be installed"
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -z "$$missing" ] || { echo "installing$$missing"; $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; } || \
+		{ echo "error:$$missing could not be installed (apt-get failed); install them, then run make again" >&2; exit 1; }
 
 serve: install
 	$(BIN)/promptcache serve --host $(HOST) --port $(PORT)

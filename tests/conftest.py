@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+from real_parts import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401  (hooks)
 
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
