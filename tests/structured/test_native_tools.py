@@ -84,6 +84,9 @@ def _accepts(compiler, tokenizer, spec: StructureSpec, text: str) -> bool:
     ("auto", None, True, "It will rain.", True),
     ("auto", None, True, "Sure <tool_call>\n{}", False),  # a call is never free text
     ("auto", None, True, native.assistant_text([ToolCall("forecast", {"unit": "c", "days": 3})], None), True),
+    ("auto", None, True, native.assistant_text([ToolCall("forecast", {"unit": "k", "days": 3})], None), False),
+    ("auto", None, False, native.assistant_text([ToolCall("forecast", {"unit": "c", "days": 2}),
+                                                 ToolCall("local_time", {"city": "Rome"})], None), False),
     ("required", None, True, "It will rain.", False),
     ("required", None, True, native.assistant_text([ToolCall("forecast", {"unit": "k", "days": 3})], None), False),
     ("required", None, True, native.assistant_text([ToolCall("forecast", {"unit": "c", "days": 9})], None), False),
@@ -126,11 +129,12 @@ def test_forced_calls_on_a_random_model_follow_the_schemas(qwen_server, choice, 
 
 
 def test_auto_and_none_on_a_random_model(qwen_server):
+    # Greedy, this random model writes text here, never spelling <tool_call> (the grammar keeps
+    # it out of text); the calls auto lets through are held to their schemas by the same grammar,
+    # checked on fixed strings above.
     auto = _chat(qwen_server, max_tokens=24).choices[0]
-    for call in auto.message.tool_calls or []:  # a call, when made, is valid
-        jsonschema.validate(json.loads(call.function.arguments),
-                            next(t.parameters for t in TOOLS if t.name == call.function.name))
-    assert "<tool_call>" not in (auto.message.content or "")
+    assert auto.message.tool_calls is None and auto.finish_reason == "length"
+    assert auto.message.content and "<tool_call>" not in auto.message.content
     none = _chat(qwen_server, tool_choice="none", max_tokens=8).choices[0]
     assert none.message.tool_calls is None and none.finish_reason in ("stop", "length")
 
