@@ -34,6 +34,7 @@ from promptcache.server.anthropic import translate as anthropic
 from promptcache.server.anthropic.schema import CountTokensRequest
 from promptcache.server.chat import ChatPrompt, prompt_from_completion
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.fields import check_token_ids
 from promptcache.server.core.spec import CacheSpec, cache_options
 from promptcache.server.core.usage import reusable_prefix
 from promptcache.server.errors import bad_request, param_path
@@ -97,7 +98,7 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
         body = _parse(CompletionRequest, raw)
         check_sampling(body, limits)
         tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
-        return Rendered(tokens, openai.cache_spec(body))
+        return Rendered(check_token_ids(tokens, state.engine.tokenizer.vocab_size), openai.cache_spec(body))
     if dialect == "messages":
         body = _parse(CountTokensRequest, raw)
         check_messages(body.messages, limits)

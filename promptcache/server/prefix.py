@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.core.deps import off_loop
+from promptcache.server.core.fields import check_token_ids
 from promptcache.server.errors import bad_request
 from promptcache.server.limits import check_messages
 from promptcache.server.state import ServerState
@@ -15,7 +16,8 @@ from promptcache.server.state import ServerState
 
 async def prefix_tokens(state: ServerState, messages, prompt, what: str) -> list[int]:
     """Tokens of `messages` (rendered as a conversation's start) or of `prompt`; a 400 naming
-    `prompt` when they are empty. Message limits are checked before rendering."""
+    `prompt` when they are empty or hold an id outside the vocabulary. Message limits are
+    checked before rendering, ids before anything uses them."""
     check_messages(messages, state.settings.limits)
     if messages is not None:
         tokens = await off_loop(state, state.renderer.render_prefix, messages)
@@ -23,4 +25,4 @@ async def prefix_tokens(state: ServerState, messages, prompt, what: str) -> list
         tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt)
     if not tokens:
         raise bad_request(f"{what} is empty", param="prompt")
-    return tokens
+    return check_token_ids(tokens, state.engine.tokenizer.vocab_size)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from promptcache.engine.api import EngineInputError
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.fields import Text
 from promptcache.server.limits import check_messages
 from promptcache.server.openai.schema import ChatMessage
 from promptcache.server.tenants import Tenant
@@ -30,9 +31,9 @@ router = APIRouter()
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = None
-    prompt: str | None = None
-    content: str | None = None  # llama.cpp's name for prompt
+    model: Text | None = None
+    prompt: Text | None = None
+    content: Text | None = None  # llama.cpp's name for prompt
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool | None = None  # default: True for a prompt, False for messages
     add_special: bool | None = None  # llama.cpp's name for add_special_tokens

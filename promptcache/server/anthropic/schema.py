@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field
 
 from promptcache.server.core.fields import Temperature, Text, TopK, TopP, joined_text, refusing
+from promptcache.server.core.fields import JsonObject
 from promptcache.server.core.lenient import LenientBody
 
 # Anthropic's cap on explicit cache breakpoints in one request; a fifth is a 400, as there.
@@ -43,7 +44,7 @@ class ToolUseBlock(AnthropicBody):
     type: Literal["tool_use"]
     id: Text
     name: Text
-    input: dict[str, Any]
+    input: JsonObject
     cache_control: CacheControl | None = None
 
 
@@ -72,7 +73,7 @@ class Message(AnthropicBody):
 class Tool(AnthropicBody):
     name: Annotated[Text, Field(min_length=1, max_length=128)]
     description: Text | None = None
-    input_schema: dict[str, Any]
+    input_schema: JsonObject
     cache_control: CacheControl | None = None
     # Every tool's input is held to its input_schema by the grammar, strict or not; `strict`
     # also makes a schema keyword the grammar cannot enforce a 400 instead of a header.
@@ -96,10 +97,10 @@ class CountTokensRequest(AnthropicBody):
     messages: Annotated[list[Message], Field(min_length=1)]
     system: Text | list[TextBlock] | None = None
     tools: list[Tool] | None = None
-    tool_choice: dict[str, Any] | None = None
+    tool_choice: JsonObject | None = None
     # Structured outputs: GA `output_config.format` or the beta's `output_format` (translate.py).
-    output_config: dict[str, Any] | None = None
-    output_format: dict[str, Any] | None = None
+    output_config: JsonObject | None = None
+    output_format: JsonObject | None = None
     # Automatic caching: a breakpoint on the last block of the conversation (one of the four).
     cache_control: CacheControl | None = None
 

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
 
+from promptcache.server.core.lenient import sanitized
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Sampling knobs as OpenAI and Anthropic both bound them; the temperature's upper bound is each
@@ -23,6 +25,80 @@ def _encodable(text: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """Where in a JSON value (dicts, lists, strings, numbers) the first string, key or value,
+    holds a lone surrogate, as a path like `.properties.city` or `[2]`; None if there is none.
+    Iterative, so a deeply nested value cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _encodes(item):
+                return path or "."
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if isinstance(key, str) and not _encodes(key):
+                    return (path or ".") + " (a key)"
+                stack.append((f"{path}.{key}", child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def _encodable_json(value: Any) -> Any:
+    # Fields typed Any (tool schemas, tool_choice, response formats) are not Text: their strings
+    # reach json.dumps(...).encode(), the template and the grammar compiler, where a lone
+    # surrogate would be a 500. Checked once, whole, when the body is validated.
+    path = lone_surrogate(value)
+    if path is not None:
+        raise ValueError(f"a string at {sanitized(path)} holds a lone surrogate, which is not valid UTF-8")
+    return value
+
+
+# Any-typed request fields, their strings (keys included) checked for lone surrogates.
+JsonValue = Annotated[Any, AfterValidator(_encodable_json)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_encodable_json)]
+
+
+# OpenAI's limits on `metadata`: at most 16 pairs, keys of at most 64 characters, values of at
+# most 512. It is stored with a response for 30 days: without them one 7 MB map a request filled
+# the store.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+
+
+def _metadata(pairs: dict[str, str]) -> dict[str, str]:
+    # One check of the whole map, so the 400 names `metadata` and never quotes a client's key.
+    if len(pairs) > MAX_METADATA_PAIRS:
+        raise ValueError(f"{len(pairs)} pairs is more than the limit of {MAX_METADATA_PAIRS}")
+    for key, value in pairs.items():
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise ValueError(f"a key is {len(key)} characters long; the limit is {MAX_METADATA_KEY_CHARS}")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(f"a value is {len(value)} characters long; the limit is {MAX_METADATA_VALUE_CHARS}")
+    return _encodable_json(pairs)
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata)]
+
+
+def check_token_ids(tokens: list[int], vocab_size: int, param: str = "prompt") -> list[int]:
+    """A 400 naming `param` when an id is outside the vocabulary: ids reach the block-key packer
+    (32-bit) and the embedding table, where one out of range would be a 500."""
+    if any(not (isinstance(t, int) and 0 <= t < vocab_size) for t in tokens):
+        from promptcache.server.errors import bad_request
+
+        raise bad_request(f"'{param}' holds token ids outside the vocabulary (0 to {vocab_size - 1}).", param=param)
+    return tokens
 
 
 def joined_text(content: str | list | None) -> str:

@@ -4,11 +4,12 @@ parts other than text (inline data, files, function calls) are refused the same 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptcache.server.core.fields import Text
+from promptcache.server.core.fields import JsonObject
 
 
 class GeminiBody(BaseModel):
@@ -27,7 +28,7 @@ class Content(GeminiBody):
 class FunctionDeclaration(GeminiBody):
     name: Text
     description: Text | None = None
-    parameters: dict[str, Any] | None = None
+    parameters: JsonObject | None = None
 
 
 class Tool(GeminiBody):

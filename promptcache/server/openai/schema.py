@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, joined_text, refusing
+from promptcache.server.core.fields import JsonObject
 from promptcache.server.core.lenient import LenientBody
 from promptcache.server.prompts.schema import PromptReference
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
@@ -37,7 +38,7 @@ class ChatMessage(OpenAIBody):
     role: ChatRole
     content: Text | list[TextPart] | None = None
     name: Text | None = None
-    tool_calls: list[dict[str, Any]] | None = None  # an assistant turn's calls, sent back by the client
+    tool_calls: list[JsonObject] | None = None  # an assistant turn's calls, sent back by the client
     tool_call_id: Text | None = None  # a tool turn: which call it answers
 
     def text(self) -> str:
@@ -117,11 +118,11 @@ class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Literal["auto", "required", "none"] | dict[str, Any] | None = None
+    tools: list[JsonObject] | None = None
+    tool_choice: Literal["auto", "required", "none"] | JsonObject | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
-    structured_outputs: dict[str, Any] | None = None  # vLLM's extension: json, regex, choice or grammar
+    response_format: JsonObject | None = None
+    structured_outputs: JsonObject | None = None  # vLLM's extension: json, regex, choice or grammar
     prompt: PromptReference | None = None  # extension: a registered template as the leading system turn
 
     def token_limit(self) -> int | None:

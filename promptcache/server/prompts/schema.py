@@ -9,11 +9,11 @@ value is a string or an `input_text` part. Images and files as variables are ref
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from promptcache.server.core.fields import Text
+from promptcache.server.core.fields import JsonObject, Text
 from promptcache.server.core.lenient import LenientBody
 
 
@@ -63,7 +63,7 @@ class PromptReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: Text
     version: Text | int | None = None
-    variables: dict[Text, Text | InputText | dict[str, Any]] | None = None
+    variables: dict[Text, Text | InputText | JsonObject] | None = None
 
     @field_validator("variables")
     @classmethod

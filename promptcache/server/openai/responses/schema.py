@@ -8,11 +8,11 @@ the decoder, as `response_format` is on chat (server/structured/).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from promptcache.server.core.fields import Temperature, Text, TopP, refusing
+from promptcache.server.core.fields import JsonObject, JsonValue, Metadata, Temperature, Text, TopP, refusing
 from promptcache.server.openai.schema import CachingOptions, OpenAIBody
 from promptcache.server.prompts.schema import PromptReference
 
@@ -76,14 +76,14 @@ class ResponsesRequest(OpenAIBody):
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[Temperature, Field(le=2.0)] | None = None
     top_p: TopP | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[JsonObject] | None = None
+    tool_choice: JsonValue = None
     parallel_tool_calls: bool | None = None
     store: bool = True
     previous_response_id: Text | None = None
     stream: bool = False
-    metadata: dict[str, Text] | None = None
-    text: dict[str, Any] | None = None
+    metadata: Metadata | None = None  # stored with the response: OpenAI's limits
+    text: JsonObject | None = None
     prompt: PromptReference | None = None  # a registered template (/v1/prompts), rendered first
     # Prompt caching.
     prompt_cache_key: Text | None = None
