@@ -82,6 +82,31 @@ OPS = st.lists(st.tuples(st.sampled_from(["retain", "release", "insert", "flush"
                          st.sampled_from(TENANTS), st.integers(0, len(PROMPTS) - 1)), max_size=40)
 
 
+TENANT_PINS, GLOBAL_PINS = 6, 9  # half and three quarters of the 12 blocks (each tenant may fill the cache)
+
+
+def covered(owners: dict[str, tuple]) -> set[tuple[str, tuple]]:
+    """The reference's pinned blocks: (tenant, the prefix through the block) along every held path."""
+    return {(ns.tenant, tuple(t[: 4 * (i + 1)])) for ns, t in owners.values() for i in range(len(t) // 4)}
+
+
+def pinned_by_tenant(owners: dict[str, tuple]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for tenant, _ in covered(owners):
+        counts[tenant] = counts.get(tenant, 0) + 1
+    return counts
+
+
+def expected_new_blocks(owners: dict[str, tuple], owner: str, tenant: str, tokens: list[int]) -> int:
+    """The blocks a retain must reserve: its whole blocks, less the leading ones already pinned
+    (by any owner) or, if more, as many as the owner holds now."""
+    pinned = covered(owners)
+    leading = next((i for i in range(len(tokens) // 4) if (tenant, tuple(tokens[: 4 * (i + 1)])) not in pinned),
+                   len(tokens) // 4)
+    held = len(owners[owner][1]) // 4 if owner in owners else 0
+    return max(0, len(tokens) // 4 - max(leading, held))
+
+
 @settings(max_examples=150, deadline=None)
 @given(OPS)
 def test_pins_match_the_owners_paths_and_never_exceed_the_budgets(ops):
@@ -89,19 +114,27 @@ def test_pins_match_the_owners_paths_and_never_exceed_the_budgets(ops):
     flushes in any order: every held path stays pinned, no block is pinned that no owner holds,
     the budgets hold, and releasing every owner leaves nothing pinned."""
     cache, pool, _, pins = ledger(max_blocks_held=12, pin_quota_fraction=0.5, max_pinned_fraction=0.75)
+    assert (cache.pin_budget.limit("default"), cache.pin_budget.global_limit) == (TENANT_PINS, GLOBAL_PINS)
     owners: dict[str, tuple] = {}  # the reference: owner -> (tenant's namespace, tokens) it holds
     for step, (op, owner, tenant, prompt) in enumerate(ops):
         ns, tokens = replace(NS, tenant=tenant), PROMPTS[prompt]
         if op == "retain":
             if owner in owners and owners[owner][0] != ns:
                 continue  # an owner belongs to one tenant
+            want, new = len(tokens) // 4, expected_new_blocks(owners, owner, tenant, tokens)
+            pinned = pinned_by_tenant(owners)
+            refuse = new > 0 and (pinned.get(tenant, 0) + new > TENANT_PINS or sum(pinned.values()) + new > GLOBAL_PINS)
             try:
                 pins.reserve(f"r{step}", owner, tenant, len(tokens), cache.pinned_blocks(tokens, ns))
             except PinBudgetExceeded:
+                assert refuse, f"step {step}: {new} new blocks fit the budgets {pinned}, yet were refused"
                 continue
+            assert not refuse, f"step {step}: {new} new blocks over the budgets {pinned}, yet admitted"
             cache.insert(tokens, ns, pool.store, own_room_only=True)
             held = pins.commit(f"r{step}", owner, tokens, ns)
             pins.settle(f"r{step}")
+            if owner not in owners and cache.peek(tokens, ns) == want:
+                assert held == want  # an admitted prefix, cached whole, is pinned whole
             if held:
                 owners[owner] = (ns, tokens[: held * 4])
             else:
@@ -119,8 +152,7 @@ def test_pins_match_the_owners_paths_and_never_exceed_the_budgets(ops):
         budget = cache.pin_budget
         assert budget.blocks <= budget.global_limit
         assert all(budget.tenant_blocks.get(t, 0) <= budget.limit(t) for t in TENANTS)
-        covered = {(ns.tenant, tuple(t[: 4 * (i + 1)])) for ns, t in owners.values() for i in range(len(t) // 4)}
-        assert budget.blocks == len(covered)  # pinned blocks are exactly those some owner holds
+        assert budget.blocks == len(covered(owners))  # pinned blocks are exactly those some owner holds
     for owner in OWNERS:
         pins.release(owner)
     assert cache.pinned_bytes() == 0
