@@ -41,6 +41,11 @@ def serve(
     decode_threads: Annotated[Optional[int], _opt("--decode-threads", env="DECODE_THREADS", help="CPU threads a decode step runs on (default: one per 512 MiB of weights, so 1 for SmolLM2; prefill uses all).", min=1)] = None,
     max_batch_size: Annotated[Optional[int], _opt("--max-batch-size", env="MAX_BATCH_SIZE", help="Sequences decoded together (default: 8).", min=1)] = None,
     max_queue: Annotated[Optional[int], _opt("--max-queue", env="MAX_QUEUE", help="Waiting requests before 429 (default: 64).")] = None,
+    http_max_header_bytes: Annotated[Optional[int], _opt("--http-max-header-bytes", env="HTTP_MAX_HEADER_BYTES", help="Largest request head (request line and headers); past it: 431, connection closed (default: 32768).", min=1024)] = None,
+    http_header_timeout_s: Annotated[Optional[float], _opt("--http-header-timeout-s", env="HTTP_HEADER_TIMEOUT_S", help="Seconds a connection has to send a request's head (default: 10).", min=0.001)] = None,
+    http_body_timeout_s: Annotated[Optional[float], _opt("--http-body-timeout-s", env="HTTP_BODY_TIMEOUT_S", help="Seconds a request has to send its body after its head (default: 60).", min=0.001)] = None,
+    http_max_connections: Annotated[Optional[int], _opt("--http-max-connections", env="HTTP_MAX_CONNECTIONS", help="Open connections; past it the one waiting longest for its request is closed (default: 1024).", min=1)] = None,
+    http_keep_alive_s: Annotated[Optional[float], _opt("--http-keep-alive-s", env="HTTP_KEEP_ALIVE_S", help="Seconds an idle connection is kept between requests (default: 5).", min=0.001)] = None,
     default_max_tokens: Annotated[Optional[int], _opt("--default-max-tokens", env="DEFAULT_MAX_TOKENS", help="Reply limit when a request sets none (default: 1024).", min=1)] = None,
     config: Annotated[Optional[Path], _opt("--config", env="CONFIG", help="TOML file with any of these settings.", exists=True, dir_okay=False)] = None,
     api_key: Annotated[Optional[list[str]], _opt("--api-key", env="API_KEY", help="Accepted API key (repeatable); each is its own tenant.")] = None,
@@ -75,6 +80,7 @@ def serve(
     import uvicorn
 
     from promptcache.server.app import create_app, engine_from_settings
+    from promptcache.server.http_protocol import uvicorn_options
     from promptcache.server.logs import configure_logging
     from promptcache.server.settings import build_settings
 
@@ -90,7 +96,10 @@ def serve(
                 eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,
                 min_prefix_blocks=min_prefix_blocks, admit_after=admit_after,
                 max_batch_size=max_batch_size, max_queue=max_queue, decode_threads=decode_threads,
-                default_max_tokens=default_max_tokens, admin_key=admin_key, metrics_key=metrics_key,
+                default_max_tokens=default_max_tokens, http_max_header_bytes=http_max_header_bytes,
+                http_header_timeout_s=http_header_timeout_s, http_body_timeout_s=http_body_timeout_s,
+                http_max_connections=http_max_connections, http_keep_alive_s=http_keep_alive_s,
+                admin_key=admin_key, metrics_key=metrics_key,
                 metrics_public=metrics_public, allowed_hosts=allowed_host or None,
                 allowed_origins=allowed_origin or None, isolate_by=isolate_by,
                 reject_unknown_fields=reject_unknown_fields,
@@ -131,5 +140,6 @@ def serve(
         log_level=settings.log_level,
         log_config=None,  # uvicorn's loggers propagate to ours (escaped, text or JSON)
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings.http_limits()),  # head size, deadlines, connections (docs/security.md)
     )
     engine.close_tiers()  # the write-behind queue drains before the process ends

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptcache.cache.policies import POLICIES
+from promptcache.server.http_limits import HttpLimits
 from promptcache.server.limits import LIMIT_NAMES, Limits
 from promptcache.server.tenants import UNNAMED, KeyRing, Tenant, load_keys_file, name_plain_keys, tenant_quotas
 
@@ -62,6 +63,13 @@ class ServerSettings:
     default_max_tokens: int = 1024  # when a request names none (clipped to the context)
     render_threads: int = 2  # chat renders and tokenizations running at once (off the event loop)
     limits: Limits = field(default_factory=Limits)
+    # The HTTP layer (server/http_limits.py, docs/security.md): head size, head and body deadlines,
+    # open connections, keep-alive.
+    http_max_header_bytes: int = HttpLimits.max_header_bytes
+    http_header_timeout_s: float = HttpLimits.header_timeout_s
+    http_body_timeout_s: float = HttpLimits.body_timeout_s
+    http_max_connections: int = HttpLimits.max_connections
+    http_keep_alive_s: float = HttpLimits.keep_alive_s
     # Access. Keys are secrets: kept out of repr, and turned into digests by `key_ring()`.
     api_keys: Mapping[str, Tenant] = field(default_factory=dict, repr=False)
     admin_key: str | None = field(default=None, repr=False)
@@ -119,6 +127,7 @@ class ServerSettings:
         from promptcache.server.prompts.backends import check_spec
 
         check_spec(self.prompt_store)  # a malformed --prompt-store fails at start, in one line
+        self.http_limits()  # a bad HTTP limit fails at start, in one line
         if self.responses_ttl_s <= 0:
             raise ValueError("responses_ttl_s must be positive")
         # Each of these at 0 would refuse every request (max_queue = 0 turned every one into a 429).
@@ -146,6 +155,9 @@ class ServerSettings:
         if self.max_requests_per_tenant is not None:
             return self.max_requests_per_tenant
         return None if open_server else max(2, self.max_queue // 4)
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(**{f.name: getattr(self, f"http_{f.name}") for f in fields(HttpLimits)})
 
     def key_ring(self) -> KeyRing:
         """The keys as digests; the server keeps only this (see `create_app`)."""

@@ -16,6 +16,7 @@ import uvicorn
 
 from promptcache.engine.engine import Engine
 from promptcache.server.app import create_app, engine_from_settings
+from promptcache.server.http_protocol import uvicorn_options
 from promptcache.server.settings import ServerSettings
 
 
@@ -60,7 +61,8 @@ def start_server(settings: ServerSettings, engine: Engine | None = None) -> Live
     engine = engine or engine_from_settings(settings)
     port = free_port()
     config = uvicorn.Config(
-        create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        **uvicorn_options(settings.http_limits()),  # the HTTP layer's bounds, as `promptcache serve` has them
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
