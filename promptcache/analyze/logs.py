@@ -3,7 +3,7 @@
 A line is either a bare body (OpenAI chat or completions, Anthropic messages, Responses) or a
 record `{"ts" | "timestamp" | "time": seconds or ISO 8601, "endpoint": "/v1/...", "tenant": ...,
 "body": {...}}`, which is what `serve --request-log` writes. Bad lines (not JSON, not a body, too
-long) are counted with a reason, never fatal. Records without a body (a request log written
+long, a tenant that is not valid UTF-8) are counted with a reason, never fatal. Records without a body (a request log written
 without --request-log-bodies) are counted apart: they say a request happened, not its prompt.
 
 Requests without a timestamp are placed `interval_s` after the one before, so that TTLs and
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from promptcache.analyze.dialects import BadBody, LoggedPrompt, parse_body
+from promptcache.server.core.fields import lone_surrogate
 
 MAX_LINE_BYTES = 16 * 2**20  # a longer line is a bad line; it is skipped unparsed
 EXAMPLES_KEPT = 5
@@ -89,6 +90,8 @@ def parse_line(raw: bytes) -> tuple[float | None, str, LoggedPrompt | None]:
     at = None if stamp is None else _seconds(stamp)
     tenant = record.get("tenant")
     tenant = tenant if isinstance(tenant, str) and tenant else "default"
+    if lone_surrogate(tenant) is not None:  # it names a cache namespace, whose key encodes it as UTF-8
+        raise BadBody("tenant is not valid UTF-8 (a lone surrogate)")
     if "body" in record or "endpoint" in record:
         endpoint = record.get("endpoint")
         body = record.get("body")

@@ -49,12 +49,13 @@ def test_exact_hits_and_bad_lines_counted(tiny_llama_dir, tmp_path):
         {"ts": 4.5, "endpoint": "/v1/completions", "status": 400, "body": completion([1])},  # refused
         completion(A + C + D),
         {"prompt": A + B, "timestamp": "2026-01-01T00:00:09Z"},
+        '{"tenant": "\\ud800", "body": {"model": "m", "prompt": [1, 2, 3, 4, 5]}}',  # a lone surrogate
     ])
     report = run_analyze(log, tiny_llama_dir, "--cache-mb", "64")
     assert (report["prompt_tokens"], report["hit_tokens"]) == (41, 16)
     assert report["hit_ratio"] == pytest.approx(16 / 41)
-    assert report["requests"] == 4 and report["lines"] == 10
-    assert report["bad_lines"] == 4 and [b["line"] for b in report["bad_examples"]] == [2, 4, 6, 7]
+    assert report["requests"] == 4 and report["lines"] == 11
+    assert report["bad_lines"] == 5 and [b["line"] for b in report["bad_examples"]] == [2, 4, 6, 7, 12]
     assert (report["without_body"], report["refused"]) == (1, 1)
     assert report["memory"]["footprint_mb"] * 2**20 == 4 * report["settings"]["block_nbytes"]  # A, B, C, D
     assert report["prefill_s_saved"] == pytest.approx(16 / report["settings"]["prefill_tok_s"])
