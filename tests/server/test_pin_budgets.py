@@ -1,49 +1,61 @@
-"""Pins over HTTP against the cache's pin budgets: a refused pin is a 409 with the figures, and
-an admin flush can release pins with include_pinned."""
+"""Pins over HTTP against the cache's real pin budgets, on a server whose budgets are small: a
+pin past them is a 409 whose figures are the server's own budgets and pins (derived here from
+its settings and the pins it made), and pins nothing; an admin flush releases pins only with
+include_pinned."""
 
 from __future__ import annotations
 
-import inspect
-
 import httpx
 import pytest
+from live_server import start_server
 from server_prompts import SYSTEM_PROMPT
 
-from promptcache.cache.errors import PinBudgetExceeded
+from promptcache.server.settings import ServerSettings
 
-PIN = {"messages": [{"role": "system", "content": "Budget test. " + SYSTEM_PROMPT}]}
+CACHE_MB, TENANT_SHARE, GLOBAL_SHARE = 1.0, 0.1, 0.5
+BIG = {"messages": [{"role": "system", "content": "Budget test. " + SYSTEM_PROMPT}]}
+SMALL = {"messages": [{"role": "system", "content": "A short pin. " * 12}]}
 
 
-def test_pin_past_the_budget_is_409_with_the_figures(tiny_server, monkeypatch):
-    def refuse(request):  # admission refuses before any KV is computed
-        raise PinBudgetExceeded(request.cache.tenant, 4096, 1024, 2048, 8192, 65536)
+@pytest.fixture(scope="module")
+def server(tiny_llama_dir):
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), default_max_tokens=1, cache_mb=CACHE_MB,
+                                         default_tenant_share=1.0, pin_quota_fraction=TENANT_SHARE,
+                                         max_pinned_fraction=GLOBAL_SHARE))
+    yield server
+    server.stop()
 
-    monkeypatch.setattr(tiny_server.engine, "reserve_retained", refuse)
-    r = httpx.post(tiny_server.url + "/v1/cache/pin", json=PIN)
+
+def post(server, path: str, body: dict) -> httpx.Response:
+    return httpx.post(server.url + "/v1/cache/" + path, json=body, timeout=60)
+
+
+def pinned_bytes(server) -> int:
+    return server.engine.prefix.cache.pinned_bytes()
+
+
+def test_pin_past_the_budget_is_409_with_the_servers_figures(server):
+    post(server, "flush", {"include_pinned": True})
+    nbytes = httpx.get(server.url + "/v1/cache/stats").json()["block_nbytes"]
+    capacity = int(CACHE_MB * 2**20) // nbytes
+    small = post(server, "pin", SMALL).json()
+    assert small["pinned_blocks"] == small["prefix_tokens"] // 16 > 0
+    big_tokens = post(server, "unpin", BIG).json()["prefix_tokens"]  # its length; nothing was pinned
+    assert small["pinned_blocks"] + big_tokens // 16 > int(TENANT_SHARE * capacity)
+
+    r = post(server, "pin", BIG)
     assert r.status_code == 409, r.text
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "pin_budget_exceeded"
     assert "tenant pin budget" in error["message"] and "\n" not in error["message"]
     figures = {k: error[k] for k in ("tenant", "requested_bytes", "tenant_pinned_bytes", "tenant_budget_bytes",
                                      "global_pinned_bytes", "global_budget_bytes")}
-    assert figures == {"tenant": "default", "requested_bytes": 4096, "tenant_pinned_bytes": 1024,
-                       "tenant_budget_bytes": 2048, "global_pinned_bytes": 8192, "global_budget_bytes": 65536}
-
-
-def test_flush_passes_include_pinned_to_the_engine(tiny_server, monkeypatch):
-    calls = []
-
-    def flush_cache(tenant=None, include_pinned=False):
-        calls.append((tenant, include_pinned))
-        return 3
-
-    monkeypatch.setattr(tiny_server.engine, "flush_cache", flush_cache)
-    r = httpx.post(tiny_server.url + "/v1/cache/flush", json={"include_pinned": True})
-    assert r.json() == {"flushed_blocks": 3, "tenant": None, "include_pinned": True}
-    httpx.post(tiny_server.url + "/v1/cache/flush", json={"tenant": "default"})
-    assert calls == [(None, True), ("default", False)]
-    bad = httpx.post(tiny_server.url + "/v1/cache/flush", json={"include_pinned": "maybe"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "include_pinned"
+    held = small["pinned_blocks"] * nbytes
+    assert figures == {"tenant": "default", "requested_bytes": big_tokens // 16 * nbytes,
+                       "tenant_pinned_bytes": held, "tenant_budget_bytes": int(TENANT_SHARE * capacity) * nbytes,
+                       "global_pinned_bytes": held, "global_budget_bytes": int(GLOBAL_SHARE * capacity) * nbytes}
+    assert pinned_bytes(server) == held  # the refused pin pinned nothing
+    assert post(server, "pin", SMALL).json()["pinned_blocks"] == small["pinned_blocks"]  # and broke nothing
 
 
 def cached(server, system: str) -> int:
@@ -54,12 +66,18 @@ def cached(server, system: str) -> int:
     return reply.usage.prompt_tokens_details.cached_tokens
 
 
-def test_flush_with_include_pinned_releases_pins(tiny_server):
-    if "include_pinned" not in inspect.signature(tiny_server.engine.flush_cache).parameters:
-        pytest.skip("the engine's flush_cache has no include_pinned yet")
-    system = PIN["messages"][0]["content"]
-    assert httpx.post(tiny_server.url + "/v1/cache/pin", json=PIN).json()["pinned_blocks"] > 0
-    httpx.post(tiny_server.url + "/v1/cache/flush", json={})
-    assert cached(tiny_server, system) > 300  # a plain flush keeps pinned blocks
-    httpx.post(tiny_server.url + "/v1/cache/flush", json={"include_pinned": True})
-    assert cached(tiny_server, system) == 0
+def test_flush_releases_pins_only_with_include_pinned(server):
+    post(server, "flush", {"include_pinned": True})
+    system = SMALL["messages"][0]["content"]
+    blocks = post(server, "pin", SMALL).json()["pinned_blocks"]
+    assert blocks > 0 and pinned_bytes(server) > 0
+    plain = post(server, "flush", {}).json()
+    assert plain["tenant"] is None and plain["include_pinned"] is False
+    assert cached(server, system) == blocks * 16  # a plain flush keeps pinned blocks
+    assert post(server, "flush", {"tenant": "default"}).json()["tenant"] == "default"
+    assert cached(server, system) == blocks * 16
+    everything = post(server, "flush", {"include_pinned": True}).json()
+    assert everything["include_pinned"] is True and everything["flushed_blocks"] >= blocks
+    assert pinned_bytes(server) == 0 and cached(server, system) == 0
+    bad = post(server, "flush", {"include_pinned": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "include_pinned"
