@@ -7,6 +7,8 @@ from __future__ import annotations
 import httpx
 from server_prompts import ADMIN_KEY, SYSTEM_PROMPT, chat
 
+COUNTERS = ("lookups", "hits", "hit_tokens", "miss_tokens", "insertions")
+
 
 def explain(server, body: dict, key: str | None = None, **params) -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -35,10 +37,12 @@ def test_explain_names_the_message_and_text_where_the_prompt_leaves_the_cache(ti
     assert div["message"] == 1 and div["role"] == "user" and div["after"].startswith("Something")
     assert "Something" in div["before"] + div["after"]
     assert answer["cause"].startswith("the prompt differs here")
-    # Explaining runs nothing: no lookup, hit or insertion was counted.
+    # Explaining runs nothing: no lookup, hit or insertion was counted (a request counts them).
     after = tiny_server.engine.cache_stats()
-    assert {k: after[k] for k in ("lookups", "hits", "insertions") if k in after} == \
-        {k: stats_before[k] for k in ("lookups", "hits", "insertions") if k in stats_before}
+    assert {k: after[k] for k in COUNTERS} == {k: stats_before[k] for k in COUNTERS}
+    send_chat(tiny_server, chat(system, "What is rule 4?"))
+    served = tiny_server.engine.cache_stats()
+    assert served["lookups"] > after["lookups"] and served["hits"] > after["hits"]
 
 
 def test_explain_takes_an_anthropic_body_and_sees_the_same_entries(tiny_server):
