@@ -33,6 +33,19 @@ MIN_TEMPERATURE = 1e-5
 # The most top alternatives a logprobs request may ask for, per token (vLLM's bound).
 MAX_LOGPROBS = 20
 
+# Seeds are OpenAI's int64 in every dialect: torch.Generator.manual_seed raises past 2**64 - 1,
+# and a seed that reached it unchecked used to fail every request in flight (issue 25).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# OpenAI's bounds: presence and frequency penalties in -2..2; logit_bias at most 300 token ids,
+# each biased by -100..100.
+MAX_PENALTY = 2.0
+MAX_LOGIT_BIAS = 100.0
+MAX_LOGIT_BIAS_TOKENS = 300
+# vLLM's repetition_penalty is any positive number; these bounds keep a float32 logit divided or
+# multiplied by it finite, so a valid request can never fail as "non-finite logits".
+REPETITION_PENALTY_RANGE = (0.01, 10.0)
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -51,10 +64,24 @@ class SamplingParams:
     # that many top alternatives (0..20); `prompt_logprobs`: the prompt's, served from the cache.
     logprobs: int | None = None
     prompt_logprobs: int | None = None
+    # Penalties and biases (engine/penalties.py), applied to the float32 logits before the draw,
+    # greedy included. presence/frequency: OpenAI's, over the tokens generated so far;
+    # repetition: vLLM's, over prompt and output; logit_bias: (token id, bias) pairs, ids unique.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest (sampling only)
 
     @property
     def greedy(self) -> bool:
         return self.temperature < MIN_TEMPERATURE
+
+    @property
+    def penalized(self) -> bool:
+        """Anything to apply to the logits before the draw (False: the model's row as it is)."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0
+                    or self.logit_bias)
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -65,10 +92,30 @@ class SamplingParams:
             raise EngineInputError("top_p must be in (0, 1]", "top_p")
         if self.top_k < 0:
             raise EngineInputError("top_k must be >= 0", "top_k")
+        if self.seed is not None and not INT64_MIN <= self.seed <= INT64_MAX:
+            raise EngineInputError("seed must be a 64-bit signed integer", "seed")
+        if not 0.0 <= self.min_p <= 1.0:  # also refuses NaN
+            raise EngineInputError("min_p must be between 0 and 1", "min_p")
+        self._validate_penalties()
         for name in ("logprobs", "prompt_logprobs"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= MAX_LOGPROBS:
                 raise EngineInputError(f"{name} must be between 0 and {MAX_LOGPROBS}", name)
+
+    def _validate_penalties(self) -> None:
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:  # also refuses NaN
+                raise EngineInputError(f"{name} must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g}", name)
+        low, high = REPETITION_PENALTY_RANGE
+        if not low <= self.repetition_penalty <= high:
+            raise EngineInputError(f"repetition_penalty must be between {low:g} and {high:g}", "repetition_penalty")
+        if len(self.logit_bias) > MAX_LOGIT_BIAS_TOKENS:
+            raise EngineInputError(f"logit_bias may name at most {MAX_LOGIT_BIAS_TOKENS} tokens", "logit_bias")
+        if len({token for token, _ in self.logit_bias}) != len(self.logit_bias):
+            raise EngineInputError("logit_bias names a token twice", "logit_bias")
+        if not all(-MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS for _, bias in self.logit_bias):
+            raise EngineInputError(f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}",
+                                   "logit_bias")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@
 3. run the plan on the model;
 4. postprocess: sample, detokenize, finish; queue the saves of completed blocks.
 
-Failures stay with their request. A fault in one sequence's sampling, detokenizing or stop
-strings finishes that sequence alone with finish_reason "error". A failed cache peek or load
+Failures stay with their request. A request that cannot be taken in (its generator, grammar or
+records fail to build) finishes alone with finish_reason "error" in the step that takes it in; a
+fault in one sequence's sampling, detokenizing or stop strings finishes that sequence alone. A failed cache peek or load
 costs only its hit (the prompt is computed cold), and a failed save only future hits (its new
 blocks are taken out again). A fault of the model run itself fails the sequences of that plan
 and frees their slots; the others wait, and the loop goes on.
@@ -41,6 +42,8 @@ from promptcache.engine.detokenizer import IncrementalDetokenizer
 from promptcache.engine.loading import load_model, resolve_device, resolve_dtype
 from promptcache.engine.logprobs import empty_records, prompt_records, records
 from promptcache.engine.outcomes import Outcomes
+from promptcache.engine.penalties import penalize
+from promptcache.engine.preemption import Preemption
 from promptcache.engine.prefix_reuse import PrefixReuse
 from promptcache.engine.sampler import new_generator, sample
 from promptcache.engine.structured.compiler import GrammarCompiler
@@ -59,10 +62,10 @@ logger = logging.getLogger(__name__)
 SINGLE_TENANT = CacheConfig(default_tenant_share=1.0)
 
 
-class Engine(CacheAdmin, CacheTraffic, Outcomes):
+class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
     """An LLM with its KV slots, prefix cache and scheduler, stepped by one thread.
 
-    All state is set here; the mixins (cache_admin.py, cache_traffic.py, outcomes.py) add
+    All state is set here; the mixins (cache_admin.py, cache_traffic.py, outcomes.py, preemption.py) add
     methods over it and own none of their own, so that `Engine` stays the one object that
     callers, tests and the scale-out replicas see."""
 
@@ -127,8 +130,12 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
         request.sampling.validate()
         if not request.prompt_tokens:
             raise EngineInputError("the prompt is empty", "prompt")
-        if any(not 0 <= t < self.model.config.vocab_size for t in request.prompt_tokens):
+        vocab = self.model.config.vocab_size
+        if any(not 0 <= t < vocab for t in request.prompt_tokens):
             raise EngineInputError("the prompt contains token ids outside the vocabulary", "prompt")
+        if any(not 0 <= t < vocab for t, _ in request.sampling.logit_bias):
+            raise EngineInputError(f"logit_bias names token ids outside the vocabulary (0..{vocab - 1})",
+                                   "logit_bias")
         n, m = len(request.prompt_tokens), request.sampling.max_tokens
         if n + m > self.context_length:
             raise EngineInputError(
@@ -170,7 +177,8 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
         with self._lock:
             self._take_inbox(outputs)
             self._run_saves(outputs)
-            plan = self.scheduler.schedule(lambda seq: self._load_cached(seq, outputs))
+            plan = self.scheduler.schedule(lambda seq: self._load_cached(seq, outputs), self._park,
+                                           lambda seq: self._resume(seq, outputs))
             masking = self._start_masks(plan)
             try:
                 prefill_logits, decode_logits = self._run(plan)
@@ -186,25 +194,41 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
 
     def _take_inbox(self, outputs: list[RequestOutput]) -> None:
         """Turn the requests handed over since the last step into waiting sequences, and finish
-        the aborted ones."""
+        the aborted ones. Each request is taken in on its own: one that fails finishes alone."""
         with self._inbox_lock:
             requests, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, set()
         for request in requests:
-            detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling.stop,
-                                                 request.sampling.skip_special_tokens)
-            seq = Sequence(request, detokenizer,
-                           new_generator(request.sampling))
-            if request.structure is not None:
-                seq.constraint = Constraint(request.structure)
-            if request.sampling.prompt_logprobs is not None:
-                seq.prompt_records = empty_records(len(request.prompt_tokens))
-            self._by_id[request.request_id] = seq
-            self.scheduler.add(seq)
+            try:
+                self._take_in(request)
+            except Exception:  # noqa: BLE001 - this request's fault alone
+                logger.exception("taking in request %s failed; failing it alone", request.request_id)
+                self._fail_intake(request, outputs)
         for request_id in aborts:
             seq = self._by_id.get(request_id)
             if seq is not None:
                 self._finish(seq, "abort", outputs, save=False)
+
+    def _take_in(self, request: Request) -> None:
+        """request as a waiting sequence; registered last, after everything that may raise."""
+        detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling.stop, request.sampling.skip_special_tokens)
+        seq = Sequence(request, detokenizer, new_generator(request.sampling))
+        if request.structure is not None:
+            seq.constraint = Constraint(request.structure)
+        if request.sampling.prompt_logprobs is not None:
+            seq.prompt_records = empty_records(len(request.prompt_tokens))
+        self._by_id[request.request_id] = seq
+        self.scheduler.add(seq)
+
+    def _fail_intake(self, request: Request, outputs: list[RequestOutput]) -> None:
+        """A request that never became a sequence: it holds no slot and no queue place, so only
+        its pin reservation (made by add_request) is settled, and one finished output says so."""
+        if self.retained is not None and request.cache.pin_owner is not None:
+            self.retained.settle(request.request_id)
+        outputs.append(RequestOutput(
+            request_id=request.request_id, new_text="", new_token_ids=[], finished=True, finish_reason="error",
+            num_prompt_tokens=len(request.prompt_tokens), num_cached_tokens=0, num_generated_tokens=0,
+            error="the engine could not take in this request"))
 
     def _run(self, plan: StepPlan) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The model's part of a step: one prefill chunk, one decode step."""
@@ -237,7 +261,10 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
         if plan.prefill is not None and plan.prefill.last:
             seq = plan.prefill.seq
             self.scheduler.prefill_done(seq)
-            self._queue_prompt_save(seq)
+            try:
+                self._queue_prompt_save(seq)
+            except Exception:  # noqa: BLE001 - a lost save costs future hits, nothing else
+                logger.exception("queueing the prompt save of request %s failed", seq.request_id)
             self._sample_and_append([seq], prefill_logits[None], outputs)
         if plan.decode:
             self._sample_and_append(plan.decode, decode_logits, outputs)
@@ -245,8 +272,8 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes):
     def _sample_and_append(self, batch: list[Sequence], logits: torch.Tensor, outputs: list[RequestOutput]) -> None:
         for row, seq in enumerate(batch):
             try:
-                row_logits = logits[row:row + 1]
-                if seq.constraint is not None:
+                row_logits = penalize(logits[row:row + 1], seq.request.sampling, seq.prompt, seq.output_ids)
+                if seq.constraint is not None:  # after the penalties: a masked token stays out
                     row_logits = apply_mask(row_logits, self._row_masks[id(seq)])
                 token = sample(row_logits, [seq.request.sampling], [seq.generator])[0]
                 if seq.constraint is not None and not seq.constraint.accept(token):

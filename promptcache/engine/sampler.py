@@ -1,4 +1,4 @@
-"""Choosing the next token from logits: greedy, temperature, top-k, top-p, seeded.
+"""Choosing the next token from logits: greedy, temperature, min-p, top-k, top-p, seeded.
 
 Everything reads the model's float32 logits. Greedy (temperature below MIN_TEMPERATURE) is
 argmax, and a tie goes to the lowest token id (torch.argmax returns the first maximum, on CPU
@@ -7,7 +7,8 @@ is stated for. Sampling scales the logits in float32 by a temperature of at leas
 logit overflows; a row that still holds a non-finite value is refused (SamplingError) rather than
 handed to torch.multinomial. Sampled requests draw from their own torch.Generator, seeded
 from the request's seed when it has one, so a seeded request replays exactly whatever else is in
-the batch.
+the batch. Penalties and biases are applied to the row before it gets here (penalties.py);
+min_p, like top-k and top-p, only narrows a draw, so greedy never reads it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def new_generator(params: SamplingParams) -> torch.Generator | None:
 
 
 def _filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Probabilities (V,) after temperature, top-k and top-p; logits is float32 (V,)."""
+    """Probabilities (V,) after temperature, min-p, top-k and top-p (vLLM's order); logits is
+    float32 (V,)."""
     logits = logits.float() / params.temperature
+    if params.min_p > 0.0:
+        # Keep the tokens at least min_p times as likely as the likeliest, which always stays.
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.max(), float("-inf"))
     if 0 < params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

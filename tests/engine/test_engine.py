@@ -23,6 +23,17 @@ def engine(tiny_llama_dir):
     ([5], SamplingParams(max_tokens=0), "max_tokens"),
     ([5], SamplingParams(temperature=3.0), "temperature"),
     ([5], SamplingParams(top_p=0.0), "top_p"),
+    ([5], SamplingParams(seed=2**64), "seed"),
+    ([5], SamplingParams(seed=-(2**63) - 1), "seed"),
+    ([5], SamplingParams(presence_penalty=2.5), "presence_penalty"),
+    ([5], SamplingParams(frequency_penalty=float("nan")), "frequency_penalty"),
+    ([5], SamplingParams(repetition_penalty=0.0), "repetition_penalty"),
+    ([5], SamplingParams(min_p=1.5), "min_p"),
+    ([5], SamplingParams(logit_bias=((49152, 1.0),)), "logit_bias"),
+    ([5], SamplingParams(logit_bias=((-1, 1.0),)), "logit_bias"),
+    ([5], SamplingParams(logit_bias=((3, 100.5),)), "logit_bias"),
+    ([5], SamplingParams(logit_bias=((3, 1.0), (3, 2.0))), "logit_bias"),
+    ([5], SamplingParams(logit_bias=tuple((t, 1.0) for t in range(301))), "logit_bias"),
 ])
 def test_bad_requests_are_refused_with_the_param_named(engine, prompt, params, param):
     with pytest.raises(EngineInputError) as err:

@@ -46,13 +46,17 @@ def new_engine(model_dir):
     return tiny_engine(model_dir, dtype=torch.bfloat16, max_batch_size=BATCH, prefill_chunk=64)
 
 
-def run(engine, request_ids, max_steps: int = 500) -> dict[str, dict]:
-    """Step until the engine is idle (saves included); the outcome of each request."""
+def run(engine, request_ids, max_steps: int = 500, late=lambda: None) -> dict[str, dict]:
+    """Step until the engine is idle (saves included); the outcome of each request. `late` runs
+    after the third step (with the requests in flight); the ids it adds must be in request_ids."""
     results = {rid: {"tokens": [], "finish": None, "error": None, "cached": 0} for rid in request_ids}
     for rid in request_ids:
-        cache = CacheOptions(cache_key=MARK_KEY if rid == FAULTY else None)
-        engine.add_request(Request(rid, prompt_of(rid), params_of(rid), cache))
-    for _ in range(max_steps):
+        if rid in LENGTHS:
+            cache = CacheOptions(cache_key=MARK_KEY if rid == FAULTY else None)
+            engine.add_request(Request(rid, prompt_of(rid), params_of(rid), cache))
+    for step in range(max_steps):
+        if step == 3:
+            late()
         if not engine.has_unfinished():
             break
         for out in engine.step():
@@ -210,6 +214,31 @@ def test_a_request_fault_fails_that_request_alone(tiny_llama_dir, alone, monkeyp
     results = run(engine, IDS)
     check_outcome(results, alone, {FAULTY})
     assert 0 < len(results[FAULTY]["tokens"]) < MAX_TOKENS  # it had streamed tokens before it failed
+    check_books(engine)
+    check_serves_next(engine, alone)
+
+
+# -- intake: a request that cannot become a sequence fails alone ----------------------------------
+
+def test_a_request_failing_intake_fails_alone(tiny_llama_dir, alone, monkeypatch):
+    """Issue 25: a seed torch cannot take (2**64) raised in the step that took it in, and every
+    request in flight failed. Here the seed is handed over past the validation that now refuses
+    it, as a missed check would: the real manual_seed raises, in the middle of the others."""
+    engine = new_engine(tiny_llama_dir)
+    unseedable = Request("unseedable", prompt_of("r0"), SamplingParams(max_tokens=MAX_TOKENS, temperature=1.0,
+                                                                         seed=2**64),
+                         CacheOptions(pin_owner="session-1"))
+
+    def add_past_validation():
+        with monkeypatch.context() as m:
+            m.setattr(SamplingParams, "validate", lambda self: None)
+            engine.add_request(unseedable)  # its prefix is reserved against the pin budget here
+        assert engine.retained.owner_of("unseedable") == "session-1"
+
+    results = run(engine, IDS + ["unseedable"], late=add_past_validation)
+    check_outcome(results, alone, {"unseedable"})
+    assert results["unseedable"]["tokens"] == []
+    assert engine.retained.owner_of("unseedable") is None  # its reservation is settled
     check_books(engine)
     check_serves_next(engine, alone)
 
