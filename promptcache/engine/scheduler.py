@@ -6,12 +6,16 @@ chunk and the decode batch. The decode batch is fixed before the prefill runs, s
 that gets its first token from this step's prefill decodes from the next step on, and every
 running sequence advances by exactly one token per step.
 
-Admission order is cache-aware, as SGLang's longest-prefix-first policy: among waiting sequences,
-prefer the one with the most prompt tokens already in the prefix cache (its prefill is cheapest,
-and running it now keeps its blocks warm). Tenants take turns: the candidates are the waiting
-sequences of the tenant that was admitted least recently, so one tenant's backlog never holds
-another tenant's request behind it. A sequence that has waited `starvation_rounds` admissions
-goes first, oldest first.
+Slots are shared between tenants (slot_shares.py): a free slot goes to the waiting tenant holding
+the fewest slots (then the one admitted least recently), so one tenant's backlog never holds
+another tenant's request behind it; and when no slot is free while a tenant below its share
+waits, the longest-running generation of a tenant holding two slots more is paused (its KV
+parked by the engine) and resumes later, in any free slot, before its tenant's new requests.
+
+Within a tenant's turn, admission order is cache-aware, as SGLang's longest-prefix-first policy:
+prefer the sequence with the most prompt tokens already in the prefix cache (its prefill is
+cheapest, and running it now keeps its blocks warm). A sequence that has waited
+`starvation_rounds` admissions of its own tenant goes first, oldest first.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from promptcache.engine.sequence import Sequence, Status
+from promptcache.engine.slot_shares import next_tenant, preemption_victim, slots_held
 from promptcache.model.attention import GRID
 from promptcache.model.row_invariance import MIN_ROWS
 
@@ -49,7 +54,8 @@ class StepPlan:
 
 class Scheduler:
     def __init__(self, num_slots: int, cached_tokens: Callable[[Sequence], int], *, prefill_chunk: int = 512,
-                 max_prefill_chunk: int = 2048, starvation_rounds: int = 8, window: int = 64):
+                 max_prefill_chunk: int = 2048, starvation_rounds: int = 8, window: int = 64,
+                 preempt: bool = True, max_paused: int | None = None):
         self._cached_tokens = cached_tokens
         self.prefill_chunk = prefill_chunk  # tokens per step while other sequences decode
         self.max_prefill_chunk = max(max_prefill_chunk, prefill_chunk)  # when none does
@@ -60,6 +66,11 @@ class Scheduler:
         self.waiting: list[Sequence] = []
         self.prefilling: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.paused: list[Sequence] = []  # preempted, their KV parked; they go first in their turn
+        self.preempt = preempt
+        # Parked KV is memory beside the slots: at most one slot region's worth of sequences.
+        self.max_paused = num_slots if max_paused is None else max_paused
+        self.preemptions = 0
         self._admissions = 0
         self._last_admitted: dict[str, int] = {}  # tenant -> admission count when last admitted
 
@@ -76,6 +87,9 @@ class Scheduler:
             self.prefilling.remove(seq)
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
+        elif seq.status is Status.PAUSED:
+            self.paused.remove(seq)
+            seq.parked = None
 
     def free_slot(self, seq: Sequence) -> None:
         if seq.slot is not None:
@@ -86,7 +100,8 @@ class Scheduler:
         return len(self.waiting)
 
     def num_active(self) -> int:
-        return len(self.prefilling) + len(self.running)
+        """Admitted sequences: prefilling, running, or paused for another tenant."""
+        return len(self.prefilling) + len(self.running) + len(self.paused)
 
     def prefill_done(self, seq: Sequence) -> None:
         self.prefilling.remove(seq)
@@ -95,21 +110,57 @@ class Scheduler:
 
     # -- one step ------------------------------------------------------------------------------
 
-    def schedule(self, admit: Callable[[Sequence], None]) -> StepPlan:
-        """Admit waiting sequences into free slots (`admit` copies a cached prefix in and may
-        raise, which leaves the sequence out of every queue), then plan this step."""
-        plan = StepPlan(decode=list(self.running))
-        while self.free_slots and self.waiting:
+    def schedule(self, admit: Callable[[Sequence], None], park: Callable[[Sequence], bool] | None = None,
+                 resume: Callable[[Sequence], None] | None = None) -> StepPlan:
+        """Fill the free slots, then plan this step. `admit` copies a waiting sequence's cached
+        prefix into its new slot (and may raise, which leaves the sequence out of every queue).
+        With no slot free, a tenant below its share may take one by preemption: `park` copies
+        the victim's KV out (False: it could not, and nothing is paused), and `resume` copies
+        it back into the free slot the paused sequence is given; it decodes in this step."""
+        while self.waiting or self.paused:
+            if not self.free_slots and not self._preempt(park):
+                break
             seq = self.pop_next()
             seq.slot = self.free_slots.pop()
+            if seq.status is Status.PAUSED:
+                seq.status = Status.RUNNING
+                self.running.append(seq)
+                resume(seq)
+                continue
             seq.status = Status.PREFILL
             admit(seq)
             seq.num_computed = seq.num_cached - seq.rewind
             self.prefilling.append(seq)
+        plan = StepPlan(decode=list(self.running))
         if self.prefilling:
             seq = self.prefilling[0]
             plan.prefill = PrefillChunk(seq, seq.num_computed, seq.num_computed + self.chunk_size(seq))
         return plan
+
+    def _preempt(self, park: Callable[[Sequence], bool] | None) -> bool:
+        """Pause one running sequence for a tenant below its share (slot_shares.py); True if a
+        slot was freed."""
+        if park is None or not self.preempt or len(self.paused) >= self.max_paused:
+            return False
+        victim = preemption_victim(self._candidates(), self.running, self.held(), self.num_slots)
+        if victim is None or not park(victim):
+            return False
+        self.running.remove(victim)
+        self.free_slot(victim)
+        victim.status = Status.PAUSED
+        victim.waited_steps = 0
+        self.paused.append(victim)
+        self.preemptions += 1
+        return True
+
+    def held(self) -> dict[str, int]:
+        """Tenant -> slots held by its prefilling and running sequences."""
+        return slots_held([*self.prefilling, *self.running])
+
+    def _candidates(self) -> list[Sequence]:
+        """The sequences admission chooses among: every paused one, then the oldest `window`
+        waiting ones."""
+        return self.paused + self.waiting[: self.window]
 
     def chunk_size(self, seq: Sequence) -> int:
         """Tokens to prefill now: small chunks while other streams wait on this step, large ones
@@ -125,20 +176,24 @@ class Scheduler:
         return end - start
 
     def pop_next(self) -> Sequence | None:
-        """Take the sequence to admit now; every other waiting sequence ages by one round."""
-        if not self.waiting:
+        """Take the sequence to admit or resume now: the tenant whose turn it is, and within it a
+        paused sequence, else the oldest if it has waited `starvation_rounds`, else the longest
+        cached prefix. The tenant's other waiting sequences age by one round."""
+        candidates = self._candidates()
+        if not candidates:
             return None
-        oldest = self.waiting[0]
-        if oldest.waited_steps >= self.starvation_rounds or len(self.waiting) == 1:
-            chosen = oldest
+        turn = next_tenant(candidates, self.held(), self._last_admitted)
+        own = [s for s in candidates if s.tenant == turn]  # paused ones first, then oldest first
+        first = own[0]
+        if first.status is Status.PAUSED or first.waited_steps >= self.starvation_rounds or len(own) == 1:
+            chosen = first
         else:
-            candidates = self.waiting[: self.window]
-            turn = min(candidates, key=lambda s: self._last_admitted.get(s.tenant, -1)).tenant
             # max() keeps the first (oldest) of equal scores: FCFS among ties.
-            chosen = max((s for s in candidates if s.tenant == turn), key=self._cached_tokens)
-        self.waiting.remove(chosen)
+            chosen = max(own, key=self._cached_tokens)
+        (self.paused if chosen.status is Status.PAUSED else self.waiting).remove(chosen)
         self._admissions += 1
-        self._last_admitted[chosen.tenant] = self._admissions
+        self._last_admitted[turn] = self._admissions
         for seq in self.waiting:
-            seq.waited_steps += 1
+            if seq.tenant == turn:
+                seq.waited_steps += 1
         return chosen

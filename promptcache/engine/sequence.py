@@ -21,6 +21,7 @@ class Status(enum.Enum):
     WAITING = "waiting"  # queued, no slot yet
     PREFILL = "prefill"  # has a slot; prompt being computed chunk by chunk
     RUNNING = "running"  # in the decode batch
+    PAUSED = "paused"  # preempted for another tenant: no slot, its KV parked until it resumes
     FINISHED = "finished"
 
 
@@ -37,7 +38,8 @@ class Sequence:
     cached_tiers: dict[str, int] = field(default_factory=dict)  # num_cached by the tier that held them
     output_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
-    waited_steps: int = 0  # scheduling rounds spent waiting (for anti-starvation)
+    waited_steps: int = 0  # admissions of its own tenant while it waited (for anti-starvation)
+    parked: torch.Tensor | None = None  # the KV of a paused sequence, held off its slot (preemption.py)
     error: str | None = None  # why the sequence failed, when finish_reason is "error"
     prompt_keys: PromptKeys | None = None  # the prompt's cache block keys, hashed once
     constraint: object | None = None  # the output grammar's live state (structured/constraint.py)

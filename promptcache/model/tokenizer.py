@@ -13,6 +13,7 @@ both formats and visible in one place.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,8 +22,13 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 
 from promptcache.model.chat_template import ChatTemplate
 from promptcache.model.errors import ModelError, ModelFormatError, UnsupportedModelError
+from promptcache.model.token_span import max_chars_per_token
 
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
+# Texts at least this long are tokenized through the library's batch call, which releases the
+# GIL (the single-text call holds it: a 7 MB prompt stalled every other thread for seconds).
+# The ids are the same: both run the same pipeline on the one text.
+GIL_FREE_CHARS = 4096
 
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -101,10 +107,18 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids for `text`. Special tokens written in the text (`<|im_start|>`) are matched
         as single tokens, as transformers does; BOS is prepended iff add_special_tokens and add_bos."""
-        ids = self.backend.encode(text, add_special_tokens=False).ids
+        if len(text) >= GIL_FREE_CHARS:
+            ids = self.backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        else:
+            ids = self.backend.encode(text, add_special_tokens=False).ids
         if add_special_tokens and self.add_bos:
             return [self.bos_token_id, *ids]
         return ids
+
+    @cached_property
+    def max_chars_per_token(self) -> int | None:
+        """The most characters one token covers, or None if unbounded (model/token_span.py)."""
+        return max_chars_per_token(self.backend)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)

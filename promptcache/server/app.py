@@ -43,6 +43,7 @@ from promptcache.server.openai.routes import router as openai_router
 from promptcache.server.prompts.backends import open_store
 from promptcache.server.prompts.routes import router as prompts_router
 from promptcache.server.prompts.warm import warm_all
+from promptcache.server.prompt_size import max_prompt_chars
 from promptcache.server.openai.schema import ModelCard, ModelList
 from promptcache.server.request_id import RequestIds
 from promptcache.server.settings import ServerSettings
@@ -86,7 +87,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
                                 max_per_tenant=settings.tenant_request_limit(open_server=keys.open)),
         settings=settings,
         keys=keys,
-        renderer=ChatRenderer(engine.tokenizer),
+        renderer=ChatRenderer(engine.tokenizer, max_chars=max_prompt_chars(engine)),
         metrics=metrics,
         key_stats=PromptCacheKeyStats(settings.limits.max_keys_per_tenant),
         render_limiter=anyio.CapacityLimiter(settings.render_threads),

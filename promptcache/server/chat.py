@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from promptcache.engine.api import Role
 from promptcache.server.errors import bad_request
+from promptcache.server.prompt_size import check_prompt_chars
 
 # OpenAI's "developer" role is the newer name for "system"; chat templates of open models know
 # only "system", so the message is rendered (and cached) as one.
@@ -95,8 +96,9 @@ class ChatRenderer:
     model's output and splits the cache between clients that do and don't send it).
     """
 
-    def __init__(self, tokenizer: ChatTokenizer):
+    def __init__(self, tokenizer: ChatTokenizer, max_chars: int | None = None):
         self.tokenizer = tokenizer
+        self.max_chars = max_chars  # rendered text past it is refused before tokenizing (prompt_size.py)
         bos_id = getattr(tokenizer, "bos_token_id", None)
         self._bos_text = tokenizer.decode([bos_id]) if bos_id is not None else ""
         self._closing = self._probe_closing()
@@ -118,6 +120,7 @@ class ChatRenderer:
         return not (bool(self._bos_text) and text.startswith(self._bos_text))
 
     def _encode_rendered(self, text: str) -> list[int]:
+        check_prompt_chars(text, self.max_chars, "messages")
         return self.tokenizer.encode(text, add_special_tokens=self._special(text))
 
     def _render(self, messages: list[dict[str, Any]], generation_prompt: bool, tools: Any) -> str:
@@ -198,10 +201,12 @@ class ChatRenderer:
         return roles
 
 
-def prompt_from_completion(tokenizer: ChatTokenizer, prompt: Any) -> list[int]:
-    """A /v1/completions prompt (string, [string], token ids or [token ids]) as token ids."""
+def prompt_from_completion(tokenizer: ChatTokenizer, prompt: Any, max_chars: int | None = None) -> list[int]:
+    """A /v1/completions prompt (string, [string], token ids or [token ids]) as token ids; a
+    string past `max_chars` is refused before tokenizing (prompt_size.py)."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, str):
+        check_prompt_chars(prompt, max_chars, "prompt")
         return tokenizer.encode(prompt, add_special_tokens=True)
     return list(prompt)

@@ -97,7 +97,8 @@ async def render(state: ServerState, tenant: str, dialect: Dialect, raw: dict) -
     if dialect == "completions":
         body = _parse(CompletionRequest, raw)
         check_sampling(body, limits)
-        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt)
+        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, body.prompt,
+                                state.renderer.max_chars)
         return Rendered(check_token_ids(tokens, state.engine.tokenizer.vocab_size), openai.cache_spec(body))
     if dialect == "messages":
         body = _parse(CountTokensRequest, raw)

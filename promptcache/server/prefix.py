@@ -22,7 +22,7 @@ async def prefix_tokens(state: ServerState, messages, prompt, what: str) -> list
     if messages is not None:
         tokens = await off_loop(state, state.renderer.render_prefix, messages)
     else:
-        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt)
+        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt, state.renderer.max_chars)
     if not tokens:
         raise bad_request(f"{what} is empty", param="prompt")
     return check_token_ids(tokens, state.engine.tokenizer.vocab_size)

@@ -22,6 +22,7 @@ from promptcache.engine.api import EngineInputError
 from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
 from promptcache.server.core.fields import Text
 from promptcache.server.limits import check_messages
+from promptcache.server.prompt_size import check_prompt_chars
 from promptcache.server.openai.schema import ChatMessage
 from promptcache.server.tenants import Tenant
 
@@ -62,6 +63,7 @@ def _tokens(state, body: TokenizeRequest) -> list[int]:
         if add_special and bos is not None and tokens[:1] != [bos]:
             tokens = [bos, *tokens]
         return tokens
+    check_prompt_chars(texts[0], state.renderer.max_chars, "prompt")  # before the tokenizer's work
     return state.engine.tokenizer.encode(texts[0], add_special_tokens=True if add_special is None else add_special)
 
 

@@ -1,5 +1,6 @@
 """The scheduler without a model: cache-aware order, tenants taking turns, anti-starvation,
-slots and queues, and chunk sizing on the attention grid with the MIN_ROWS tail rule."""
+slots and queues, slot shares and preemption between tenants, and chunk sizing on the attention
+grid with the MIN_ROWS tail rule."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ def check_books(sched: Scheduler) -> None:
     held = [s.slot for s in [*sched.prefilling, *sched.running]]
     assert sorted(held + sched.free_slots) == list(range(sched.num_slots))
     assert all(s.status is Status.WAITING and s.slot is None for s in sched.waiting)
+    assert all(s.status is Status.PAUSED and s.slot is None and s.parked is not None for s in sched.paused)
+    assert len(sched.paused) <= sched.max_paused
     assert all(s.status is Status.PREFILL for s in sched.prefilling)
     assert all(s.status is Status.RUNNING for s in sched.running)
 
@@ -133,25 +136,34 @@ def test_starving_requests_go_oldest_first():
 )
 def test_no_request_waits_longer_than_starvation_rounds_plus_those_ahead(rounds, arrivals):
     """Arrivals come in bursts, one slot frees per round. A request waits at most
-    `starvation_rounds` admissions plus one for each request that was waiting when it arrived."""
+    `starvation_rounds` admissions of its own tenant plus one for each request of its tenant
+    that was waiting when it arrived; and tenants take turns, so between two admissions of its
+    tenant at most one of each other tenant."""
     cached = Cached()
     sched = Scheduler(1, cached, starvation_rounds=rounds)
     ahead: dict[str, int] = {}
     waited: dict[str, int] = {}
-    n = 0
+    arrived: dict[str, int] = {}  # request id -> admissions before it arrived
+    admitted_at: dict[str, int] = {}
+    n = admissions = 0
     for burst in arrivals + [[]] * (3 * len(arrivals) + 1):
         for tenant, tokens in burst:
             request_id = f"r{n}"
             n += 1
             cached.tokens[request_id] = tokens
-            ahead[request_id] = len(sched.waiting)
+            ahead[request_id] = sum(s.tenant == tenant for s in sched.waiting)
+            arrived[request_id] = admissions
             sched.add(seq(request_id, tenant))
         chosen = sched.pop_next()
         if chosen is not None:
             waited[chosen.request_id] = chosen.waited_steps
+            admitted_at[chosen.request_id] = admissions
+            admissions += 1
     assert not sched.waiting and len(waited) == n
     for request_id, steps in waited.items():
         assert steps <= rounds + ahead[request_id], (request_id, steps, ahead[request_id])
+        own_turns = steps + 1  # the admissions of its tenant while it waited, its own included
+        assert admitted_at[request_id] - arrived[request_id] < own_turns * 3  # three tenants
 
 
 # -- slots and queues ---------------------------------------------------------------------------
@@ -222,6 +234,149 @@ def test_remove_takes_a_sequence_out_of_its_queue(status):
     sched.remove(a)
     assert a not in sched.waiting and a not in sched.prefilling and a not in sched.running
     assert b in [*sched.waiting, *sched.prefilling]
+
+
+# -- slot shares and preemption ---------------------------------------------------------------
+
+class Parking:
+    """The engine's part of a preemption, without KV: marks a sequence parked, or refuses."""
+
+    def __init__(self, refuse: bool = False):
+        self.refuse = refuse
+        self.parked: list[str] = []
+        self.resumed: list[str] = []
+
+    def park(self, s: Sequence) -> bool:
+        if self.refuse:
+            return False
+        s.parked = object()
+        self.parked.append(s.request_id)
+        return True
+
+    def resume(self, s: Sequence) -> None:
+        s.parked = None
+        self.resumed.append(s.request_id)
+
+
+def running(sched: Scheduler, parking: Parking, *specs: tuple[str, str, int]) -> list[Sequence]:
+    """Admit and finish the prefill of (request id, tenant, tokens generated) sequences."""
+    seqs = [seq(request_id, tenant) for request_id, tenant, _ in specs]
+    for s in seqs:
+        sched.add(s)
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    for s, (_, _, generated) in zip(seqs, specs):
+        sched.prefill_done(s)
+        s.output_ids = [1] * generated
+    return seqs
+
+
+def test_a_tenant_below_its_share_takes_the_slot_of_the_longest_running_generation():
+    sched, parking = scheduler(num_slots=4), Parking()
+    a = running(sched, parking, ("a0", "A", 3), ("a1", "A", 9), ("a2", "A", 5), ("a3", "A", 9))
+    b = seq("b", "B")
+    sched.add(b)
+    plan = sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert parking.parked == ["a1"]  # the most tokens generated; the earliest of equals
+    assert sched.paused == [a[1]] and b.slot == 1 and plan.prefill.seq is b
+    assert plan.decode == [a[0], a[2], a[3]]  # the paused one is out of this step
+    check_books(sched)
+
+
+def test_the_paused_generation_resumes_first_in_its_turn_and_decodes_at_once():
+    sched, parking = scheduler(num_slots=2), Parking()
+    a0, a1 = running(sched, parking, ("a0", "A", 5), ("a1", "A", 2))
+    sched.add(b := seq("b", "B"))
+    sched.add(a2 := seq("a2", "A"))
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert sched.paused == [a0] and b.status is Status.PREFILL
+    sched.prefill_done(b)
+    sched.remove(b)  # b ends and gives its slot back
+    sched.free_slot(b)
+    plan = sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert parking.resumed == ["a0"] and a0.status is Status.RUNNING and a0 in plan.decode
+    assert a2.status is Status.WAITING and a0.parked is None
+    check_books(sched)
+
+
+@pytest.mark.parametrize("name,held,waiting", [
+    ("one tenant never preempts itself", [("a0", "A"), ("a1", "A")], [("a2", "A")]),
+    ("a waiting tenant at its share", [("a0", "A"), ("b0", "B")], [("b1", "B")]),
+    ("holdings one apart", [("a0", "A"), ("a1", "A"), ("b0", "B")], [("b1", "B")]),
+    ("below a share of 4/3, but no tenant two over it", [("a0", "A"), ("a1", "A"), ("b0", "B"), ("c0", "C")],
+     [("c1", "C")]),
+])
+def test_no_preemption(name, held, waiting):
+    sched, parking = scheduler(num_slots=len(held)), Parking()
+    running(sched, parking, *[(r, t, 4) for r, t in held])
+    for r, t in waiting:
+        sched.add(seq(r, t))
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert parking.parked == [] and not sched.paused
+
+
+def test_three_tenants_settle_one_slot_each():
+    sched, parking = scheduler(num_slots=3), Parking()
+    running(sched, parking, ("a0", "A", 4), ("a1", "A", 4), ("c0", "C", 4))
+    sched.add(seq("c1", "C"))
+    sched.add(seq("b0", "B"))
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert parking.parked == ["a0"] and sched.held() == {"A": 1, "B": 1, "C": 1}
+
+
+def test_a_refused_park_pauses_nothing():
+    sched, parking = scheduler(num_slots=2), Parking()
+    running(sched, parking, ("a0", "A", 4), ("a1", "A", 4))
+    sched.add(b := seq("b", "B"))
+    parking.refuse = True
+    plan = sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert not sched.paused and b.status is Status.WAITING and len(plan.decode) == 2
+    check_books(sched)
+
+
+def test_preemption_off_and_the_cap_on_paused_sequences():
+    sched, parking = scheduler(num_slots=4, max_paused=1), Parking()
+    running(sched, parking, *[(f"a{i}", "A", i) for i in range(4)])
+    for i in range(3):
+        sched.add(seq(f"b{i}", "B"))
+    sched.preempt = False
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert not sched.paused
+    sched.preempt = True
+    sched.schedule(lambda s: None, parking.park, parking.resume)
+    assert parking.parked == ["a3"] and sched.held() == {"A": 3, "B": 1}  # not 2 and 2: the cap
+    check_books(sched)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    slots=st.integers(1, 6),
+    events=st.lists(st.one_of(st.tuples(st.just("add"), st.sampled_from("ABC")),
+                              st.tuples(st.just("end"), st.integers(0, 10))), max_size=40),
+)
+def test_shares_settle_after_every_step(slots, events):
+    """Arrivals and ends in any order: the books balance, and after each step either a waiting
+    tenant has nothing to take (every slot held, no tenant two slots over it, or the cap on
+    paused sequences reached) or nothing waits."""
+    from promptcache.engine.slot_shares import preemption_victim
+
+    sched, parking = scheduler(num_slots=slots), Parking()
+    for n, (kind, arg) in enumerate(events):
+        if kind == "add":
+            sched.add(seq(f"r{n}", arg))
+        elif sched.running:
+            s = sched.running[arg % len(sched.running)]
+            sched.remove(s)
+            sched.free_slot(s)
+        sched.schedule(lambda s: None, parking.park, parking.resume)
+        check_books(sched)
+        if sched.waiting or sched.paused:
+            assert not sched.free_slots
+            if len(sched.paused) < sched.max_paused:
+                assert preemption_victim(sched._candidates(), sched.running, sched.held(), slots) is None
+        for s in list(sched.prefilling):  # every prefill ends in its step
+            sched.prefill_done(s)
+        for s in sched.running:
+            s.output_ids.append(1)
 
 
 # -- chunk sizing -------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ async def chat_completions(
     messages = lead + list(messages)
     compiled = await compile_structure(state.engine, structure.spec)
     prompt = await off_loop(state, state.renderer.render, messages, template_tools)
+    lp.check_size(body, [len(prompt.tokens)], body.n or 1, state)  # before any generation
     http_id = request_id_of(http.scope)
     spec = GenerationSpec(
         endpoint="chat", request_id=f"chatcmpl-{http_id.removeprefix('req_')}", tenant=tenant.name,
@@ -112,13 +113,14 @@ async def completions(
     http_id = request_id_of(http.scope)
     specs = []
     for prompt in prompts:
-        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt)
+        tokens = await off_loop(state, prompt_from_completion, state.engine.tokenizer, prompt, state.renderer.max_chars)
         specs.append(GenerationSpec(
             endpoint="completions", request_id=f"cmpl-{http_id.removeprefix('req_')}", tenant=tenant.name,
             tokens=tokens, sampling=sampling_spec(body, body.token_limit()), cache=cache_spec(body),
             prompt_text=prompt if isinstance(prompt, str) else None,
         ))
     created, model = int(state.wall_clock()), state.engine.model_name
+    lp.check_size(body, [len(spec.tokens) for spec in specs], n, state)  # before any generation
     if len(specs) * n > 1:
         await refuse_session(http, "several prompts or n > 1")
         return await _choices(state, body, specs, n, http, http_id, arrived, created, model)
