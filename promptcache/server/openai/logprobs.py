@@ -10,6 +10,11 @@ likely alternatives; a request's k picks the first k. Which fields ask for what:
   prompt alone (lm-eval's loglikelihood requests);
 - both: `prompt_logprobs: k` (vLLM's extension, in extra_body): the prompt's, in vLLM's shape.
 As vLLM does, a token's `top_logprobs` holds the k most likely tokens plus the token itself.
+
+The response is built whole, so its size is bounded before any work (`check_size`): each scored
+token shows k + 1 entries, and the entries of every choice together may not pass
+`max_logprob_entries`. Echo with logprobs 20 and prompt_logprobs 20 on 16 prompts of 8,000
+tokens once made an 841 KB request into a 241 MB response and 4.9 GB of server memory.
 """
 
 from __future__ import annotations
@@ -44,6 +49,31 @@ def check_chat(body) -> None:
                           param="logprobs")
     if body.top_logprobs is not None and body.top_logprobs > 0 and not body.logprobs:
         raise bad_request("top_logprobs needs logprobs: true.", param="top_logprobs")
+
+
+def response_entries(n_prompt: int, max_new: int, k: int | None, prompt_k: int | None, echo: bool) -> int:
+    """Logprob entries one choice can show: k + 1 per generated token, the same per prompt token
+    with echo, and prompt_k + 1 per prompt token for vLLM's prompt_logprobs."""
+    per_prompt_token = (k + 1 if echo and k is not None else 0) + (prompt_k + 1 if prompt_k is not None else 0)
+    return n_prompt * per_prompt_token + (max_new * (k + 1) if k is not None else 0)
+
+
+def check_size(body, prompt_lengths: list[int], n: int, state) -> None:
+    """A 400 before any work when the response's logprobs would pass `max_logprob_entries`,
+    counted over every prompt and choice with each reply at its longest."""
+    limit, context = state.settings.limits.max_logprob_entries, state.engine.context_length
+    echo = bool(getattr(body, "echo", False))  # only completions have it
+    k = (completion_counts if hasattr(body, "echo") else chat_counts)(body)[0]
+    asked = body.token_limit()
+    total = 0
+    for n_prompt in prompt_lengths:
+        max_new = max(0, min(state.settings.default_max_tokens if asked is None else asked, context - n_prompt))
+        total += n * response_entries(n_prompt, max_new, k, body.prompt_logprobs, echo)
+    if total > limit:
+        param = "prompt_logprobs" if body.prompt_logprobs is not None else "logprobs"
+        raise bad_request(f"The response would hold up to {total} logprob entries (tokens x (k + 1), over every "
+                          f"prompt and choice); the limit is {limit}. Ask for fewer alternatives, prompts or tokens.",
+                          param=param)
 
 
 def completion_counts(body) -> tuple[int | None, int | None]:

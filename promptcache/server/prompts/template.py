@@ -11,6 +11,11 @@ template cannot run code and rendering costs one pass over the text.
 Values are inserted verbatim, not escaped: a rendered template is model input, exactly like a
 message's content, and no escaping would mean anything to the model. A value that itself holds
 `{{x}}` is not expanded again (substitution is a single pass).
+
+The rendered size is computed before anything is substituted (each variable's uses times its
+value's length), and a caller's limit refuses it there: a 130 KB template of 26,000 `{{a}}`
+with a 1 KB value is 26 million characters, which a 1.2 KB request once made the server build
+and tokenize (71 s) before refusing it as longer than the context.
 """
 
 from __future__ import annotations
@@ -48,10 +53,15 @@ class Template:
         first = VARIABLE.search(self.text)
         return self.text if first is None else self.text[: first.start()]
 
-    def render(self, values: Mapping[str, str], param: str = "prompt.variables") -> str:
+    def rendered_chars(self, values: Mapping[str, str]) -> int:
+        """The length `render(values)` would have, without building it."""
+        return len(self.text) + sum(len(values.get(m.group(1), "")) - len(m.group(0))
+                                    for m in VARIABLE.finditer(self.text))
+
+    def render(self, values: Mapping[str, str], param: str = "prompt.variables", max_chars: int | None = None) -> str:
         """The text with every variable replaced. A missing or unknown variable is an error
         naming it: an unknown one is usually a typo, and dropping it would change the prompt
-        in silence."""
+        in silence. A rendering longer than `max_chars` is refused before it is built."""
         names = set(self.variables)
         missing = [n for n in self.variables if n not in values]
         if missing:
@@ -60,6 +70,9 @@ class Template:
         if unknown:
             shown = ", ".join(repr(n[:64]) for n in unknown[:5])
             raise TemplateError(f"the template has no variable(s) {shown}; it has {', '.join(self.variables) or 'none'}",
+                                param)
+        if max_chars is not None and (size := self.rendered_chars(values)) > max_chars:
+            raise TemplateError(f"the rendered template would be {size} characters long; the limit is {max_chars}",
                                 param)
         return VARIABLE.sub(lambda m: values[m.group(1)], self.text)
 

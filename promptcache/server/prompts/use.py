@@ -53,8 +53,11 @@ async def resolve(state: ServerState, tenant: str, ref: PromptReference) -> tupl
     version = await store_call(state, state.prompts.version, tenant, ref.id, number)
     if version is None:
         raise prompt_not_found(ref.id, number)
+    # No rendering longer than the longest prompt that could fit the context (or, where the
+    # tokenizer gives no such bound, than a request body) is built.
+    limit = state.renderer.max_chars or state.settings.limits.max_body_bytes
     try:
-        return version, Template(version.template).render(values)
+        return version, Template(version.template).render(values, max_chars=limit)
     except TemplateError as exc:
         raise bad_request(str(exc), param=exc.param) from None
 
