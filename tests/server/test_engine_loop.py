@@ -1,4 +1,4 @@
-"""The engine loop's failure path, with a stub engine: no model, no uvicorn, milliseconds.
+"""The engine loop's failure path, on the real tiny engine with faults on cue: no uvicorn.
 
 A step that raises fails every request in flight (503 `engine_failure`, or an error event when
 the stream has started), names nothing but the request id, and the loop goes on to serve the
@@ -6,7 +6,8 @@ next request. A request the engine fails alone (finish_reason "error") is a 500 
 Shutdown fails what is in flight, once, and stops the thread. The per-tenant limit is counted
 here too (`max_per_tenant`).
 
-The stub follows a script, one action per step; tests wait on its events, never on time.
+The tokens are the real engine's; only the faults are scripted (a real step cannot be made to
+fail on cue), one action per step; tests wait on the wrapper's events, never on time.
 """
 
 from __future__ import annotations
@@ -20,121 +21,111 @@ import httpx
 import pytest
 
 from promptcache.engine.api import CacheOptions, EngineInputError, Request, RequestOutput, SamplingParams
-from promptcache.server.app import create_app
+from promptcache.server.app import create_app, engine_from_settings
 from promptcache.server.engine_loop import EngineFailure, EngineLoop, QueueFullError, TenantLimitError
 from promptcache.server.settings import ServerSettings
 
 SECRET = "/very/secret/path.py KeyError"  # what a fault says; no client may ever see it
 
 
-class StubTokenizer:
-    bos_token_id = None
-    eos_token_ids = ()
+class Faulty:
+    """The real engine, stepped through a script: each step takes the next action of `script`
+    ("token" when it runs out): "token" is a real step (more, until every active request has
+    had an output), "raise" raises instead, "fail:first" is "token" after which the oldest
+    active request is aborted and reported failed alone (finish_reason "error"), "freeze" stops stepping (has_unfinished turns False) until a new
+    request comes. No step runs before `start_after` requests came. Everything else is the
+    engine's own."""
 
-    def encode(self, text, add_special_tokens=True):
-        return [1 + ord(c) % 50 for c in text]
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(f"t{i} " for i in ids)
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tools=None):
-        return "".join(str(m["content"]) for m in messages)
-
-
-class StubEngine:
-    """Engine's surface as the loop and the server use it. Each step takes the next action of
-    `script` ("token" when it runs out): "token" gives every active request its next token,
-    "raise" raises, "fail:<id>" finishes that request with finish_reason "error" ("fail:first":
-    the oldest active one) and the others get their token, "freeze" stops stepping
-    (has_unfinished turns False) until a new request or `thaw()`."""
-
-    model_name = "stub-model"
-    context_length = 4096
-
-    def __init__(self, script=()):
-        self.tokenizer = StubTokenizer()
+    def __init__(self, engine, script=(), start_after: int = 0):
+        self.engine = engine
         self.script = deque(script)
-        self.frozen = False
-        self.active: dict[str, list] = {}  # request id -> [request, tokens so far]
-        self.inbox: list[Request] = []
-        self.aborts: set[str] = set()
+        self.frozen = start_after > 0
+        self.start_after = start_after
+        self.active: list[str] = []  # request ids taken in and not finished, oldest first
         self.aborted: list[str] = []
-        self.added = threading.Semaphore(0)  # released once per add_request
         self.stepped = threading.Semaphore(0)  # released once per step that produced outputs
         self.froze = threading.Semaphore(0)  # released once per "freeze" step
         self._lock = threading.Lock()
 
-    # -- what the loop and the routes call --
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
     def add_request(self, request: Request) -> None:
-        request.sampling.validate()
-        if not request.prompt_tokens:
-            raise EngineInputError("the prompt is empty", "prompt")
+        self.engine.add_request(request)
         with self._lock:
-            self.inbox.append(request)
-        self.added.release()
+            self.active.append(request.request_id)
+            self.frozen = len(self.active) + len(self.aborted) < self.start_after
 
     def abort_request(self, request_id: str) -> None:
+        self.engine.abort_request(request_id)
         with self._lock:
-            self.aborts.add(request_id)
+            if request_id in self.active:
+                self.active.remove(request_id)
+                self.aborted.append(request_id)
 
     def has_unfinished(self) -> bool:
-        with self._lock:
-            return bool(self.inbox or self.aborts or (self.active and not self.frozen))
+        return not self.frozen and self.engine.has_unfinished()
 
-    def num_waiting(self) -> int:
-        with self._lock:
-            return len(self.inbox)
-
-    def num_running(self) -> int:
-        with self._lock:
-            return len(self.active)
-
-    def cache_stats(self, wait: bool = True) -> dict:
-        return {"enabled": False}
-
-    def thaw(self) -> None:
-        with self._lock:
-            self.frozen = False
+    def _real_steps(self) -> list[RequestOutput]:
+        """Real steps until every active request has had an output (a prefill may come first)."""
+        outputs, waiting = [], set(self.active)
+        while True:
+            got = self.engine.step()
+            outputs += got
+            waiting -= {o.request_id for o in got}
+            if not waiting or not self.engine.has_unfinished():
+                return outputs
 
     def step(self) -> list[RequestOutput]:
+        action = self.script.popleft() if self.script else "token"
+        if action == "raise":
+            raise RuntimeError(SECRET)
+        if action == "freeze":
+            self.frozen = True
+            self.froze.release()
+            return []
+        outputs = self._real_steps()
+        if action == "fail:first" and self.active:
+            victim = self.active[0]
+            self.engine.abort_request(victim)
+            outputs = [o for o in outputs if o.request_id != victim]
+            outputs.append(RequestOutput(victim, "", [], True, "error", 3, 0, 0,
+                                         error="the engine failed while sampling this request"))
         with self._lock:
-            for request in self.inbox:
-                self.active[request.request_id] = [request, 0]
-            self.inbox = []
-            for request_id in self.aborts:
-                if self.active.pop(request_id, None) is not None:
-                    self.aborted.append(request_id)
-            self.aborts = set()
-            action = self.script.popleft() if self.script else "token"
-            if action == "raise":
-                raise RuntimeError(SECRET)
-            if action == "freeze":
-                self.frozen = True
-                self.froze.release()
-                return []
-            self.frozen = False
-            if action == "fail:first" and self.active:
-                action = f"fail:{next(iter(self.active))}"
-            outputs = []
-            for request_id, entry in list(self.active.items()):
-                request, n = entry
-                if action == f"fail:{request_id}":
-                    del self.active[request_id]
-                    outputs.append(RequestOutput(request_id, "", [], True, "error", 3, 0, n,
-                                                 error="the engine failed while sampling this request"))
-                    continue
-                entry[1] = n = n + 1
-                done = n >= request.sampling.max_tokens
-                if done:
-                    del self.active[request_id]
-                outputs.append(RequestOutput(request_id, f"t{n} ", [n], done, "length" if done else None, 3, 0, n))
+            self.active = [r for r in self.active if not any(o.request_id == r and o.finished for o in outputs)]
         if outputs:
             self.stepped.release()
         return outputs
 
 
+@pytest.fixture(scope="module")
+def shared_engine(tiny_llama_dir):
+    return engine_from_settings(ServerSettings(model=str(tiny_llama_dir)))
+
+
+@pytest.fixture
+def engine(shared_engine):
+    """The module's real engine, idle again after each test: what a test left queued (the
+    admission tests step nothing) is served to its end, aborted requests are dropped."""
+    yield shared_engine
+    while shared_engine.has_unfinished():
+        shared_engine.step()
+
+
 def request(request_id: str, max_tokens: int = 3, tenant: str = "default") -> Request:
-    return Request(request_id, [1, 2, 3], SamplingParams(max_tokens=max_tokens), CacheOptions(tenant=tenant))
+    return Request(request_id, [1, 2, 3], SamplingParams(max_tokens=max_tokens, ignore_eos=True),
+                   CacheOptions(tenant=tenant))
+
+
+def tokens_of(items: list) -> list[int]:
+    return [t for i in items if isinstance(i, RequestOutput) for t in i.new_token_ids]
+
+
+async def clean_run(loop, max_tokens: int = 3) -> list[int]:
+    """The real engine's tokens for `request` with no fault: what a served request must get."""
+    items = await drain(loop.submit(request(f"clean-{max_tokens}", max_tokens)).queue)
+    assert items[-1].finish_reason == "length" and len(tokens_of(items)) == max_tokens
+    return tokens_of(items)
 
 
 async def drain(queue: asyncio.Queue) -> list:
@@ -168,59 +159,61 @@ def with_loop(engine, **kwargs):
 
 # -- the loop itself ----------------------------------------------------------------------------
 
-def test_a_step_that_raises_fails_every_request_in_flight_once_and_the_loop_goes_on():
-    engine = StubEngine(["token", "raise"])
+def test_a_step_that_raises_fails_every_request_in_flight_once_and_the_loop_goes_on(engine):
+    faulty = Faulty(engine, ["token", "raise"], start_after=3)
 
-    @with_loop(engine)
+    @with_loop(faulty)
     async def _(loop):
         subs = [loop.submit(request(f"r{i}", max_tokens=50)) for i in range(3)]
         results = [await drain(s.queue) for s in subs]
-        for items in results:
-            assert [type(i) for i in items] == [RequestOutput, EngineFailure]
-            assert SECRET not in str(items[-1])
+        for items in results:  # tokens, then the failure
+            assert isinstance(items[-1], EngineFailure) and SECRET not in str(items[-1])
+            assert items[:-1] and all(isinstance(i, RequestOutput) and not i.finished for i in items[:-1])
         assert loop.in_flight == 0
         # the engine is told to drop them, and nothing more arrives for them
         assert all(s.queue.empty() for s in subs)
-        # the loop recovers: the next request is served to the end
+        assert sorted(faulty.aborted) == ["r0", "r1", "r2"]
+        # the loop recovers: the next request is served to the end, as a clean run serves it
         items = await drain(loop.submit(request("next", max_tokens=3)).queue)
-        assert [i.new_token_ids for i in items] == [[1], [2], [3]] and items[-1].finish_reason == "length"
-    assert sorted(engine.aborts | set(engine.aborted)) == ["r0", "r1", "r2"]
+        assert items[-1].finish_reason == "length" and tokens_of(items) == await clean_run(loop)
 
 
-def test_a_request_failed_by_the_engine_ends_alone():
-    engine = StubEngine(["token", "fail:bad"])
+def test_a_request_failed_by_the_engine_ends_alone(engine):
+    faulty = Faulty(engine, ["freeze", "fail:first"])
 
-    @with_loop(engine)
+    @with_loop(faulty)
     async def _(loop):
-        bad, good = loop.submit(request("bad", 5)), loop.submit(request("good", 5))
+        bad = loop.submit(request("bad", 5))
+        await wait_for(faulty.froze)
+        good = loop.submit(request("good", 5))
         bad_items, good_items = await drain(bad.queue), await drain(good.queue)
         assert bad_items[-1].finish_reason == "error" and bad_items[-1].error
-        assert [i.new_token_ids for i in good_items] == [[1], [2], [3], [4], [5]]
+        assert tokens_of(good_items) == await clean_run(loop, 5)
 
 
-def test_shutdown_fails_in_flight_requests_once_and_stops_the_thread():
-    engine = StubEngine(["token", "freeze"])
+def test_shutdown_fails_in_flight_requests_once_and_stops_the_thread(engine):
+    faulty = Faulty(engine, ["token", "freeze"])
 
     async def main():
-        loop = EngineLoop(engine, max_queue=8)
+        loop = EngineLoop(faulty, max_queue=8)
         loop.start()
         sub = loop.submit(request("long", 1000))
         first = await asyncio.wait_for(sub.queue.get(), 10)
-        assert first.new_token_ids == [1]
-        await wait_for(engine.stepped)
+        assert len(first.new_token_ids) == 1
+        await wait_for(faulty.froze)
         await asyncio.to_thread(loop.stop)
         failure = await asyncio.wait_for(sub.queue.get(), 10)
         assert isinstance(failure, EngineFailure) and "shutting down" in str(failure)
         await asyncio.sleep(0)  # let anything else scheduled land (nothing may)
         assert sub.queue.empty() and loop.in_flight == 0 and loop._thread is None
-        assert "long" in engine.aborts
+        assert faulty.aborted == ["long"]
         loop.stop()  # a second stop is harmless
 
     asyncio.run(main())
 
 
-def test_outputs_for_requests_no_longer_in_flight_are_dropped():
-    loop = EngineLoop(StubEngine(), max_queue=8)
+def test_outputs_for_requests_no_longer_in_flight_are_dropped(engine):
+    loop = EngineLoop(engine, max_queue=8)
 
     async def main():
         sub = loop.submit(request("r"))
@@ -233,8 +226,8 @@ def test_outputs_for_requests_no_longer_in_flight_are_dropped():
     asyncio.run(main())
 
 
-def test_the_clock_is_injected():
-    loop = EngineLoop(StubEngine(), max_queue=8, clock=lambda: 123.5)
+def test_the_clock_is_injected(engine):
+    loop = EngineLoop(engine, max_queue=8, clock=lambda: 123.5)
 
     async def main():
         assert loop.submit(request("r")).submitted_at == 123.5
@@ -244,8 +237,7 @@ def test_the_clock_is_injected():
 
 # -- admission limits ---------------------------------------------------------------------------
 
-def test_a_full_queue_refuses_everyone():
-    engine = StubEngine()
+def test_a_full_queue_refuses_everyone(engine):
     loop = EngineLoop(engine, max_queue=2)
 
     async def main():
@@ -253,14 +245,13 @@ def test_a_full_queue_refuses_everyone():
         loop.submit(request("b", tenant="B"))
         with pytest.raises(QueueFullError):
             loop.submit(request("c", tenant="C"))
+        assert engine.num_waiting() == 2  # the refused one never reached the engine
 
     asyncio.run(main())
 
 
-def test_the_tenant_limit_counts_queued_and_running_requests_of_that_tenant_only():
-    engine = StubEngine()
+def test_the_tenant_limit_counts_queued_and_running_requests_of_that_tenant_only(engine):
     loop = EngineLoop(engine, max_queue=100, max_per_tenant=2)
-
     async def main():
         loop.submit(request("a1", tenant="A"))
         loop.submit(request("a2", tenant="A"))
@@ -284,11 +275,11 @@ def test_the_tenant_limit_counts_queued_and_running_requests_of_that_tenant_only
     asyncio.run(main())
 
 
-# -- over HTTP (the app with the stub; ASGI in process, no uvicorn) ------------------------------
+# -- over HTTP (the app on the engine with faults; ASGI in process, no uvicorn) -----------------
 
-def serve(engine, test, **settings):
+def serve(engine, test):
     """Run `test(client, state)` against the app, its engine loop started by hand."""
-    app = create_app(engine, ServerSettings(**settings))
+    app = create_app(engine, ServerSettings(model=engine.model_name))
     state = app.state.promptcache
 
     async def main():
@@ -303,8 +294,16 @@ def serve(engine, test, **settings):
     asyncio.run(main())
 
 
-def body(max_tokens: int = 3, stream: bool = False) -> dict:
-    return {"model": StubEngine.model_name, "prompt": [1, 2, 3], "max_tokens": max_tokens, "stream": stream}
+def body(engine, max_tokens: int = 3, stream: bool = False) -> dict:
+    return {"model": engine.model_name, "prompt": [1, 2, 3], "max_tokens": max_tokens, "stream": stream,
+            "temperature": 0, "ignore_eos": True}
+
+
+async def clean_text(client, engine, max_tokens: int) -> str:
+    """The reply with no fault: what a served request must get."""
+    reply = await client.post("/v1/completions", json=body(engine, max_tokens))
+    assert reply.status_code == 200 and reply.json()["choices"][0]["finish_reason"] == "length"
+    return reply.json()["choices"][0]["text"]
 
 
 def sse_events(text: str) -> list:
@@ -319,48 +318,49 @@ def check_engine_failure(response: httpx.Response, status: int) -> None:
     assert SECRET not in response.text and "RuntimeError" not in response.text
 
 
-def test_http_step_failure_is_503_then_the_next_request_is_served():
+def test_http_step_failure_is_503_then_the_next_request_is_served(engine):
     async def test(client, state):
-        check_engine_failure(await client.post("/v1/completions", json=body()), 503)
-        ok = await client.post("/v1/completions", json=body())
-        assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == "t1 t2 t3 "
+        check_engine_failure(await client.post("/v1/completions", json=body(engine)), 503)
+        ok = await client.post("/v1/completions", json=body(engine))
+        assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == await clean_text(client, engine, 3)
 
-    serve(StubEngine(["raise"]), test)
+    serve(Faulty(engine, ["raise"]), test)
 
 
-def test_http_request_failed_alone_is_500_and_the_other_succeeds():
+def test_http_request_failed_alone_is_500_and_the_other_succeeds(engine):
     async def test(client, state):
-        bad = asyncio.create_task(client.post("/v1/completions", json=body(5)))
+        bad = asyncio.create_task(client.post("/v1/completions", json=body(engine, 5)))
         await wait_for(state.engine.froze)  # the first is taken in, and the engine holds it
-        good = asyncio.create_task(client.post("/v1/completions", json=body(5)))
+        good = asyncio.create_task(client.post("/v1/completions", json=body(engine, 5)))
         check_engine_failure(await bad, 500)
-        assert (await good).json()["choices"][0]["text"] == "t1 t2 t3 t4 t5 "
+        assert (await good).json()["choices"][0]["text"] == await clean_text(client, engine, 5)
 
-    serve(StubEngine(["freeze", "fail:first"]), test)
+    serve(Faulty(engine, ["freeze", "fail:first"]), test)
 
 
-def test_http_step_failure_mid_stream_is_an_error_event_then_done():
+def test_http_step_failure_mid_stream_is_an_error_event_then_done(engine):
     async def test(client, state):
-        response = await client.post("/v1/completions", json=body(50, stream=True))
+        response = await client.post("/v1/completions", json=body(engine, 50, stream=True))
         assert response.status_code == 200
         events = sse_events(response.text)
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]
-        assert chunks[0]["choices"][0]["text"] == "t1 "  # tokens went out before the fault
+        clean = await clean_text(client, engine, 1)
+        assert chunks[0]["choices"][0]["text"] == clean and clean  # tokens went out before the fault
         error = chunks[-1]["error"]
         assert (error["type"], error["code"]) == ("server_error", "engine_failure")
         assert response.headers["x-request-id"] in error["message"] and SECRET not in response.text
-        again = await client.post("/v1/completions", json=body(2, stream=True))
+        again = await client.post("/v1/completions", json=body(engine, 2, stream=True))
         assert sse_events(again.text)[-1] == "[DONE]" and "error" not in again.text
 
-    serve(StubEngine(["token", "raise"]), test)
+    serve(Faulty(engine, ["token", "raise"]), test)
 
 
-def test_http_shutdown_fails_the_request_in_flight_cleanly():
+def test_http_shutdown_fails_the_request_in_flight_cleanly(engine):
     async def test(client, state):
-        pending = asyncio.create_task(client.post("/v1/completions", json=body(1000)))
-        await wait_for(state.engine.stepped)  # it has a token, and the engine is now frozen
+        pending = asyncio.create_task(client.post("/v1/completions", json=body(engine, 1000)))
+        await wait_for(state.engine.froze)  # it has a token, and the engine is now frozen
         await asyncio.to_thread(state.loop.stop)
         check_engine_failure(await pending, 503)
 
-    serve(StubEngine(["token", "freeze"]), test)
+    serve(Faulty(engine, ["token", "freeze"]), test)
