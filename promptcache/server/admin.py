@@ -33,7 +33,7 @@ from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import namespace_salt
 from promptcache.server.errors import bad_request, unauthorized
 from promptcache.server.core.records import Record
-from promptcache.server.retention import records, release, retain
+from promptcache.server.retention import records, release, retain_record
 from promptcache.server.limits import LABEL_FIELDS, check_label
 from promptcache.server.prefix import prefix_tokens
 from promptcache.server.openai.schema import ChatMessage, OpenAIBody, Text, TokenIds
@@ -164,13 +164,14 @@ async def cache_pin(body: PinRequest, http: HTTPRequest, caller: Caller = Depend
     state = server_state(http)
     tenant, tokens, salt = await _prefix(http, caller, body)
     owner = pin_owner(tenant, salt, tokens)
-    kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=None, owner=owner,
-                        http_id=request_id_of(http.scope))
+    # The record (re-pinned at start-up with --restore-retained) counts under the tenant's
+    # record cap, as sessions do: distinct salts once made a pin per request, past the cap.
     record = Record(PIN_KIND, tenant, owner, {"owner": owner, "tokens": tokens, "salt": salt,
                                               "model_id": state.engine.model_id})
-    await run_in_threadpool(records(state).put, record)  # re-pinned at start-up (--restore-retained)
-    return {"pinned_blocks": kept.cached_tokens // state.settings.block_size, "prefix_tokens": len(tokens),
-            "tenant": tenant}
+    kept_record, kept = await retain_record(state, record, tokens, salt=salt, ttl_s=None, what="pins",
+                                            http_id=request_id_of(http.scope))
+    pinned = kept.cached_tokens if kept_record is not None else 0  # 0: an unpin raced it and won
+    return {"pinned_blocks": pinned // state.settings.block_size, "prefix_tokens": len(tokens), "tenant": tenant}
 
 
 @router.post("/unpin")

@@ -34,7 +34,7 @@ from promptcache.server.hit_sources import HitSources
 from promptcache.server.metrics import CONTENT_TYPE, RequestCounter, ServerMetrics
 from promptcache.server.explain import router as explain_router
 from promptcache.server.context.routes import router as context_router
-from promptcache.server.retention import restore_records
+from promptcache.server.retention import start_restore
 from promptcache.server.gemini.cached import router as gemini_cached_router
 from promptcache.server.gemini.generate import router as gemini_router
 from promptcache.server.openai.responses.routes import router as responses_router
@@ -100,8 +100,9 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         state.loop.start()
-        if settings.restore_retained:  # sessions, cached contents and pins pinned again before serving
-            await restore_records(state)
+        # Sessions, cached contents and pins pinned again in the background: the first requests
+        # are served meanwhile (1,100 pins once held start-up for 95 s).
+        restoring = start_restore(state) if settings.restore_retained else None
         if settings.warm_prompts:  # a deploy starts hot: every warm prompt pinned before serving
             await warm_all(state)
         log.info(
@@ -114,6 +115,8 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
         try:
             yield
         finally:
+            if restoring is not None:
+                restoring.cancel()
             state.loop.stop()
 
     app = FastAPI(title="promptcache", version="0.1.0", lifespan=lifespan)

@@ -34,6 +34,9 @@ class Limits:
     max_label_chars: int = 256  # prompt_cache_key, cache_salt, user, safety_identifier
     max_tenant_chars: int = 64  # tenant names: configured, or named by the admin in a body
     max_keys_per_tenant: int = 1000  # prompt_cache_key rows kept per tenant in /v1/cache/stats
+    max_records_per_tenant: int = 1000  # sessions, cached contents, pins: of each kind (429 past it)
+    max_stored_responses_per_tenant: int = 10_000  # Responses kept for previous_response_id; oldest go first
+    max_stored_response_bytes_per_tenant: int = 256 * 2**20  # the same, as stored JSON
     max_logprob_entries: int = 2**18  # logprobs in one response: tokens x (k + 1), all choices (openai/logprobs.py)
 
     def __post_init__(self) -> None:

@@ -25,16 +25,20 @@ another replica is a record (`core/records.py`) from which the owner retains aga
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import anyio
 
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.engine.api import CacheOptions, Request, SamplingParams
-from promptcache.server.core.records import RecordStore, record_store
+from promptcache.server.core.records import Record, RecordStore, record_store
 from promptcache.server.engine_loop import EngineFailure, QueueFullError, TenantLimitError
 from promptcache.server.errors import APIError, queue_full, server_error, tenant_limit
 from promptcache.server.state import ServerState
@@ -52,11 +56,13 @@ class Retained:
 
 
 class Leases:
-    """owner -> (tenant, deadline) of the prefixes this process retains."""
+    """owner -> (tenant, deadline) of the prefixes this process retains; `restored` is set once
+    the start-up restore (`--restore-retained`) is over."""
 
     def __init__(self) -> None:
         self._deadlines: dict[str, tuple[str, float | None]] = {}
         self._lock = threading.Lock()
+        self.restored = threading.Event()
 
     def set(self, owner: str, tenant: str, expires_at: float | None) -> None:
         with self._lock:
@@ -161,29 +167,83 @@ async def restore(state: ServerState, owner: str, *, tenant: str, tokens: list[i
 
 
 RETAINED_KINDS = ("pin", "session", "cached_content")
-# Records one tenant may hold of each kind: a prefix shorter than a block pins nothing, so the
-# pin budget alone would not bound how many a tenant can create.
-MAX_RECORDS_PER_TENANT = 1000
+
+
+def record_cap(state: ServerState) -> int:
+    """Records one tenant may hold of each kind (`max_records_per_tenant`): a prefix shorter
+    than a block pins nothing, so the pin budget alone would not bound how many it can create."""
+    return state.settings.limits.max_records_per_tenant
+
+
+def too_many(state: ServerState, what: str) -> APIError:
+    return APIError(429, f"this tenant already holds {record_cap(state)} {what}, the limit; delete some first",
+                    code="too_many_records")
 
 
 async def check_room(state: ServerState, kind: str, tenant: str, what: str) -> None:
-    """429 when the tenant already holds MAX_RECORDS_PER_TENANT live records of `kind`."""
-    held = len(await run_in_threadpool(records(state).list, kind, tenant))
-    if held >= MAX_RECORDS_PER_TENANT:
-        raise APIError(429, f"this tenant already holds {held} {what}, the limit; delete some first",
-                       code="too_many_records")
+    """429 when the tenant already holds `record_cap` live records of `kind` (a count only:
+    `retain_record` counts and inserts in one step)."""
+    if len(await run_in_threadpool(records(state).list, kind, tenant)) >= record_cap(state):
+        raise too_many(state, what)
+
+
+async def retain_record(state: ServerState, record: Record, tokens: list[int], *, salt: str | None,
+                        ttl_s: float | None, what: str, http_id: str) -> tuple[Record | None, Retained]:
+    """Retain `tokens` for `record.data["owner"]` and keep `record` for it. The record takes its
+    place under the tenant's cap first, counted and inserted in one step (a 429 when the cap is
+    reached), so concurrent creations cannot all pass one count; then the prefix is computed
+    and pinned; then the record is written with its deadline, only if it still exists. A record
+    deleted meanwhile has its pin released and comes back None; one whose prefix failed is
+    removed (unless it was there before: pinning the same prefix again)."""
+    store, owner = records(state), record.data["owner"]
+    existed = await run_in_threadpool(store.get, record.kind, record.tenant, record.id) is not None
+    if not await run_in_threadpool(store.add, record, record_cap(state)):
+        raise too_many(state, what)
+    try:
+        kept = await retain(state, tokens, tenant=record.tenant, salt=salt, ttl_s=ttl_s, owner=owner,
+                            http_id=http_id)
+    except BaseException:
+        if not existed:
+            with anyio.CancelScope(shield=True):  # a client that went away leaves no record behind
+                await run_in_threadpool(store.delete, record.kind, record.tenant, record.id)
+        raise
+    done = replace(record, expires_at=kept.expires_at)
+    if not await run_in_threadpool(store.update, done):  # deleted while its prefix was computed
+        await release(state, owner)
+        return None, kept
+    return done, kept
+
+
+def start_restore(state: ServerState) -> asyncio.Task:
+    """`restore_records` in the background: the server answers while it runs."""
+    return asyncio.get_running_loop().create_task(restore_records(state))
 
 
 async def restore_records(state: ServerState) -> int:
-    """Re-pin every live recorded prefix of this engine's model (`data["model_id"]`) whose
-    tenant this server knows, before serving (`--restore-retained`); returns how many. One
-    that no longer fits its budget is logged and skipped."""
+    """Re-pin the live recorded prefixes of this engine's model (`data["model_id"]`) whose
+    tenant this server knows (`--restore-retained`), one at a time, at most `record_cap` of
+    each kind per tenant (in id order; a store written before the cap held more), and set
+    `leases(state).restored` when done; returns how many. One that no longer fits its budget is
+    logged and skipped. Started in the background (`start_restore`): a session or cached
+    content asked for before its turn is re-pinned on first use, as without the option."""
+    try:
+        return await _restore(state)
+    finally:
+        leases(state).restored.set()
+
+
+async def _restore(state: ServerState) -> int:
     known = {t.name for t in state.keys.tenants} or {"default"}
-    restored = 0
+    restored, skipped, cap = 0, 0, record_cap(state)
     for kind in RETAINED_KINDS:
+        taken: Counter[str] = Counter()
         for record in await run_in_threadpool(records(state).every, kind):
             data = record.data
             if data.get("model_id") != state.engine.model_id or record.tenant not in known or "owner" not in data:
+                continue
+            taken[record.tenant] += 1
+            if taken[record.tenant] > cap:
+                skipped += 1
                 continue
             try:
                 await restore(state, data["owner"], tenant=record.tenant, tokens=data["tokens"],
@@ -192,7 +252,7 @@ async def restore_records(state: ServerState) -> int:
             except Exception as exc:  # noqa: BLE001 - one prefix that cannot be kept stops no other
                 log.warning("not re-pinning %s %s of tenant %s: %s", kind, json.dumps(record.id),
                             json.dumps(record.tenant), type(exc).__name__)
-    log.info("re-pinned %d recorded prefixes", restored)
+    log.info("re-pinned %d recorded prefixes%s", restored, f" ({skipped} over the record cap left)" if skipped else "")
     return restored
 
 

@@ -20,6 +20,7 @@ from live_server import start_server
 from server_prompts import SYSTEM_PROMPT
 
 from promptcache.server.context.sessions import owner_of
+from promptcache.server.retention import leases
 from promptcache.server.settings import build_settings
 
 KEYS = {"key-alice": {"tenant": "alice"}, "key-bob": {"tenant": "bob"}}
@@ -152,10 +153,10 @@ def test_a_session_past_the_budget_is_refused_and_evicts_nothing(setup):
 
 
 def test_a_tenants_sessions_are_capped(setup, monkeypatch):
-    from promptcache.server import retention
-
     server, *_ = setup
-    monkeypatch.setattr(retention, "MAX_RECORDS_PER_TENANT", 1)
+    state = server.server.config.app.state.promptcache
+    monkeypatch.setattr(state, "settings", replace(state.settings, limits=replace(state.settings.limits,
+                                                                                  max_records_per_tenant=1)))
     body = {"model": server.model, "prompt": "A short prefix.", "ttl": 60}
     first = httpx.post(server.url + "/v1/context", json=body, headers=auth("key-bob"), timeout=60)
     assert first.status_code == 200
@@ -174,7 +175,8 @@ def test_sessions_and_pins_survive_a_restart(setup):  # last: it stops the modul
     assert engine.retained_blocks(owner_of("alice", sid)) == 0
     restarted = start_server(replace(settings, restore_retained=True), engine)
     try:
-        # Re-pinned at start-up, before any request: the admin pin, and the session.
+        # Re-pinned at start-up, in the background: the admin pin, and the session.
+        assert leases(restarted.server.config.app.state.promptcache).restored.wait(timeout=120)
         assert engine.retained_blocks(owner_of("alice", sid)) > 0
         assert engine.cache_stats()["tenant_pinned_bytes"].get("bob", 0) > 0
         restarted.server.config.app.state.promptcache.wall_clock = clock

@@ -70,3 +70,31 @@ def test_redis_values_are_sealed(redis_url):
     assert b"confidential" not in raw
     assert store.get("session", "alice", "sealed").data["text"] == "a confidential contract"
     store.delete("session", "alice", "sealed")
+
+
+def test_add_counts_and_inserts_in_one_step_on_every_store(stores):
+    one, two, clock = stores
+    assert one.add(Record("session", "carol", "s1", {}, clock.now + 60), 2)
+    assert two.add(Record("session", "carol", "s2", {}), 2)
+    assert not one.add(Record("session", "carol", "s3", {}), 2)  # the cap, whichever replica asks
+    assert two.add(Record("session", "carol", "s1", {"again": True}, clock.now + 60), 2)  # its own place
+    assert one.add(Record("pin", "carol", "p1", {}), 2)  # another kind: counted apart
+    clock.now += 61  # s1 expires: its place is free again
+    assert one.add(Record("session", "carol", "s3", {}), 2)
+    assert sorted(r.id for r in two.list("session", "carol")) == ["s2", "s3"]
+    for record in two.list("session", "carol") + two.list("pin", "carol"):
+        two.delete(record.kind, record.tenant, record.id)
+
+
+def test_update_never_brings_back_a_deleted_or_expired_record(stores):
+    one, two, clock = stores
+    one.put(Record("session", "dave", "s1", {"ttl_s": 60}, clock.now + 60))
+    one.put(Record("session", "dave", "s2", {"ttl_s": 60}, clock.now + 30))
+    assert two.update(Record("session", "dave", "s1", {"ttl_s": 90}, clock.now + 90))
+    assert one.get("session", "dave", "s1").data == {"ttl_s": 90}
+    assert two.delete("session", "dave", "s1")
+    assert not one.update(Record("session", "dave", "s1", {"ttl_s": 120}, clock.now + 120))
+    clock.now += 31
+    assert not one.update(Record("session", "dave", "s2", {"ttl_s": 120}, clock.now + 120))
+    assert one.get("session", "dave", "s1") is None and one.get("session", "dave", "s2") is None
+    two.delete("session", "dave", "s2")

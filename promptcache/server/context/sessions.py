@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.records import Record
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import APIError, bad_request
-from promptcache.server.retention import check_room, extend, records, release, restore, retain, sweep
+from promptcache.server.retention import deadline, extend, records, release, restore, retain_record, sweep
 from promptcache.server.state import ServerState
 
 KIND = "session"
@@ -89,15 +89,17 @@ def view(record: Record, cached_tokens: int) -> dict:
 
 async def create(state: ServerState, *, tenant: str, tokens: list[int], salt: str | None, ttl_s: float,
                  model: str, http_id: str) -> dict:
-    await check_room(state, KIND, tenant, "sessions")
+    """A new session; its record is counted under the tenant's cap before the prefill (429 past
+    it), and one deleted while its prefix was computed is a 404."""
     session_id = "ctx_" + uuid.uuid4().hex
-    kept = await retain(state, tokens, tenant=tenant, salt=salt, ttl_s=ttl_s, owner=owner_of(tenant, session_id),
-                        http_id=http_id)
     record = Record(KIND, tenant, session_id, {"tokens": tokens, "salt": salt, "ttl_s": ttl_s, "model": model,
-                                               "created_at": state.wall_clock(), "owner": kept.owner,
-                                               "model_id": state.engine.model_id}, kept.expires_at)
-    await run_in_threadpool(records(state).put, record)
-    return view(record, kept.cached_tokens)
+                                               "created_at": state.wall_clock(), "owner": owner_of(tenant, session_id),
+                                               "model_id": state.engine.model_id}, deadline(state, ttl_s))
+    kept_record, kept = await retain_record(state, record, tokens, salt=salt, ttl_s=ttl_s, what="sessions",
+                                            http_id=http_id)
+    if kept_record is None:
+        raise not_found(session_id)
+    return view(kept_record, kept.cached_tokens)
 
 
 async def find(state: ServerState, tenant: str, session_id: str) -> Record:
@@ -114,11 +116,16 @@ async def find(state: ServerState, tenant: str, session_id: str) -> Record:
 
 
 async def put_ttl(state: ServerState, record: Record, ttl_s: float, tokens: list[int] | None = None) -> Record:
-    """Give the session a new TTL from now (and, after a turn, its new prompt); returns it."""
-    expires_at = extend(state, owner_of(record.tenant, record.id), ttl_s)
+    """Give the session a new TTL from now (and, after a turn, its new prompt); returns it. The
+    record is updated only if it still exists: a session deleted since it was read (a DELETE
+    racing this PATCH or turn) stays deleted, its pin is released, and this is a 404."""
+    owner = owner_of(record.tenant, record.id)
+    expires_at = extend(state, owner, ttl_s)
     data = {**record.data, "ttl_s": ttl_s, **({"tokens": tokens} if tokens is not None else {})}
     updated = Record(KIND, record.tenant, record.id, data, expires_at)
-    await run_in_threadpool(records(state).put, updated)
+    if not await run_in_threadpool(records(state).update, updated):
+        await release(state, owner)
+        raise not_found(record.id)
     return updated
 
 

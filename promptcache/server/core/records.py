@@ -7,6 +7,11 @@ Contract (every store):
   (a 404 for the route, never a 403 that would confirm the id exists);
 - an expired record is a miss everywhere (`get`, `list`, `every`), whoever removes it later;
 - `put` replaces the record with the same (kind, tenant, id);
+- `add(record, limit)` puts it only if it exists already or its tenant holds fewer than `limit`
+  live records of its kind, counting and inserting as one step (False: refused), so concurrent
+  creations cannot pass the cap between a count and an insert;
+- `update(record)` replaces only a live record (False: it is gone), so a change racing a delete
+  never brings the deleted record back;
 - `every(kind)` lists all tenants' live records of a kind: for start-up only (re-pinning what
   a restart dropped from memory), never for answering a caller.
 
@@ -18,6 +23,7 @@ records hold prompt text. `record_store(settings)` picks one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -28,6 +34,7 @@ from typing import Protocol
 from promptcache.server.core.sqlite_file import SqliteFile
 from promptcache.tiers.codec import Cipher
 from promptcache.tiers.redis_store import RedisStore
+from promptcache.tiers.store import StoreUnavailable
 
 DEFAULT_DB = "~/.cache/promptcache/records.sqlite3"
 
@@ -45,6 +52,10 @@ class RecordStore(Protocol):
     clock: Callable[[], float]
 
     def put(self, record: Record) -> None: ...
+
+    def add(self, record: Record, limit: int) -> bool: ...
+
+    def update(self, record: Record) -> bool: ...
 
     def get(self, kind: str, tenant: str, record_id: str) -> Record | None: ...
 
@@ -73,12 +84,30 @@ class SqliteRecords(SqliteFile):
         super().__init__(path, clock)
 
     def put(self, record: Record) -> None:
+        self.add(record, None)
+
+    def add(self, record: Record, limit: int | None) -> bool:
+        row = (record.kind, record.tenant, record.id, record.expires_at, json.dumps(record.data))
         now = self.clock()
-        with self._lock:
-            db = self._conn()
+
+        def insert(db) -> bool:  # one IMMEDIATE transaction: no other writer between count and insert
             db.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
-                       (record.kind, record.tenant, record.id, record.expires_at, json.dumps(record.data)))
+            if limit is not None and not db.execute(
+                    "SELECT 1 FROM records WHERE kind = ? AND tenant = ? AND id = ?", row[:3]).fetchone():
+                held = db.execute("SELECT COUNT(*) FROM records WHERE kind = ? AND tenant = ?", row[:2]).fetchone()[0]
+                if held >= limit:
+                    return False
+            db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", row)
+            return True
+
+        return self._write(insert)
+
+    def update(self, record: Record) -> bool:
+        with self._lock:
+            cursor = self._conn().execute(
+                f"UPDATE records SET expires_at = ?, data = ? WHERE kind = ? AND tenant = ? AND id = ? AND {_LIVE}",
+                (record.expires_at, json.dumps(record.data), record.kind, record.tenant, record.id, self.clock()))
+        return cursor.rowcount > 0
 
     def get(self, kind: str, tenant: str, record_id: str) -> Record | None:
         with self._lock:
@@ -113,11 +142,30 @@ _GLOB = {ord(c): "\\" + c for c in "*?[]\\"}
 
 
 class _Scanning(RedisStore):
+    LOCK_S = 5.0  # a tenant's cap lock: held for one count and one write, given up after this
+
     def scan(self, prefix: bytes) -> list[bytes]:
         """Keys (without the store's prefix) starting with `prefix`."""
         pattern = (self.prefix + prefix).decode().translate(_GLOB).encode() + b"*"
         found = self._call(lambda client: list(client.scan_iter(match=pattern, count=1000)))
         return [key[len(self.prefix):] for key in found]
+
+    def replace(self, key: bytes, value: bytes, ttl_s: float | None) -> bool:
+        """Write `key` only if it exists (SET XX): False when it is gone."""
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        return bool(self._call(lambda client: client.set(self._key(key), value, px=px, xx=True)))
+
+    @contextlib.contextmanager
+    def locked(self, name: bytes):
+        """redis-py's lock (SET NX with a timeout) on `name`, across every replica of this Redis."""
+        lock = self._call(lambda client: client.lock(self._key(b"lock:" + name), timeout=self.LOCK_S,
+                                                     blocking_timeout=self.LOCK_S))
+        if not self._call(lambda client: lock.acquire()):
+            raise StoreUnavailable(f"{self.name}: the lock on {name[:80]!r} was not free within {self.LOCK_S} s")
+        try:
+            yield
+        finally:
+            self._call(lambda client: lock.release())
 
 
 class RedisRecords:
@@ -135,13 +183,31 @@ class RedisRecords:
     def _key(kind: str, tenant: str, record_id: str) -> bytes:
         return json.dumps([kind, tenant, record_id]).encode()
 
-    def put(self, record: Record) -> None:
+    def _value(self, record: Record) -> tuple[bytes, bytes, float | None]:
+        """(key, value, seconds left) as stored."""
         key = self._key(record.kind, record.tenant, record.id)
         value = json.dumps({"data": record.data, "expires_at": record.expires_at}).encode()
         if self._cipher is not None:
             value = self._cipher.seal(value, key)
         ttl = None if record.expires_at is None else max(0.001, record.expires_at - self.clock())
-        self._redis.put(key, value, ttl)
+        return key, value, ttl
+
+    def put(self, record: Record) -> None:
+        self._redis.put(*self._value(record))
+
+    def add(self, record: Record, limit: int) -> bool:
+        """Counted and written under a Redis lock per (kind, tenant), so replicas too take turns."""
+        with self._redis.locked(self._key(record.kind, record.tenant, "")):
+            if self.get(record.kind, record.tenant, record.id) is None \
+                    and len(self.list(record.kind, record.tenant)) >= limit:
+                return False
+            self.put(record)
+            return True
+
+    def update(self, record: Record) -> bool:
+        if self.get(record.kind, record.tenant, record.id) is None:  # expired by the store's clock, or gone
+            return False
+        return self._redis.replace(*self._value(record))
 
     def _decode(self, key: bytes, value: bytes | None) -> Record | None:
         if value is None:
