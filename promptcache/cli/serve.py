@@ -26,6 +26,7 @@ def serve(
     host: Annotated[Optional[str], _opt("--host", env="HOST", help="Address to bind (default: 127.0.0.1).")] = None,
     port: Annotated[Optional[int], _opt("--port", env="PORT", help="Port (default: 8000).", min=1, max=65535)] = None,
     model: Annotated[Optional[str], _opt("--model", "-m", env="MODEL", help="GGUF file or Hugging Face directory (default: embedded SmolLM2-135M-Instruct).")] = None,
+    served_model_name: Annotated[Optional[list[str]], _opt("--served-model-name", env="SERVED_MODEL_NAME", help="A name requests may give the model (repeatable: aliases, every one listed by /v1/models; replies name the first). Default: the model's own name.")] = None,
     device: Annotated[Optional[str], _opt("--device", env="DEVICE", help="auto, cpu or cuda (default: auto).")] = None,
     dtype: Annotated[Optional[str], _opt("--dtype", env="DTYPE", help="auto, float32 or bfloat16 (default: auto).")] = None,
     quantize: Annotated[Optional[str], _opt("--quantize", env="QUANTIZE", help="int8 or int4: weight-only decode (CPU, bfloat16); int8+head or int4+head quantize the output head too (see docs/benchmarks.md).")] = None,
@@ -91,6 +92,7 @@ def serve(
         settings = build_settings(
             dict(
                 host=host, port=port, model=model, device=device, dtype=dtype, quantize=quantize, cache_mb=cache_mb,
+                served_model_names=served_model_name or None,
                 deterministic=deterministic, share_kv_across_numerics=share_kv_across_numerics,
                 cache_enabled=False if no_cache else None, block_size=block_size,
                 eviction_policy=eviction_policy, default_ttl_s=default_ttl_s,

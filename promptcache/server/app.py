@@ -16,14 +16,13 @@ import contextlib
 import logging
 
 import anyio
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 from starlette.middleware.cors import CORSMiddleware
 
-from promptcache.server import admin, tokenize
+from promptcache.server import admin, models, tokenize
 from promptcache.server.anthropic.routes import router as anthropic_router
-from promptcache.server.core.deps import caller_of
 from promptcache.server.core.ignored import IgnoredFieldsHeader
 from promptcache.server.body_limit import BodyLimit
 from promptcache.server.chat import ChatRenderer
@@ -37,6 +36,7 @@ from promptcache.server.context.routes import router as context_router
 from promptcache.server.retention import start_restore
 from promptcache.server.gemini.cached import router as gemini_cached_router
 from promptcache.server.gemini.generate import router as gemini_router
+from promptcache.server.gemini.models import router as gemini_models_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
@@ -44,11 +44,9 @@ from promptcache.server.prompts.backends import open_store
 from promptcache.server.prompts.routes import router as prompts_router
 from promptcache.server.prompts.warm import warm_all
 from promptcache.server.prompt_size import max_prompt_chars
-from promptcache.server.openai.schema import ModelCard, ModelList
 from promptcache.server.request_id import RequestIds
 from promptcache.server.settings import ServerSettings
 from promptcache.server.state import PromptCacheKeyStats, ServerState
-from promptcache.server.tenants import Caller
 
 log = logging.getLogger("promptcache.server")
 
@@ -121,6 +119,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
 
     app = FastAPI(title="promptcache", version="0.1.0", lifespan=lifespan)
     app.state.promptcache = state
+    setattr(app.state, models.STARTED_AT, started_at)
     install_error_handlers(app)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(IgnoredFieldsHeader)  # innermost: it reads what the route left in the scope
@@ -148,9 +147,11 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     for dialect in (openai_router, responses_router, anthropic_router):  # each dialect is one router
         app.include_router(dialect)
     app.include_router(admin.router)
+    app.include_router(models.router)  # /v1/models, /v1/models/{model}
     app.include_router(context_router)  # /v1/context sessions
     app.include_router(gemini_router)  # /v1beta/models/{model}:generateContent
     app.include_router(gemini_cached_router)  # /v1beta/cachedContents
+    app.include_router(gemini_models_router)  # /v1beta/models, /v1beta/models/{model}
     app.include_router(prompts_router)  # /v1/prompts, the prompt registry
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
     app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info
@@ -158,11 +159,6 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": engine.model_name}
-
-    @app.get("/v1/models", response_model=ModelList)
-    async def models(caller: Caller = Depends(caller_of)) -> ModelList:
-        card = ModelCard(id=engine.model_name, created=started_at, context_length=engine.context_length)
-        return ModelList(data=[card])
 
     @app.get("/metrics")
     def prometheus_metrics(http: HTTPRequest) -> Response:  # sync: a scrape reads the engine

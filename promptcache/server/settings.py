@@ -27,6 +27,7 @@ EVICTION_POLICIES = tuple(POLICIES)  # one source: the cache's policy table
 ISOLATE_BY = ("user",)
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_MODEL_NAME_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    # The names requests may give the model, every one listed by /v1/models; replies name the first.
+    # Empty: the model's own name (the file or directory's, "SmolLM2-135M-Instruct" embedded).
+    served_model_names: tuple[str, ...] = ()
     device: str = "auto"
     dtype: str = "auto"
     quantize: str | None = None  # int8, int4, int8+head, int4+head: weight-only decode (CPU, bfloat16; model/quant.py)
@@ -118,6 +122,9 @@ class ServerSettings:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}")
         if self.isolate_by is not None and self.isolate_by not in ISOLATE_BY:
             raise ValueError(f"isolate_by must be one of {', '.join(ISOLATE_BY)}")
+        if any(not 0 < len(n) <= MAX_MODEL_NAME_CHARS or not n.isprintable() for n in self.served_model_names) \
+                or len(set(self.served_model_names)) != len(self.served_model_names):
+            raise ValueError(f"served model names must be distinct, 1..{MAX_MODEL_NAME_CHARS} printable characters")
         if not 0 < self.port < 65536:
             raise ValueError("port must be in 1..65535")
         if self.disk_cache or self.redis_url or self.tier_key:
@@ -270,7 +277,7 @@ def build_settings(
     keys = name_plain_keys(keys)
     tenant_quotas(keys.values())
     limits = {name: values.pop(name) for name in list(values) if name in LIMIT_NAMES}
-    for name in ("allowed_hosts", "allowed_origins"):
+    for name in ("allowed_hosts", "allowed_origins", "served_model_names"):
         if name in values:
             values[name] = tuple(values[name])
     return replace(ServerSettings(), **values, limits=Limits(**limits), api_keys=keys)

@@ -11,6 +11,7 @@ import re
 import httpx
 import pytest
 from live_server import start_server
+from serve_settings import settings_from_serve
 
 from promptcache.server.core.lenient import unknown_fields
 from promptcache.server.openai.responses.schema import ResponsesRequest
@@ -156,20 +157,4 @@ def test_the_official_clients_send_nothing_unknown(strict):
 
 @pytest.mark.parametrize("flag, env", [(["--reject-unknown-fields"], {}), ([], {"PROMPTCACHE_REJECT_UNKNOWN_FIELDS": "1"})])
 def test_serve_takes_the_option_from_a_flag_or_the_environment(monkeypatch, flag, env):
-    from typer.testing import CliRunner
-
-    from promptcache.cli.main import app as cli
-
-    class Loaded(Exception):
-        """Stops `serve` where it would load the model, with the settings it built."""
-
-    def load(settings):
-        raise Loaded(settings)
-
-    root = logging.getLogger()  # `serve` configures root logging onto the runner's stream
-    monkeypatch.setattr(root, "handlers", root.handlers[:])
-    monkeypatch.setattr(root, "level", root.level)
-    monkeypatch.setattr("promptcache.server.app.engine_from_settings", load)
-    result = CliRunner().invoke(cli, ["serve", *flag], env=env)
-    assert isinstance(result.exception, Loaded), result.output
-    assert result.exception.args[0].reject_unknown_fields is True
+    assert settings_from_serve(monkeypatch, flag, env).reject_unknown_fields is True

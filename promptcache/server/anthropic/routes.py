@@ -18,7 +18,7 @@ from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply
 from promptcache.server.anthropic.stream import message_events, messages_usage
 from promptcache.server.anthropic.translate import cache_spec, render, render_with_plan, sampling_spec
 from promptcache.server.context.sessions import attach as attach_session
-from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
 from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request, register_error_shape
@@ -73,7 +73,7 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
     )
     spec = await attach_session(state, http, spec)
     gen = start(state, spec, http_id=http_id, arrived=arrived)
-    model = state.engine.model_name
+    model = served_name(state)
 
     def reply(text: str) -> MessageReply:
         blocks, reason, sequence = content_blocks(gen, text, plan)

@@ -1,5 +1,5 @@
 """Route dependencies every dialect shares: the server state, the authenticated caller and its
-tenant, bounded worker threads for prompt work, and the model check.
+tenant, bounded worker threads for prompt work, and the model's served names and check.
 
 The caller was identified from the request's headers by `guard.py` before the body was read;
 each dialect names its own key header (OpenAI's `Authorization: Bearer`, Anthropic's
@@ -42,6 +42,16 @@ async def off_loop(state: ServerState, fn, *args):
     return await to_thread.run_sync(fn, *args, limiter=state.render_limiter)
 
 
+def served_names(state: ServerState) -> tuple[str, ...]:
+    """The names a request may give the model (--served-model-name), or its own name."""
+    return state.settings.served_model_names or (state.engine.model_name,)
+
+
+def served_name(state: ServerState) -> str:
+    """The name replies give the model: the first served name."""
+    return served_names(state)[0]
+
+
 def check_model(state: ServerState, model: str) -> None:
-    if model != state.engine.model_name:
+    if model not in served_names(state):
         raise model_not_found(model)

@@ -17,7 +17,7 @@ from fastapi import Request as HTTPRequest
 from fastapi.responses import Response
 
 from promptcache.engine.api import RequestOutput
-from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
 from promptcache.server.core.spec import CacheSpec, GenerationSpec
 from promptcache.server.core.sse import sse_event
 from promptcache.server.errors import bad_request, register_error_shape
@@ -73,7 +73,7 @@ async def _generate(model: str, body: GenerateContentRequest, http: HTTPRequest,
         cache=CacheSpec(), prompt_text=prompt.text,
     )
     gen = start(state, spec, http_id=http_id, arrived=arrived)
-    model_version = state.engine.model_name
+    model_version = served_name(state)
 
     def reply(text: str) -> dict:
         return {"candidates": [tr.candidate(text, gen.finish_reason)], "usageMetadata": tr.usage_metadata(gen.usage),

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.context.sessions import refuse as refuse_session
-from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
 from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
@@ -80,7 +80,7 @@ async def chat_completions(
         tokens=prompt.tokens, roles=prompt.roles, sampling=sampling_spec(body, body.token_limit()),
         cache=cache_spec(body), prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled),
     )
-    created, model = int(state.wall_clock()), state.engine.model_name
+    created, model = int(state.wall_clock()), served_name(state)
     if (body.n or 1) > 1:  # the choices share one prefill (fanout.py)
         await refuse_session(http, "n > 1")
         return await chat_choices(state, body, spec, structure, http, http_id, arrived, created, model)
@@ -119,7 +119,7 @@ async def completions(
             tokens=tokens, sampling=sampling_spec(body, body.token_limit()), cache=cache_spec(body),
             prompt_text=prompt if isinstance(prompt, str) else None,
         ))
-    created, model = int(state.wall_clock()), state.engine.model_name
+    created, model = int(state.wall_clock()), served_name(state)
     lp.check_size(body, [len(spec.tokens) for spec in specs], n, state)  # before any generation
     if len(specs) * n > 1:
         await refuse_session(http, "several prompts or n > 1")

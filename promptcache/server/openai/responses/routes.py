@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.context.sessions import attach as attach_session
-from promptcache.server.core.deps import check_model, off_loop, server_state, tenant_of
+from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
 from promptcache.server.core.ignored import check_unknown
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.structured.compile import compile_structure, ignored_header
@@ -111,7 +111,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
                           prompt_text=prompt.text, structure=compiled, headers=ignored_header(compiled))
     spec = await attach_session(state, http, spec)
     gen = start(state, spec, http_id=http_id, arrived=arrived)
-    created, model = int(state.wall_clock()), state.engine.model_name
+    created, model = int(state.wall_clock()), served_name(state)
     item_id = f"msg_{uuid.uuid4().hex}"
     outcome = functools.cache(lambda text: tool_reply(text, plan, item_id))  # calls keep one id each
 
