@@ -180,13 +180,6 @@ def too_many(state: ServerState, what: str) -> APIError:
                     code="too_many_records")
 
 
-async def check_room(state: ServerState, kind: str, tenant: str, what: str) -> None:
-    """429 when the tenant already holds `record_cap` live records of `kind` (a count only:
-    `retain_record` counts and inserts in one step)."""
-    if len(await run_in_threadpool(records(state).list, kind, tenant)) >= record_cap(state):
-        raise too_many(state, what)
-
-
 async def retain_record(state: ServerState, record: Record, tokens: list[int], *, salt: str | None,
                         ttl_s: float | None, what: str, http_id: str) -> tuple[Record | None, Retained]:
     """Retain `tokens` for `record.data["owner"]` and keep `record` for it. The record takes its

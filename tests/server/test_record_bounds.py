@@ -154,6 +154,19 @@ def test_concurrent_session_creations_stop_at_the_cap(server):
     drop_sessions(server, "key-alice")
 
 
+def test_concurrent_cached_contents_stop_at_the_cap(server):
+    base = server.url + "/v1beta/cachedContents"
+    body = {"model": f"models/{server.model}", "ttl": "600s",
+            "contents": [{"role": "user", "parts": [{"text": "A handbook to keep. " * 4}]}]}
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: httpx.post(base, json=body, headers=auth("key-bob"), timeout=60), range(8)))
+    assert sorted(r.status_code for r in replies) == [200] * CAP + [429] * (8 - CAP), [r.text for r in replies]
+    listed = httpx.get(base, headers=auth("key-bob")).json()["cachedContents"]
+    assert len(listed) == CAP
+    for cached in listed:
+        assert httpx.delete(f"{server.url}/v1beta/{cached['name']}", headers=auth("key-bob")).status_code == 200
+
+
 def test_an_update_never_brings_a_deleted_record_back(tmp_path):
     store = SqliteRecords(tmp_path / "r.sqlite3")
     store.put(Record("session", "alice", "s1", {"ttl_s": 60}))

@@ -25,7 +25,7 @@ from promptcache.server.errors import APIError, bad_request
 from promptcache.server.gemini import translate as tr
 from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, Content, Tool
 from promptcache.server.request_id import request_id_of
-from promptcache.server.retention import check_room, extend, records, release, restore, retain, sweep
+from promptcache.server.retention import deadline, extend, records, release, restore, retain_record, sweep
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
 
@@ -98,15 +98,16 @@ async def create(body: CachedContentRequest, http: HTTPRequest, tenant: Tenant =
     data = body.model_dump(mode="json", exclude_none=True, exclude={"ttl", "expireTime"})
     turns, tools = prefix_turns(data)
     tokens = await off_loop(state, state.renderer.render_prefix, turns, tools)
-    await check_room(state, KIND, tenant.name, "cached contents")
     cid = uuid.uuid4().hex[:24]
-    kept = await retain(state, tokens, tenant=tenant.name, salt=None, ttl_s=ttl_s, owner=owner_of(tenant.name, cid),
-                        http_id=request_id_of(http.scope))
     record = Record(KIND, tenant.name, cid, {**data, "model": model, "tokens": tokens, "createTime": now,
-                                             "updateTime": now, "owner": kept.owner,
-                                             "model_id": state.engine.model_id}, kept.expires_at)
-    await run_in_threadpool(records(state).put, record)
-    return resource(record)
+                                             "updateTime": now, "owner": owner_of(tenant.name, cid),
+                                             "model_id": state.engine.model_id}, deadline(state, ttl_s))
+    # Counted under the record cap before the prefill; deleted meanwhile: not found (retention.py).
+    kept, _ = await retain_record(state, record, tokens, salt=None, ttl_s=ttl_s, what="cached contents",
+                                  http_id=request_id_of(http.scope))
+    if kept is None:
+        raise not_found(cid)
+    return resource(kept)
 
 
 @router.get("")
@@ -133,7 +134,9 @@ async def update_cached(cid: str, body: CachedContentUpdate, http: HTTPRequest,
         raise bad_request("give the new ttl or expireTime", param="ttl")
     expires_at = extend(state, owner_of(tenant.name, record.id), ttl_s)
     record = Record(KIND, record.tenant, record.id, {**record.data, "updateTime": now}, expires_at)
-    await run_in_threadpool(records(state).put, record)
+    if not await run_in_threadpool(records(state).update, record):  # deleted since `find`: stays deleted
+        await release(state, owner_of(tenant.name, record.id))
+        raise not_found(record.id)
     return resource(record)
 
 
