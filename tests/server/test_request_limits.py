@@ -121,7 +121,8 @@ def test_counts_and_lengths_over_the_limit_are_400(limited_server, name):
 def test_the_same_fields_at_the_limit_are_served(limited_server):
     fields = dict(messages=msgs(49), stop=["s" * 16], prompt_cache_key="k" * 32, user="u" * 32,
                   tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(4)])
-    r = httpx.post(limited_server.base_url + "/chat/completions", json=body(limited_server, **fields))
+    r = httpx.post(limited_server.base_url + "/chat/completions", json=body(limited_server, **fields),
+                   timeout=60)
     assert r.status_code == 200, r.text
 
 
@@ -157,6 +158,21 @@ def test_settings_that_would_refuse_everything_are_rejected(values):
         build_settings(values)
 
 
+class WatchedLimiter:
+    """The server's render limiter, telling the test when a render must wait for a thread."""
+
+    def __init__(self, limiter):
+        self.limiter, self.waiting = limiter, threading.Semaphore(0)
+
+    async def __aenter__(self):
+        if self.limiter.available_tokens < 1:
+            self.waiting.release()
+        await self.limiter.__aenter__()
+
+    async def __aexit__(self, *exc):
+        return await self.limiter.__aexit__(*exc)
+
+
 def test_rendering_runs_off_the_event_loop_and_bounded(tiny_llama_dir, monkeypatch):
     """A render in progress stalls neither /health nor other requests' event loop, and no more
     than render_threads renders run at once."""
@@ -178,6 +194,8 @@ def test_rendering_runs_off_the_event_loop_and_bounded(tiny_llama_dir, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tokenizer, "apply_chat_template", slow_render)
+    state = server.server.config.app.state.promptcache
+    limiter = state.render_limiter = WatchedLimiter(state.render_limiter)
     results: list[int] = []
     post = lambda: results.append(httpx.post(server.base_url + "/chat/completions",  # noqa: E731
                                              json=body(server), timeout=60).status_code)
@@ -187,7 +205,8 @@ def test_rendering_runs_off_the_event_loop_and_bounded(tiny_llama_dir, monkeypat
             t.start()
         assert started.acquire(timeout=30)  # one render is blocked inside the template
         assert httpx.get(server.url + "/health", timeout=5).status_code == 200
-        assert not started.acquire(timeout=0.2)  # the second waits for the one render thread
+        assert limiter.waiting.acquire(timeout=30)  # the second waits for the one render thread
+        assert running[0] == 1
         release.set()
         for t in threads:
             t.join(timeout=60)
