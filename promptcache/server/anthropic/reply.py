@@ -1,7 +1,8 @@
 """A finished Messages generation -> its content blocks, `stop_reason` and `stop_sequence`.
 
 A reply under a tool format is parsed into `tool_use` blocks (stop_reason "tool_use"), with any
-text around the calls first, as Anthropic orders them. A reply that ended on one of the
+text around the calls first, as Anthropic orders them; cut by max_tokens, into the calls it
+completed (stop_reason "max_tokens"). A reply that ended on one of the
 request's `stop_sequences` says "stop_sequence" and names it: the engine cuts the text before
 the stop string, and the generated tokens, decoded whole, show which one it met there.
 """
@@ -31,14 +32,16 @@ def stop_details(gen: Generation, text: str) -> tuple[str, str | None]:
 
 
 def content_blocks(gen: Generation, text: str, plan: ChatStructure) -> tuple[list, str, str | None]:
-    """(content blocks, stop_reason, stop_sequence) of the whole reply."""
-    calls, content = reply_calls(text, plan)
+    """(content blocks, stop_reason, stop_sequence) of the whole reply. Cut by max_tokens, it
+    keeps the calls it completed (stop_reason "max_tokens"); one cut inside its first call has
+    no blocks, never the tool format as text."""
+    calls, content = reply_calls(text, plan, gen.finish_reason)
     if not calls:
         reason, sequence = stop_details(gen, text)
-        return [TextContent(text=content if content is not None else text)], reason, sequence
+        return ([] if content is None else [TextContent(text=content)]), reason, sequence
     blocks: list = [TextContent(text=content)] if content else []
     blocks += [ToolUseContent(id=f"toolu_{uuid.uuid4().hex[:24]}", name=c.name, input=c.arguments) for c in calls]
-    return blocks, "tool_use", None
+    return blocks, "max_tokens" if gen.finish_reason == "length" else "tool_use", None
 
 
 def block_events(index: int, block) -> list[dict]:

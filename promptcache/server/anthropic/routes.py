@@ -16,10 +16,10 @@ from promptcache.server.anthropic.errors import anthropic_error
 from promptcache.server.anthropic.reply import content_blocks
 from promptcache.server.anthropic.schema import CountTokensRequest, MessageReply, MessagesRequest
 from promptcache.server.anthropic.stream import message_events, messages_usage
-from promptcache.server.anthropic.translate import cache_spec, render, render_with_plan, sampling_spec
+from promptcache.server.anthropic.translate import cache_spec, render_with_plan, sampling_spec
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
-from promptcache.server.core.ignored import check_unknown
+from promptcache.server.core.ignored import check_unknown, note_ignored
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request, register_error_shape
 from promptcache.server.generation import respond, start
@@ -63,6 +63,7 @@ async def messages(body: MessagesRequest, http: HTTPRequest, tenant: Tenant = De
     check_model(state, body.model)
     _check_limits(body, state.settings.limits)
     prompt, breakpoints, plan, _ = await off_loop(state, render_with_plan, body, state.renderer)
+    note_ignored(http, plan.ignored, "anthropic")
     compiled = await _compiled(state, plan.spec)
     http_id = request_id_of(http.scope)
     spec = GenerationSpec(
@@ -89,5 +90,6 @@ async def count_tokens(body: CountTokensRequest, http: HTTPRequest, tenant: Tena
     state = server_state(http)
     check_model(state, body.model)
     _check_limits(body, state.settings.limits)
-    prompt, _ = await off_loop(state, render, body, state.renderer)
+    prompt, _, plan, _ = await off_loop(state, render_with_plan, body, state.renderer)
+    note_ignored(http, plan.ignored, "anthropic")
     return {"input_tokens": len(prompt.tokens)}

@@ -71,6 +71,8 @@ class Message(AnthropicBody):
 
 
 class Tool(AnthropicBody):
+    # A client tool; Anthropic's server tools (bash, web search...) have other types, refused.
+    type: Literal["custom"] | None = None
     name: Annotated[Text, Field(min_length=1, max_length=128)]
     description: Text | None = None
     input_schema: JsonObject

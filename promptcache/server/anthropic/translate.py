@@ -36,6 +36,7 @@ from promptcache.server.anthropic.schema import (
 from promptcache.server.structured.formats import from_json_output_format, one_spec
 from promptcache.server.structured.openai_chat import ChatStructure, native_format, prompt_turns, tool_structure
 from promptcache.server.structured.tools import Tool, ToolCall, ToolChoice, ToolMessage
+from promptcache.server.structured.unread import unread
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,16 @@ def tool_plan(body: CountTokensRequest, renderer: ChatRenderer) -> ChatStructure
     tools = [Tool(t.name, t.description or "", t.input_schema, bool(t.strict)) for t in body.tools or []]
     choice = _choice(body.tool_choice)
     try:
-        return tool_structure(tools, (choice or ToolChoice("auto")) if tools else None,
+        plan = tool_structure(tools, (choice or ToolChoice("auto")) if tools else None,
                               native_format=bool(tools) and native_format(renderer),
                               tool_choice=None if choice is None or choice.mode == "auto" else choice.mode,
                               output=output_spec(body))
     except EngineInputError as err:
         raise bad_request(str(err), param=err.param or "tool_choice") from None
+    return replace(plan, ignored=tuple(unread(body.tool_choice, _CHOICE_KEYS, "tool_choice")))
+
+
+_CHOICE_KEYS = frozenset({"type", "name", "disable_parallel_tool_use"})
 
 
 # `output_config.effort` tunes how long Claude thinks; this server does not think, so only the

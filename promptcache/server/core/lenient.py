@@ -6,7 +6,8 @@ The official clients send optional knobs of newer API versions, so an unknown fi
 body keeps them (`extra="allow"`, collected by pydantic's own validator: a Python validator per
 body made a 200-message chat's validation 5 times slower) but never serializes them, so they
 reach no stored item or echoed input, and nothing reads them but `unknown_fields`, which walks
-a validated body for them with the path where each was sent (`messages[0].foo`).
+a validated body for them with the path where each was sent (`messages[0].foo`). The same
+walk names the declared fields a body was sent that no code acts on (core/handled.py).
 
 The names are client strings bound for a response header and a log line: each path is cut to
 `MAX_CHARS` characters of [A-Za-z0-9_.[]-] (anything else becomes `_`), and at most `MAX_NAMES`
@@ -21,6 +22,8 @@ import typing
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_serializer
+
+from promptcache.server.core.handled import unhandled
 
 MAX_NAMES = 16  # names kept per request; the count covers all of them
 MAX_CHARS = 64  # characters kept of one path
@@ -67,7 +70,7 @@ def unknown_fields(body: BaseModel) -> tuple[list[str], int]:
     def walk(value: Any, path: str) -> None:
         nonlocal count
         if isinstance(value, BaseModel):
-            for key in _unknown(value):
+            for key in _unknown(value) + unhandled(value):
                 count += 1
                 if len(names) < MAX_NAMES:
                     names.append(sanitized(_join(path, key)))

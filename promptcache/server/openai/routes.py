@@ -17,7 +17,7 @@ from promptcache.server.chat import prompt_from_completion
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.context.sessions import refuse as refuse_session
 from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
-from promptcache.server.core.ignored import check_unknown
+from promptcache.server.core.ignored import check_unknown, note_ignored
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import bad_request
 from promptcache.server.fanout import choice_specs, collect_all, shared_usage, start_shared
@@ -69,6 +69,7 @@ async def chat_completions(
     check_chat(body, state.settings.limits)
     lp.check_chat(body)
     structure, messages, template_tools = plan_chat(state.renderer, body)
+    note_ignored(http, structure.ignored, "openai")
     lead, _ = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
     messages = lead + list(messages)
     compiled = await compile_structure(state.engine, structure.spec)

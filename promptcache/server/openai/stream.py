@@ -44,13 +44,17 @@ def choices_stream(gens: list[Generation], renders: list, usage_chunk: Callable[
 def chunk_maker(shape, gen: Generation, created: int, model: str, include_usage: bool, chunk_id: str | None = None):
     """Builds one streamed chunk of `shape` (a pydantic model); OpenAI's chunks carry `usage`
     only when the client asked for it with stream_options.include_usage. Every choice of a
-    request streams under the request's one id (`chunk_id`)."""
+    request streams under the request's one id (`chunk_id`). A chat delta leaves out the keys
+    it does not set, as OpenAI's do (a client may test `"content" in delta`)."""
 
     def chunk(choices: list, usage=None) -> dict:
         body = shape(id=chunk_id or gen.sub.request_id, created=created, model=model, choices=choices,
                      usage=usage).model_dump()
         if not include_usage:
             body.pop("usage")
+        for choice in body["choices"]:
+            if "delta" in choice:
+                choice["delta"] = {key: value for key, value in choice["delta"].items() if value is not None}
         return body
 
     return chunk

@@ -2,7 +2,8 @@
 
 Every field is either honoured or refused with a 400 naming it: nothing is silently ignored.
 The shapes follow the providers' references: OpenAI chat's `response_format`
-(`text`, `json_object`, `json_schema` with `name`, `schema`, `strict`), the Responses API's
+(`text`, `json_object` (with llama.cpp's and vLLM's optional `schema`), `json_schema` with
+`name`, `schema`, `strict`), the Responses API's
 `text.format` (the same types, flattened: `{"type": "json_schema", "name", "schema", "strict"}`),
 Anthropic's `output_config.format` and its beta spelling `output_format`
 (`{"type": "json_schema", "schema"}`, always enforced), and vLLM's `structured_outputs`
@@ -28,7 +29,14 @@ def from_response_format(value: Any, param: str = "response_format") -> Structur
     if kind == "text":
         return None
     if kind == "json_object":
-        return StructureSpec("json_object", strict=True, param=param)
+        # llama.cpp's and vLLM's extension: a `schema` beside json_object holds the object to
+        # it, not strict, so a keyword the grammar cannot enforce is named in a header.
+        schema = value.get("schema")
+        if schema is None:
+            return StructureSpec("json_object", strict=True, param=param)
+        if not isinstance(schema, dict):
+            raise EngineInputError(f"{param}.schema must be a JSON Schema object", param)
+        return StructureSpec("json_schema", json.dumps(schema), strict=False, param=param)
     if kind == "json_schema":
         body = value.get("json_schema", value)  # chat nests it; Responses' text.format does not
         if not isinstance(body, dict) or not isinstance(body.get("schema"), dict):

@@ -11,13 +11,15 @@ one block per call, separated by a newline. The reply is constrained by a Lark g
 call bodies are each tool's JSON Schema (`%json`), so arguments always validate:
 
 - `auto`: free text that never contains `<tool_call>`, or one or more calls;
-- `required`: one or more calls; a named tool: calls of that tool only;
-- `parallel_tool_calls: false`: at most one call;
+- `required`: one or more calls (at most `MAX_PARALLEL_CALLS`); a named tool: exactly one call
+  of that tool;
+- `parallel_tool_calls: false`: one call;
 - `none`: no grammar, and the reply is never parsed for calls.
 
 Earlier calls are rendered back into the assistant turn exactly as the grammar had the model
 write them (not through the template's own `tool_calls` rendering, which may space the JSON
-otherwise), so a round trip's next prompt extends the previous reply token for token.
+otherwise), so a round trip's next prompt extends the previous reply token for token. A reply
+cut by max_tokens keeps its complete calls and drops the one being written (`parse_cut`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import re
 
 from promptcache.engine.structured.spec import StructureSpec
-from promptcache.server.structured.tools import Tool, ToolCall, ToolChoice, dumps
+from promptcache.server.structured.tools import Tool, ToolCall, ToolChoice, complete_calls, dumps, max_calls
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # The grammar's JSON spacing, the same as the generic format's (engine/structured/compiler.py).
@@ -58,7 +60,8 @@ def grammar(tools: list[Tool], choice: ToolChoice, param: str = "tools") -> Stru
     schemas = [_call_schema(t) for t in allowed]
     body = {"anyOf": schemas} if len(schemas) > 1 else schemas[0]
     body = {**body, "x-guidance": {**_JSON_STYLE, "lenient": not all(t.strict for t in allowed)}}
-    calls = 'call ("\\n" call)*' if choice.parallel else "call"
+    more = max_calls(choice) - 1
+    calls = f'call ("\\n" call){{0,{more}}}' if more else "call"
     start = "TEXT | calls" if choice.mode == "auto" else "calls"
     lines = [
         f"start: {start}",
@@ -90,6 +93,21 @@ def parse_reply(text: str) -> tuple[list[ToolCall], str | None]:
         return [], text
     content = ("".join(kept) + text[last:]).strip()
     return calls, content or None
+
+
+def parse_cut(text: str) -> tuple[list[ToolCall], str | None]:
+    """(complete calls, text) of a reply cut by max_tokens. A reply of calls keeps each closed
+    block, and the block being written if its call object closed; free text is its text so far."""
+    if OPEN.startswith(text):  # cut inside the first call's opening tag
+        return [], None
+    if not text.startswith(OPEN):
+        return parse_reply(text)
+    calls, _ = parse_reply(text)
+    tail = text.rfind(OPEN)
+    if CLOSE not in text[tail:]:
+        body = text[tail + len(OPEN):].lstrip()
+        calls += complete_calls(body, 0, None)
+    return calls, None
 
 
 def assistant_text(calls: list[ToolCall], content: str | None) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptcache.engine.api import EngineInputError
@@ -27,6 +27,7 @@ from promptcache.server.chat import Turn
 from promptcache.server.structured import native
 from promptcache.server.structured import tools as generic
 from promptcache.server.structured.formats import from_response_format, from_structured_outputs, one_spec
+from promptcache.server.structured.unread import choice_unread, format_unread, tools_unread
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ChatStructure:
     tools: list[generic.Tool] = field(default_factory=list)
     calls_allowed: bool = False  # the reply is in a tool format and may hold calls
     native: bool = False  # the template's own (Hermes / Qwen) format, not the generic one
+    ignored: tuple[str, ...] = ()  # keys of the free-form fields nothing reads (unread.py), to name
 
     @property
     def uses_tools(self) -> bool:
@@ -77,7 +79,9 @@ def chat_structure(response_format: Any = None, structured_outputs: Any = None, 
         raise EngineInputError("tools must be a list", "tools")
     tool_list = [tool_of(t, i) for i, t in enumerate(tools or [])]
     choice = choice_of(tool_choice, parallel_tool_calls) if tool_list else None
-    return tool_structure(tool_list, choice, response_format, structured_outputs, native_format, tool_choice)
+    structure = tool_structure(tool_list, choice, response_format, structured_outputs, native_format, tool_choice)
+    ignored = tools_unread(tools) + choice_unread(tool_choice) + format_unread(response_format)
+    return replace(structure, ignored=tuple(ignored))
 
 
 def tool_structure(tool_list: list[generic.Tool], choice: generic.ToolChoice | None, response_format: Any = None,
@@ -147,21 +151,25 @@ def _call_of(call: Any) -> generic.ToolCall:
 
 
 def reply_message(text: str, structure: ChatStructure, finish_reason: str) -> tuple[str | None, list[dict], str]:
-    """(content, OpenAI tool_calls, finish_reason) for a finished reply."""
-    calls, answer = reply_calls(text, structure)
+    """(content, OpenAI tool_calls, finish_reason) for a finished reply. Cut by max_tokens, it
+    keeps the calls it completed and says "length", as OpenAI does."""
+    calls, answer = reply_calls(text, structure, finish_reason)
     if not calls:
         return answer, [], finish_reason
     tool_calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
                   for c in calls]
-    return None, tool_calls, "tool_calls"
+    return None, tool_calls, "length" if finish_reason == "length" else "tool_calls"
 
 
-def reply_calls(text: str, structure: ChatStructure) -> tuple[list[generic.ToolCall], str | None]:
-    """(calls, content) of a finished reply, in the structure's tool format."""
+def reply_calls(text: str, structure: ChatStructure, finish_reason: str = "stop") -> tuple[list[generic.ToolCall],
+                                                                                         str | None]:
+    """(calls, content) of a finished reply, in the structure's tool format. A reply cut by
+    max_tokens ("length") keeps only the calls it completed, and never shows the format as text."""
     if not structure.calls_allowed:
         return [], text
-    return (native if structure.native else generic).parse_reply(text)
+    form = native if structure.native else generic
+    return (form.parse_cut if finish_reason == "length" else form.parse_reply)(text)
 
 
 def plan_chat(renderer, body) -> tuple[ChatStructure, list[Turn], list[dict] | None]:

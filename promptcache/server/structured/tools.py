@@ -11,8 +11,11 @@ reply is constrained to JSON: either a call or an answer. The form is fixed and 
   share it.
 - A call is `{"tool_calls": [{"name": ..., "arguments": {...}}]}`; an answer is
   `{"response": "..."}`. `tool_choice` picks which the grammar allows: `auto` either, `required`
-  a call, a named tool a call of that tool, `none` an answer. `parallel_tool_calls: false`
-  allows one call.
+  a call, a named tool exactly one call of that tool (OpenAI's and vLLM's answer), `none` an
+  answer. `parallel_tool_calls: false` allows one call, and parallel calls are at most
+  `MAX_PARALLEL_CALLS`, so a small model cannot repeat calls until max_tokens.
+- A reply cut by max_tokens (`parse_cut`) keeps the calls it completed and drops the one it
+  was writing; a cut answer is its text so far. The format itself never reaches the client.
 - An assistant turn that called tools is rendered back exactly as it was generated, and a tool
   result as `{"tool_call_id", "content"}`, so turn 2's prompt extends what turn 1 produced.
 """
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+import pydantic_core
 
 from promptcache.engine.api import EngineInputError
 from promptcache.engine.structured.spec import StructureSpec
@@ -33,6 +38,10 @@ TOOLS_HEADER = (
     'the result you need, answer the user with it in a response.\n\nAvailable tools, one per line:'
 )
 _SEPARATORS = (", ", ": ")  # the grammar's own (engine/structured/compiler.py JSON_OPTIONS)
+# Calls one reply may hold with parallel calls allowed: enough for any real fan-out, and an end
+# to a small model repeating one call until max_tokens.
+MAX_PARALLEL_CALLS = 8
+_CALLS_OPEN = '{"tool_calls": ['
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ def grammar(tools: list[Tool], choice: ToolChoice, param: str = "tools") -> Stru
         call = {"anyOf": [_call_schema(t) for t in allowed]} if len(allowed) > 1 else _call_schema(allowed[0])
     calls = {"type": "object", "additionalProperties": False, "required": ["tool_calls"],
              "properties": {"tool_calls": {"type": "array", "items": call, "minItems": 1,
-                                           **({} if choice.parallel else {"maxItems": 1})}}}
+                                           "maxItems": max_calls(choice)}}}
     answer = {"type": "object", "additionalProperties": False, "required": ["response"],
               "properties": {"response": {"type": "string"}}}
     schema = {"none": answer, "auto": {"anyOf": [calls, answer]}}.get(choice.mode, calls)
@@ -90,6 +99,11 @@ def grammar(tools: list[Tool], choice: ToolChoice, param: str = "tools") -> Stru
         schema = answer
     strict = all(t.strict for t in allowed)
     return StructureSpec("json_schema", json.dumps(schema), strict=strict, param=param)
+
+
+def max_calls(choice: ToolChoice) -> int:
+    """Calls one reply may hold: one for a named tool or without parallel calls."""
+    return MAX_PARALLEL_CALLS if choice.parallel and choice.mode != "named" else 1
 
 
 def _call_schema(tool: Tool) -> dict:
@@ -110,6 +124,39 @@ def parse_reply(text: str) -> tuple[list[ToolCall], str | None]:
     if isinstance(value, dict) and isinstance(value.get("response"), str):
         return [], value["response"]
     return [], text
+
+
+def parse_cut(text: str) -> tuple[list[ToolCall], str | None]:
+    """(complete calls, answer so far) of a reply cut by max_tokens: each call whose JSON
+    object closed is kept, the one being written is dropped; a cut answer is its text so far."""
+    try:
+        json.loads(text)
+    except ValueError:
+        pass
+    else:  # cut exactly at its end: complete after all
+        return parse_reply(text)
+    if text.startswith(_CALLS_OPEN):
+        return complete_calls(text, len(_CALLS_OPEN), ", "), None
+    partial = pydantic_core.from_json(text, allow_partial="trailing-strings") if text.startswith("{") else None
+    response = partial.get("response") if isinstance(partial, dict) else None
+    return [], response if isinstance(response, str) else None
+
+
+def complete_calls(text: str, at: int, separator: str | None) -> list[ToolCall]:
+    """The call objects `{"name", "arguments"}` that closed in `text`, from `at` on, one after
+    another with `separator` between them (None: one call at most)."""
+    decoder, calls = json.JSONDecoder(), []
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except ValueError:
+            return calls
+        if isinstance(value, dict) and isinstance(value.get("name"), str) \
+                and isinstance(value.get("arguments", {}), dict):
+            calls.append(ToolCall(value["name"], value.get("arguments", {})))
+        if separator is None or not text.startswith(separator, end):
+            return calls
+        at = end + len(separator)
 
 
 def assistant_text(calls: list[ToolCall], content: str | None) -> str:

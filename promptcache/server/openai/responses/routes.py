@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from promptcache.server.context.sessions import attach as attach_session
 from promptcache.server.core.deps import check_model, off_loop, served_name, server_state, tenant_of
-from promptcache.server.core.ignored import check_unknown
+from promptcache.server.core.ignored import check_unknown, note_ignored
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.structured.compile import compile_structure, ignored_header
 from promptcache.server.errors import APIError
@@ -100,6 +100,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     conversation = history(body, previous)
     lead, echo = await prompt_turns(state, tenant.name, body.prompt)  # a registered template goes first
     plan = tool_plan(body, state.renderer)  # tools, tool_choice and text.format: one output structure
+    note_ignored(http, plan.ignored, "openai")
     chat = lead + turns(body, conversation, plan)
     check_messages(chat, limits)
     compiled = await compile_structure(state.engine, plan.spec)
@@ -113,7 +114,7 @@ async def create_response(body: ResponsesRequest, http: HTTPRequest, tenant: Ten
     gen = start(state, spec, http_id=http_id, arrived=arrived)
     created, model = int(state.wall_clock()), served_name(state)
     item_id = f"msg_{uuid.uuid4().hex}"
-    outcome = functools.cache(lambda text: tool_reply(text, plan, item_id))  # calls keep one id each
+    outcome = functools.cache(lambda text: tool_reply(text, plan, item_id, gen.finish_reason))  # one id a call
 
     async def finish(text: str) -> dict:
         length = gen.finish_reason == "length"

@@ -2,7 +2,8 @@
 `sequence_number`: response.created, response.in_progress, response.output_item.added,
 response.content_part.added, response.output_text.delta..., response.output_text.done,
 response.content_part.done, response.output_item.done, then response.completed (or
-response.incomplete when max_output_tokens cut the reply).
+response.incomplete when max_output_tokens cut the reply, whose message item is then
+"incomplete" too).
 
 The closing event is sent only after the response is stored, so a client that continues the
 chain the moment it sees it always finds its previous_response_id.
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from promptcache.engine.api import RequestOutput
 from promptcache.server.core.sse import sse_event
 from promptcache.server.generation import Generation
+from promptcache.server.openai.responses.tools import item_status
 from promptcache.server.openai.responses.translate import message_item
 
 
@@ -53,7 +55,8 @@ class EventStream:
             events += [self.event("response.output_text.done", **self._where(), text=text, logprobs=[]),
                        self.event("response.content_part.done", **self._where(),
                                   part={"type": "output_text", "text": text, "annotations": []}),
-                       self.event("response.output_item.done", output_index=0, item=message_item(self.item_id, text))]
+                       self.event("response.output_item.done", output_index=0,
+                                  item=message_item(self.item_id, text, item_status(self.gen.finish_reason)))]
         return events
 
     def error(self, err) -> str:

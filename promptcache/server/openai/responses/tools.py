@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 from promptcache.engine.api import EngineInputError
 from promptcache.server.openai.responses.schema import FunctionCallItem, FunctionCallOutputItem, ResponsesRequest
@@ -26,6 +27,7 @@ from promptcache.server.structured.openai_chat import (
     tool_structure,
 )
 from promptcache.server.structured.tools import ToolCall, ToolMessage
+from promptcache.server.structured.unread import choice_unread, text_unread, tools_unread
 
 
 def tool_plan(body: ResponsesRequest, renderer) -> ChatStructure:
@@ -35,8 +37,10 @@ def tool_plan(body: ResponsesRequest, renderer) -> ChatStructure:
     tools = [tool_of(t, i) for i, t in enumerate(body.tools or [])]
     choice = choice_of(body.tool_choice, body.parallel_tool_calls) if tools else None
     output = from_response_format((body.text or {}).get("format"), "text.format")
-    return tool_structure(tools, choice, native_format=bool(tools) and native_format(renderer),
+    plan = tool_structure(tools, choice, native_format=bool(tools) and native_format(renderer),
                           tool_choice=body.tool_choice, output=output)
+    return replace(plan, ignored=tuple(tools_unread(body.tools) + choice_unread(body.tool_choice)
+                                       + text_unread(body.text)))
 
 
 def _arguments(item: FunctionCallItem) -> dict:
@@ -75,19 +79,27 @@ def messages(conversation: list[dict]) -> list[ToolMessage]:
                         e.get("tool_call_id")) for e in conversation]
 
 
-def reply(text: str, plan: ChatStructure, item_id: str) -> tuple[list[dict], dict, str]:
-    """(output items, history entry, output text) of a finished reply."""
-    calls, content = reply_calls(text, plan)
+def reply(text: str, plan: ChatStructure, item_id: str, finish_reason: str = "stop") -> tuple[list[dict], dict, str]:
+    """(output items, history entry, output text) of a finished reply. Cut by
+    max_output_tokens, its message item is "incomplete"; the calls it completed are kept
+    ("completed"), the one being written is dropped, and the tool format is never text."""
+    calls, content = reply_calls(text, plan, finish_reason)
+    status = item_status(finish_reason)
     if not calls:
-        answer = content if content is not None else text
-        return [message_item(item_id, answer)], {"role": "assistant", "content": answer}, answer
-    items = [message_item(item_id, content)] if content else []
+        items = [] if content is None else [message_item(item_id, content, status)]
+        return items, {"role": "assistant", "content": content or ""}, content or ""
+    items = [message_item(item_id, content, status)] if content else []
     stored = []
     for call in calls:
         call_id = f"call_{uuid.uuid4().hex[:24]}"
         items.append(function_call_item(call_id, call))
         stored.append({"call_id": call_id, "name": call.name, "arguments": call.arguments})
     return items, {"role": "assistant", "content": content or "", "tool_calls": stored}, content or ""
+
+
+def item_status(finish_reason: str) -> str:
+    """An output item's status: "incomplete" when max_output_tokens cut it, as OpenAI sends."""
+    return "incomplete" if finish_reason == "length" else "completed"
 
 
 def function_call_item(call_id: str, call: ToolCall, status: str = "completed") -> dict:
