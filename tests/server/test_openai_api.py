@@ -100,6 +100,9 @@ def cache_key_requests(server, key: str) -> int:
 
 
 def test_every_supported_field_has_its_effect(tiny_server):
+    """developer turns in parts, tool turns, max_tokens, ignore_eos, seed, temperature, top_p, stop,
+    cache_salt and prompt_cache_key, each checked by what it changes (prompt_cache_retention's
+    lifetimes: test_cache_retention.py)."""
     messages = [
         {"role": "developer", "content": [{"type": "text", "text": "Be"}, {"type": "text", "text": "brief. " * 40}]},
         {"role": "user", "content": "Hi"},
@@ -110,16 +113,16 @@ def test_every_supported_field_has_its_effect(tiny_server):
     client = tiny_server.client()
 
     def ask(salt: str, **kw):
+        kw = {"seed": 7, "temperature": 2.0, "top_p": 0.9, **kw}
         return client.chat.completions.create(
-            model=tiny_server.model, messages=messages, max_tokens=8, seed=7, temperature=0.8, top_p=0.9,
-            prompt_cache_key="eight", prompt_cache_retention="24h", extra_body={"cache_salt": salt, "ignore_eos": True},
-            **kw,
+            model=tiny_server.model, messages=messages, max_tokens=8, prompt_cache_key="eight",
+            prompt_cache_retention="24h", extra_body={"cache_salt": salt, "ignore_eos": True}, **kw,
         )
 
     before = cache_key_requests(tiny_server, "eight")
     free = ask("s1")
     text = free.choices[0].message.content
-    assert free.usage.completion_tokens == 8 and free.choices[0].finish_reason == "length"  # max_tokens
+    assert free.usage.completion_tokens == 8 and free.choices[0].finish_reason == "length"  # max_tokens, ignore_eos
     assert free.usage.prompt_tokens_details.cached_tokens == 0
     again = ask("s1")
     assert again.choices[0].message.content == text  # seed: the same sample again
@@ -130,15 +133,23 @@ def test_every_supported_field_has_its_effect(tiny_server):
     cut = ask("s1", stop=[stop])
     assert cut.choices[0].message.content == text[: text.index(stop)]  # cut before the stop string
     assert cut.choices[0].finish_reason == "stop"
-    assert cache_key_requests(tiny_server, "eight") - before >= 3  # prompt_cache_key is counted
+    assert cache_key_requests(tiny_server, "eight") - before == 4  # prompt_cache_key counts each request
+    greedy = ask("s1", temperature=0).choices[0].message.content
+    others = {ask("s1", seed=seed).choices[0].message.content for seed in (8, 9, 10)}
+    assert others | {text} != {text}  # seed: another seed, another sample
+    assert others | {text} != {greedy}  # temperature: samples, not the greedy reply
+    assert ask("s1", top_p=1e-6).choices[0].message.content == greedy  # top_p: only the top token is left
 
 
 def test_seeded_sampling_is_reproducible(tiny_server):
     client = tiny_server.client()
-    ask = lambda: client.chat.completions.create(  # noqa: E731
-        model=tiny_server.model, messages=chat("x", "Tell me a story"), max_tokens=10, temperature=1.0, seed=123
+    ask = lambda **kw: client.chat.completions.create(  # noqa: E731
+        model=tiny_server.model, messages=chat("x", "Tell me a story"), max_tokens=10, **kw
     ).choices[0].message.content
-    assert ask() == ask()
+    samples = {seed: ask(temperature=2.0, seed=seed) for seed in (1, 2, 3, 123)}
+    assert all(ask(temperature=2.0, seed=seed) == text for seed, text in samples.items())  # each replays
+    assert len(set(samples.values())) > 1  # the seed decides the sample: it is not ignored
+    assert set(samples.values()) != {ask(temperature=0)}  # and they are samples, not the greedy reply
 
 
 def scrape(server) -> dict[tuple[str, tuple], float]:
