@@ -34,7 +34,8 @@ def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
     config.write_text('max-queue = 3\neviction_policy = "lfu"\nport = 1\nblock_size = 32\ndefault_max_tokens = 3\n')
     keys = tmp_path / "keys.toml"
     keys.write_text('[keys]\nsecret-a = { tenant = "team-a", quota_mb = 2 }\n')
-    env = {**os.environ, "PROMPTCACHE_PORT": str(port), "PROMPTCACHE_CACHE_MB": "8"}
+    env = {**os.environ, "PROMPTCACHE_PORT": str(port), "PROMPTCACHE_CACHE_MB": "8",
+           "PROMPTCACHE_HTTP_MAX_HEADER_BYTES": "2048"}
     proc = subprocess.Popen(
         [*CLI, "serve", "--model", str(tiny_llama_dir),
          "--config", str(config), "--keys-file", str(keys), "--admin-key", "root", "--log-level", "warning",
@@ -45,6 +46,7 @@ def test_serve_reads_env_config_and_keys(tiny_llama_dir, tmp_path):
     try:
         wait_healthy(url, proc)
         assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/health", headers={"X-Big": "x" * 4096}).status_code == 431  # the env's head cap
         tenant = {"Authorization": "Bearer secret-a"}
         models = httpx.get(url + "/v1/models", headers=tenant).json()
         reply = httpx.post(url + "/v1/completions", headers=tenant, json={
