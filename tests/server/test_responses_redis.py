@@ -55,3 +55,28 @@ def test_a_chain_started_on_one_replica_continues_on_the_other(replicas):
     a.client(api_key="key-alice").responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         b.client(api_key="key-alice").responses.retrieve(first.id)
+
+
+def test_a_tenants_stored_responses_are_held_to_its_quotas_across_replicas(replicas):
+    from promptcache.server.openai.responses.redis_store import RedisResponseStore
+    from promptcache.server.openai.responses.store import StoredResponse
+
+    _, redis = replicas
+    now = [1000.0]
+    one, two = (RedisResponseStore(redis.url, 600, TIER_KEY, clock=lambda: now[0], max_per_tenant=3,
+                                   max_bytes_per_tenant=4000) for _ in range(2))
+
+    def put(store, tenant: str, rid: str, chars: int) -> None:
+        now[0] += 1
+        store.put(StoredResponse(rid, tenant, {"text": "x" * chars}, [], []))
+
+    put(one, "quota-bob", "b1", 100)
+    for i in range(4):  # the count: the fourth evicts the first, whichever replica stores it
+        put((one, two)[i % 2], "quota-alice", f"a{i}", 100)
+    assert [two.get("quota-alice", f"a{i}") is not None for i in range(4)] == [False, True, True, True]
+    put(two, "quota-alice", "big", 3700)  # the bytes (values of ~n + 90 sealed): a2 must go as well as a1
+    assert [one.get("quota-alice", r) is not None for r in ("a1", "a2", "a3", "big")] == [False, False, True, True]
+    assert one.delete("quota-alice", "big")
+    put(one, "quota-alice", "a4", 100)  # a deleted response frees its place
+    assert [one.get("quota-alice", r) is not None for r in ("a3", "a4")] == [True, True]
+    assert two.get("quota-bob", "b1") is not None  # another tenant's are untouched

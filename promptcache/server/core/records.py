@@ -141,7 +141,10 @@ PREFIX = b"promptcache:records:"
 _GLOB = {ord(c): "\\" + c for c in "*?[]\\"}
 
 
-class _Scanning(RedisStore):
+class ScanningRedis(RedisStore):
+    """A RedisStore that also lists keys by prefix, replaces only existing keys, takes a lock
+    every replica respects, and runs a function of the client with the store's error handling."""
+
     LOCK_S = 5.0  # a tenant's cap lock: held for one count and one write, given up after this
 
     def scan(self, prefix: bytes) -> list[bytes]:
@@ -149,6 +152,10 @@ class _Scanning(RedisStore):
         pattern = (self.prefix + prefix).decode().translate(_GLOB).encode() + b"*"
         found = self._call(lambda client: list(client.scan_iter(match=pattern, count=1000)))
         return [key[len(self.prefix):] for key in found]
+
+    def run(self, fn):
+        """fn(client): a Redis outage is StoreUnavailable, as for every other call."""
+        return self._call(fn)
 
     def replace(self, key: bytes, value: bytes, ttl_s: float | None) -> bool:
         """Write `key` only if it exists (SET XX): False when it is gone."""
@@ -176,7 +183,7 @@ class RedisRecords:
     def __init__(self, url: str, tier_key: str | None = None, clock: Callable[[], float] = time.time,
                  timeout_s: float = 1.0):
         self.clock = clock
-        self._redis = _Scanning(url, prefix=PREFIX, timeout_s=timeout_s)
+        self._redis = ScanningRedis(url, prefix=PREFIX, timeout_s=timeout_s)
         self._cipher = Cipher.from_hex(tier_key) if tier_key else None
 
     @staticmethod

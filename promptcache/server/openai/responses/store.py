@@ -138,11 +138,11 @@ class SqliteResponseStore(SqliteFile):
 def response_store(settings) -> ResponseStore:
     """Redis when the storage tiers' Redis is configured (any replica continues a chain), else
     the SQLite file."""
+    limits = settings.limits
+    quotas = dict(max_per_tenant=limits.max_stored_responses_per_tenant,
+                  max_bytes_per_tenant=limits.max_stored_response_bytes_per_tenant)
     if settings.redis_url:
         from promptcache.server.openai.responses.redis_store import RedisResponseStore
 
-        return RedisResponseStore(settings.redis_url, settings.responses_ttl_s, settings.tier_key)
-    limits = settings.limits
-    return SqliteResponseStore(settings.responses_db, settings.responses_ttl_s,
-                               max_per_tenant=limits.max_stored_responses_per_tenant,
-                               max_bytes_per_tenant=limits.max_stored_response_bytes_per_tenant)
+        return RedisResponseStore(settings.redis_url, settings.responses_ttl_s, settings.tier_key, **quotas)
+    return SqliteResponseStore(settings.responses_db, settings.responses_ttl_s, **quotas)
