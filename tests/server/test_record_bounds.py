@@ -18,6 +18,8 @@ from dataclasses import replace
 import httpx
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from live_server import start_server
 
 from promptcache.server.admin import pin_owner
@@ -244,3 +246,25 @@ def test_the_restore_is_bounded_and_serves_while_it_runs(tiny_llama_dir, keys_fi
         assert [engine.retained_blocks(owner) for owner in sorted(owners)] == [2, 2, 0]  # in id order, up to the cap
     finally:
         server.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "delete", "update"]), st.integers(0, 5)), max_size=30))
+def test_any_sequence_of_claims_deletes_and_updates_keeps_the_cap_and_the_dead_dead(ops):
+    """Any interleaving of creations, deletions and updates, against a set of live ids as the
+    model: never more than the cap, and an update never brings back what a delete took."""
+    store = SqliteRecords(":memory:")
+    live: set[str] = set()
+    for op, n in ops:
+        rid = f"s{n}"
+        record = Record("session", "alice", rid, {"n": n})
+        if op == "add":
+            allowed = rid in live or len(live) < CAP
+            assert store.add(record, CAP) == allowed
+            live |= {rid} if allowed else set()
+        elif op == "delete":
+            assert store.delete("session", "alice", rid) == (rid in live)
+            live.discard(rid)
+        else:
+            assert store.update(record) == (rid in live)
+        assert [r.id for r in store.list("session", "alice")] == sorted(live)
