@@ -21,14 +21,15 @@ from pydantic import BaseModel
 from promptcache.server.anthropic.schema import CountTokensRequest, MessagesRequest
 from promptcache.server.core import handled
 from promptcache.server.core.lenient import unknown_fields
-from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, GenerateContentRequest
+from promptcache.server.gemini.schema import (CachedContentRequest, CachedContentUpdate, CountTokensRequest,
+                                              GenerateContentRequest)
 from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.openai.schema import ChatCompletionRequest, CompletionRequest
 
 REQUESTS = {
     "openai": [ChatCompletionRequest, CompletionRequest, ResponsesRequest],
     "anthropic": [MessagesRequest, CountTokensRequest],
-    "gemini": [GenerateContentRequest, CachedContentRequest, CachedContentUpdate],
+    "gemini": [GenerateContentRequest, CachedContentRequest, CachedContentUpdate, CountTokensRequest],
 }
 
 

@@ -82,6 +82,9 @@ HANDLED: dict[str, frozenset[str]] = {
     "gemini.schema:CachedContentRequest": frozenset({
         "model", "contents", "systemInstruction", "tools", "toolConfig", "ttl", "expireTime", "displayName"}),
     "gemini.schema:CachedContentUpdate": frozenset({"ttl", "expireTime"}),
+    "gemini.schema:CountTokensRequest": frozenset({"contents", "generateContentRequest"}),
+    "gemini.schema:CountedRequest": frozenset({
+        "model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "cachedContent"}),
 }
 
 # Documented, accepted, and without effect here: named in x-ignored-fields when sent.

@@ -1,7 +1,8 @@
 """/v1beta/cachedContents: Gemini's explicit caches, as retained prefixes (retention.py).
 
-POST renders `systemInstruction`, `tools` and `contents` as the start of a conversation (no
-model header, so every request that continues them hits), computes and pins that prefix for
+POST renders `systemInstruction`, `tools` (under `toolConfig`, in the tool format a request
+using them renders: gemini/tools.py) and `contents` as the start of a conversation (no model
+header, so every request that continues them hits), computes and pins that prefix for
 `ttl` or until `expireTime` (one hour by default), and answers the CachedContent resource with
 `usageMetadata.totalTokenCount`. GET, list, PATCH (a new `ttl` or `expireTime` only) and
 DELETE act on the caller's tenant's cached contents: another tenant's name is NOT_FOUND. A
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
@@ -23,7 +25,8 @@ from promptcache.server.core.deps import check_model, off_loop, server_state, te
 from promptcache.server.core.records import Record
 from promptcache.server.errors import APIError, bad_request
 from promptcache.server.gemini import translate as tr
-from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, Content, Tool
+from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, Content, Tool, ToolConfig
+from promptcache.server.gemini.tools import plan, turns
 from promptcache.server.request_id import request_id_of
 from promptcache.server.retention import deadline, extend, records, release, restore, retain_record, sweep
 from promptcache.server.state import ServerState
@@ -53,12 +56,21 @@ def not_found(cid: str) -> APIError:
                     code="cached_content_not_found")
 
 
-def prefix_turns(data: dict) -> tuple[list, list[dict] | None]:
-    """(chat turns, template tools) of a recorded cached content."""
-    system = Content.model_validate(data["systemInstruction"]) if data.get("systemInstruction") else None
-    contents = [Content.model_validate(c) for c in data.get("contents") or []]
-    tools = [Tool.model_validate(t) for t in data.get("tools") or []]
-    return tr.turns(system, contents), tr.template_tools(tools)
+@dataclass(frozen=True)
+class Prefix:
+    """What a cached content holds, as a request would send it."""
+
+    system: Content | None
+    tools: list[Tool]
+    tool_config: ToolConfig | None
+    contents: list[Content]
+
+
+def prefix_of(data: dict) -> Prefix:
+    return Prefix(Content.model_validate(data["systemInstruction"]) if data.get("systemInstruction") else None,
+                  [Tool.model_validate(t) for t in data.get("tools") or []],
+                  ToolConfig.model_validate(data["toolConfig"]) if data.get("toolConfig") else None,
+                  [Content.model_validate(c) for c in data.get("contents") or []])
 
 
 def resource(record: Record) -> dict:
@@ -91,13 +103,12 @@ async def create(body: CachedContentRequest, http: HTTPRequest, tenant: Tenant =
     check_model(state, model)
     if not body.contents and body.systemInstruction is None:
         raise bad_request("a cached content needs contents or a systemInstruction", param="contents")
-    if body.tools:
-        state.renderer.require_tool_format("tools")
     now = state.wall_clock()
     ttl_s = tr.lifetime(body.ttl, body.expireTime, now, tr.DEFAULT_TTL_S)
     data = body.model_dump(mode="json", exclude_none=True, exclude={"ttl", "expireTime"})
-    turns, tools = prefix_turns(data)
-    tokens = await off_loop(state, state.renderer.render_prefix, turns, tools)
+    structure = plan(state.renderer, body.tools, body.toolConfig, None)
+    prefix = turns(structure, body.systemInstruction, body.contents)
+    tokens = await off_loop(state, state.renderer.render_prefix, prefix, structure.template_tools)
     cid = uuid.uuid4().hex[:24]
     record = Record(KIND, tenant.name, cid, {**data, "model": model, "tokens": tokens, "createTime": now,
                                              "updateTime": now, "owner": owner_of(tenant.name, cid),

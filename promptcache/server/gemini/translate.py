@@ -1,16 +1,15 @@
-"""Gemini shapes <-> the neutral server core: contents to chat turns, Durations and timestamps,
-generationConfig to a SamplingSpec, and the response objects."""
+"""Gemini shapes <-> the neutral server core: Durations and timestamps, generationConfig to a
+SamplingSpec, and the response objects (contents and tools: gemini/tools.py)."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
 
-from promptcache.server.chat import Turn
 from promptcache.server.core.spec import SamplingSpec
 from promptcache.server.core.usage import TokenUsage
 from promptcache.server.errors import bad_request
-from promptcache.server.gemini.schema import Content, GenerationConfig, Tool
+from promptcache.server.gemini.schema import GenerationConfig, Tool
 
 DEFAULT_TTL_S = 3600.0  # Gemini's default for a cached content
 MAX_TTL_S = 30 * 86_400.0
@@ -20,21 +19,11 @@ def model_name(value: str) -> str:
     return value.removeprefix("models/")
 
 
-def turns(system: Content | None, contents: list[Content] | None) -> list[Turn]:
-    """Gemini contents as chat turns: "model" is the assistant, a system instruction a system turn."""
-    out = [Turn("system", "".join(p.text for p in system.parts))] if system is not None else []
-    for content in contents or []:
-        out.append(Turn("assistant" if content.role == "model" else "user", "".join(p.text for p in content.parts)))
-    return out
-
-
-def template_tools(tools: list[Tool] | None) -> list[dict] | None:
-    """functionDeclarations in the shape chat templates render (OpenAI's function tools)."""
+def declarations(tools: list[Tool] | None) -> list[dict] | None:
+    """Every functionDeclaration, as sent: what the tool limits count and measure."""
     if not tools:
         return None
-    return [{"type": "function", "function": {"name": f.name, "description": f.description or "",
-                                              "parameters": f.parameters or {"type": "object", "properties": {}}}}
-            for tool in tools for f in tool.functionDeclarations]
+    return [f.model_dump(exclude_none=True) for tool in tools for f in tool.functionDeclarations]
 
 
 def duration_s(value: str, param: str = "ttl") -> float:
@@ -94,8 +83,8 @@ def usage_metadata(usage: TokenUsage) -> dict:
     return meta
 
 
-def candidate(text: str, finish_reason: str | None) -> dict:
-    out: dict = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+def candidate(parts: list[dict], finish_reason: str | None) -> dict:
+    out: dict = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish_reason is not None:
         out["finishReason"] = "MAX_TOKENS" if finish_reason == "length" else "STOP"
     return out
