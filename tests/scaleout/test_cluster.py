@@ -284,8 +284,9 @@ def test_a_prefix_one_replica_computed_is_read_from_redis_by_the_other(cluster, 
         assert cluster.book.where(one["id"])[0] != cluster.book.where(two["id"])[0]
         assert one["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
         restored = two["usage"]["prompt_tokens_details"]["cached_tokens"]
-        # All of it, unless a read overran the tier's deadlines (a loaded machine): then a leading part.
-        assert 0 < restored <= len(keys) * 16
+        # All of it: every full block of the prompt was in Redis before the second request (a
+        # read past the tier's first deadline, 1 s for a few local blocks, would be a defect too).
+        assert restored == len(keys) * 16 > 0
         tiers = dict(part.split("=") for part in second.headers["x-cache-tiers"].split(";"))
         assert {tier: int(n) for tier, n in tiers.items() if int(n)} == {"redis": restored}  # all from Redis
         assert two["choices"][0]["text"] == one["choices"][0]["text"]  # greedy: restored KV, the same reply
