@@ -211,8 +211,9 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
 
     def _take_in(self, request: Request) -> None:
         """request as a waiting sequence; registered last, after everything that may raise."""
-        detokenizer = IncrementalDetokenizer(self.tokenizer, request.sampling.stop, request.sampling.skip_special_tokens)
-        seq = Sequence(request, detokenizer, new_generator(request.sampling))
+        sampling = request.sampling
+        detokenizer = IncrementalDetokenizer(self.tokenizer, sampling.stop, sampling.skip_special_tokens)
+        seq = Sequence(request, detokenizer, new_generator(sampling))
         if request.structure is not None:
             seq.constraint = Constraint(request.structure)
         if request.sampling.prompt_logprobs is not None:

@@ -188,7 +188,8 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
 
 
 # The engine names its own fields; each dialect's endpoint calls some of them otherwise.
-_PARAM_NAMES = {"/v1/chat/completions": {"prompt": "messages"}, "/v1/messages": {"prompt": "messages"}}
+_PARAM_NAMES = {"/v1/chat/completions": {"prompt": "messages"}, "/v1/messages": {"prompt": "messages"},
+                "/v1/responses": {"prompt": "input", "max_tokens": "max_output_tokens"}}
 
 
 async def _engine_input_error(request: Request, exc: EngineInputError) -> JSONResponse:

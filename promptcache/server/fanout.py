@@ -14,10 +14,17 @@ from dataclasses import replace
 
 from fastapi import Request as HTTPRequest
 
+from promptcache.engine.api import INT64_MIN
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.core.usage import TokenUsage
 from promptcache.server.generation import Generation, start
 from promptcache.server.state import ServerState
+
+
+def choice_seed(seed: int, j: int) -> int:
+    """Choice j's seed: seed + j, wrapped around within int64 (INT64_MAX + 1 is INT64_MIN), so
+    that every valid seed gives every choice a valid one."""
+    return (seed + j - INT64_MIN) % 2**64 + INT64_MIN
 
 
 def choice_specs(spec: GenerationSpec, n: int, first_index: int) -> list[GenerationSpec]:
@@ -25,7 +32,7 @@ def choice_specs(spec: GenerationSpec, n: int, first_index: int) -> list[Generat
     out = []
     for j in range(n):
         seed = spec.sampling.seed
-        sampling = replace(spec.sampling, seed=None if seed is None else seed + j)
+        sampling = replace(spec.sampling, seed=None if seed is None else choice_seed(seed, j))
         out.append(replace(spec, request_id=f"{spec.request_id}-{first_index + j}", sampling=sampling))
     return out
 

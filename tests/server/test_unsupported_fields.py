@@ -15,9 +15,9 @@ BASES = {
     "/v1/messages": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
 }
 REFUSED = [
-    ("/v1/chat/completions", "presence_penalty", 0.5),
-    ("/v1/chat/completions", "frequency_penalty", -1),
-    ("/v1/chat/completions", "logit_bias", {"42": 5}),
+    ("/v1/chat/completions", "functions", [{"name": "f", "parameters": {"type": "object"}}]),
+    ("/v1/chat/completions", "function_call", "auto"),
+    ("/v1/completions", "modalities", ["audio"]),
     ("/v1/chat/completions", "audio", {"voice": "alloy", "format": "wav"}),
     ("/v1/chat/completions", "modalities", ["text", "audio"]),
     ("/v1/completions", "best_of", 3),
@@ -30,8 +30,8 @@ REFUSED = [
     ("/v1/messages", "diagnostics", {"previous_message_id": None}),
 ]
 NEUTRAL = [
-    ("/v1/chat/completions", "presence_penalty", 0),
-    ("/v1/chat/completions", "logit_bias", {}),
+    ("/v1/chat/completions", "functions", []),
+    ("/v1/chat/completions", "function_call", "none"),
     ("/v1/chat/completions", "modalities", ["text"]),
     ("/v1/completions", "best_of", 1),
     ("/v1/responses", "truncation", "disabled"),

@@ -36,19 +36,20 @@ def _encodes(text: str) -> bool:
 
 
 def lone_surrogate(value: Any) -> str | None:
-    """Where in a JSON value (dicts, lists, strings, numbers) the first string, key or value,
-    holds a lone surrogate, as a path like `.properties.city` or `[2]`; None if there is none.
-    Iterative, so a deeply nested value cannot exhaust the stack."""
+    """Where in a JSON value (dicts, lists, strings, numbers) the first string holding a lone
+    surrogate is, as a path like `.properties.city` or `[2]` ("" for the value itself; for a key,
+    the path of its object); None if there is none. Iterative, so a deeply nested value cannot
+    exhaust the stack."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
             if not _encodes(item):
-                return path or "."
+                return path
         elif isinstance(item, dict):
             for key, child in reversed(item.items()):
                 if isinstance(key, str) and not _encodes(key):
-                    return (path or ".") + " (a key)"
+                    return path
                 stack.append((f"{path}.{key}", child))
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
@@ -61,7 +62,8 @@ def _encodable_json(value: Any) -> Any:
     # surrogate would be a 500. Checked once, whole, when the body is validated.
     path = lone_surrogate(value)
     if path is not None:
-        raise ValueError(f"a string at {sanitized(path)} holds a lone surrogate, which is not valid UTF-8")
+        where = f"at {sanitized(path)}" if path else "at its top level"
+        raise ValueError(f"a string {where} holds a lone surrogate, which is not valid UTF-8")
     return value
 
 
@@ -97,7 +99,8 @@ def check_token_ids(tokens: list[int], vocab_size: int, param: str = "prompt") -
     if any(not (isinstance(t, int) and 0 <= t < vocab_size) for t in tokens):
         from promptcache.server.errors import bad_request
 
-        raise bad_request(f"'{param}' holds token ids outside the vocabulary (0 to {vocab_size - 1}).", param=param)
+        raise bad_request(f"'{param}' must be one list of token ids from 0 to {vocab_size - 1} (the vocabulary).",
+                          param=param)
     return tokens
 
 

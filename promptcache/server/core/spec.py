@@ -27,6 +27,12 @@ class SamplingSpec:
     skip_special_tokens: bool = True
     logprobs: int | None = None  # top alternatives per generated token (None: no logprobs)
     prompt_logprobs: int | None = None  # the prompt's logprobs, served from the cache (None: none)
+    # Penalties and biases (engine/penalties.py); None: not applied.
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), ids unique
+    min_p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ def sampling_params(spec: SamplingSpec, n_prompt: int, context_length: int, defa
         stop=tuple(s for s in spec.stop if s),  # an empty stop string would stop at once
         ignore_eos=spec.ignore_eos, skip_special_tokens=spec.skip_special_tokens,
         logprobs=spec.logprobs, prompt_logprobs=spec.prompt_logprobs,
+        presence_penalty=spec.presence_penalty or 0.0, frequency_penalty=spec.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if spec.repetition_penalty is None else spec.repetition_penalty,
+        logit_bias=spec.logit_bias, min_p=spec.min_p or 0.0,
     )
     params.validate()
     return params

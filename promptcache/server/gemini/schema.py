@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from promptcache.server.core.fields import Text
+from promptcache.server.core.fields import Penalty, Seed, Text
 from promptcache.server.core.fields import JsonObject
 
 
@@ -101,7 +101,9 @@ class GenerationConfig(GeminiBody):
     responseSchema: dict[str, Any] | None = None  # Gemini's OpenAPI subset (gemini/openapi.py)
     responseJsonSchema: dict[str, Any] | None = None  # a JSON Schema
     candidateCount: Literal[1] | None = None
-    seed: int | None = None
+    seed: Seed | None = None  # bounded as OpenAI's (int64): torch refuses seeds past 2**64 - 1
+    presencePenalty: Penalty | None = None
+    frequencyPenalty: Penalty | None = None
 
 
 class GenerateContentRequest(GeminiBody):

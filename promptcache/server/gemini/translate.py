@@ -72,7 +72,8 @@ def rfc3339(epoch: float | None) -> str | None:
 def sampling_spec(config: GenerationConfig | None) -> SamplingSpec:
     c = config or GenerationConfig()
     return SamplingSpec(max_tokens=c.maxOutputTokens, temperature=c.temperature, top_p=c.topP, top_k=c.topK,
-                        seed=c.seed, stop=tuple(c.stopSequences or ()))
+                        seed=c.seed, stop=tuple(c.stopSequences or ()), presence_penalty=c.presencePenalty,
+                        frequency_penalty=c.frequencyPenalty)
 
 
 def usage_metadata(usage: TokenUsage) -> dict:

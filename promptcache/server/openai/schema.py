@@ -9,7 +9,8 @@ instead. Logprobs (`logprobs`, `top_logprobs`, `echo`, vLLM's `prompt_logprobs`)
 as openai/logprobs.py says.
 
 Extensions beyond OpenAI, all optional: `caching` ({"enabled": false} or {"type": "disabled"}
-bypasses the prefix cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`.
+bypasses the prefix cache for one request), `top_k`, `ignore_eos`, `skip_special_tokens`, and
+vLLM's `repetition_penalty` and `min_p`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from promptcache.server.core.fields import INT64_MAX, INT64_MIN, Temperature, Text, TopK, TopP, joined_text, refusing
+from promptcache.server.core.fields import (INT64_MAX, LogitBias, MinP, Penalty, RepetitionPenalty, Seed, Temperature,
+                                            Text, TopK, TopP, joined_text, refusing)
 from promptcache.server.core.fields import JsonObject
 from promptcache.server.core.lenient import LenientBody
 from promptcache.server.prompts.schema import PromptReference
@@ -69,7 +71,6 @@ MAX_CHOICES = 16
 
 # OpenAI fields this server does not implement, with the values that mean "not used".
 UNSUPPORTED = {
-    "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0), "logit_bias": ({},),
     "functions": ([],), "function_call": ("none",), "audio": (), "prediction": (), "web_search_options": (),
     "modalities": (["text"],), "best_of": (1,), "suffix": ("",),
 }
@@ -86,7 +87,12 @@ class SamplingFields(OpenAIBody):
     temperature: Annotated[Temperature, Field(le=2.0)] | None = None
     top_p: TopP | None = None
     top_k: TopK | None = None
-    seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
+    seed: Seed | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
+    repetition_penalty: RepetitionPenalty | None = None  # vLLM's extension: prompt and output tokens
+    min_p: MinP | None = None  # vLLM's extension
     stop: Text | Annotated[list[Text], Field(max_length=4)] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] | None = None  # choices per prompt, sharing its prefill
     stream: bool | None = False

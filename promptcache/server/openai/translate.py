@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from promptcache.server.core.fields import logit_bias_pairs
 from promptcache.server.core.spec import CacheSpec, SamplingSpec
 from promptcache.server.core.usage import TokenUsage
 from promptcache.server.openai.logprobs import chat_counts, completion_counts
@@ -18,6 +19,8 @@ def sampling_spec(body: SamplingFields, limit: int | None) -> SamplingSpec:
         temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, seed=body.seed,
         stop=body.stop_strings(), ignore_eos=body.ignore_eos, skip_special_tokens=body.skip_special_tokens,
         logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+        presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty, logit_bias=logit_bias_pairs(body.logit_bias), min_p=body.min_p,
     )
 
 
