@@ -2,19 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, model_validator
 
+from promptcache.engine.api import (INT64_MAX, INT64_MIN, MAX_LOGIT_BIAS, MAX_LOGIT_BIAS_TOKENS, MAX_PENALTY,
+                                    REPETITION_PENALTY_RANGE)
 from promptcache.server.core.lenient import sanitized
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Sampling knobs as OpenAI and Anthropic both bound them; the temperature's upper bound is each
 # dialect's own (`Annotated[Temperature, Field(le=...)]`). Infinity and NaN are refused.
 Temperature = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 TopK = Annotated[int, Field(ge=0)]
+# Every dialect's seed is OpenAI's int64 (torch refuses seeds past 2**64 - 1).
+Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# OpenAI's presence and frequency penalties (Gemini's presencePenalty, frequencyPenalty).
+Penalty = Annotated[float, Field(ge=-MAX_PENALTY, le=MAX_PENALTY, allow_inf_nan=False)]
+RepetitionPenalty = Annotated[float, Field(ge=REPETITION_PENALTY_RANGE[0], le=REPETITION_PENALTY_RANGE[1],
+                                           allow_inf_nan=False)]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+_TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")  # one spelling per id: "7", never "07" or " 7"
+
+
+def _logit_bias(value: dict[str, Any]) -> dict[str, Any]:
+    # Checked as a whole, so that no error's location (the 400's param, a log line) carries a
+    # key the client wrote; the vocabulary bound is the engine's (Engine.validate).
+    if len(value) > MAX_LOGIT_BIAS_TOKENS:
+        raise ValueError(f"at most {MAX_LOGIT_BIAS_TOKENS} token ids may be biased")
+    for key, bias in value.items():
+        if not _TOKEN_ID.fullmatch(key):
+            raise ValueError("keys must be token ids written as decimal integers, such as \"50256\"")
+        number = isinstance(bias, (int, float)) and not isinstance(bias, bool)
+        if not (number and -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS):
+            raise ValueError(f"biases must be numbers between -{MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}")
+    return value
+
+
+# OpenAI's logit_bias: {"token id": bias}; as (id, bias) pairs with `logit_bias_pairs`.
+LogitBias = Annotated[dict[str, Any], AfterValidator(_logit_bias)]
+
+
+def logit_bias_pairs(value: dict[str, Any] | None) -> tuple[tuple[int, float], ...]:
+    return tuple(sorted((int(key), float(bias)) for key, bias in (value or {}).items()))
 
 
 def _encodable(text: str) -> str:
