@@ -181,12 +181,12 @@ def test_messages_cut_stops_at_max_tokens_with_the_complete_calls(tiny_server, m
             messages=[{"role": "user", "content": parallel.question}])
         assert message.stop_reason == "max_tokens"
         assert calls(message) == parallel.calls[:parallel.complete(k)], k
-    k = parallel.cuts()[-1]
-    with messages_client.messages.stream(model=tiny_server.model, max_tokens=k, extra_body=GREEDY, tools=MESSAGES_TOOLS,
-                                         tool_choice={"type": "any"},
-                                         messages=[{"role": "user", "content": parallel.question}]) as stream:
-        final = stream.get_final_message()
-    assert final.stop_reason == "max_tokens" and calls(final) == parallel.calls[:parallel.complete(k)]
+    for k in (1, parallel.cuts()[-1]):  # cut inside the first call (no block), and after calls
+        with messages_client.messages.stream(
+                model=tiny_server.model, max_tokens=k, extra_body=GREEDY, tools=MESSAGES_TOOLS,
+                tool_choice={"type": "any"}, messages=[{"role": "user", "content": parallel.question}]) as stream:
+            final = stream.get_final_message()
+        assert final.stop_reason == "max_tokens" and calls(final) == parallel.calls[:parallel.complete(k)]
     named = messages_client.messages.create(
         model=tiny_server.model, max_tokens=300, extra_body=GREEDY, tools=MESSAGES_TOOLS,
         tool_choice={"type": "tool", "name": "weather"}, messages=[{"role": "user", "content": parallel.question}])

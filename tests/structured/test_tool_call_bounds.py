@@ -74,7 +74,8 @@ def _accepts(compiler, tokenizer, spec: StructureSpec, text: str) -> bool:
 @pytest.mark.parametrize("form", [generic, native], ids=["generic", "native"])
 def test_a_named_choice_allows_exactly_one_call_and_parallel_calls_are_bounded(compiler, tokenizer, form):
     def allows(choice: ToolChoice, n: int) -> bool:
-        return _accepts(compiler, tokenizer, form.grammar([WEATHER, CLOCK], choice), form.assistant_text([ROME] * n, None))
+        reply = form.assistant_text([ROME] * n, None)
+        return _accepts(compiler, tokenizer, form.grammar([WEATHER, CLOCK], choice), reply)
 
     for one in (ToolChoice("named", "weather"), ToolChoice("named", "weather", parallel=False),
                 ToolChoice("required", parallel=False)):

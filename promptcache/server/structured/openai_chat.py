@@ -162,8 +162,10 @@ def reply_message(text: str, structure: ChatStructure, finish_reason: str) -> tu
     return None, tool_calls, "length" if finish_reason == "length" else "tool_calls"
 
 
-def reply_calls(text: str, structure: ChatStructure, finish_reason: str = "stop") -> tuple[list[generic.ToolCall],
-                                                                                         str | None]:
+Reply = tuple[list[generic.ToolCall], str | None]  # (calls, content)
+
+
+def reply_calls(text: str, structure: ChatStructure, finish_reason: str = "stop") -> Reply:
     """(calls, content) of a finished reply, in the structure's tool format. A reply cut by
     max_tokens ("length") keeps only the calls it completed, and never shows the format as text."""
     if not structure.calls_allowed:

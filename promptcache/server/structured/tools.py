@@ -137,7 +137,10 @@ def parse_cut(text: str) -> tuple[list[ToolCall], str | None]:
         return parse_reply(text)
     if text.startswith(_CALLS_OPEN):
         return complete_calls(text, len(_CALLS_OPEN), ", "), None
-    partial = pydantic_core.from_json(text, allow_partial="trailing-strings") if text.startswith("{") else None
+    try:
+        partial = pydantic_core.from_json(text, allow_partial="trailing-strings")
+    except ValueError:  # not a prefix of the format (it always is under the grammar)
+        partial = None
     response = partial.get("response") if isinstance(partial, dict) else None
     return [], response if isinstance(response, str) else None
 
