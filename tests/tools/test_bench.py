@@ -48,13 +48,18 @@ def test_each_workload_completes_with_documented_json(bench_server, tmp_path, wo
 def test_compare_alternates_and_reports_ratios_and_plot(bench_server, tmp_path):
     out, png = tmp_path / "compare.json", tmp_path / "ttft.png"
     second = bench_server.base_url.replace("127.0.0.1", "localhost")
-    result = run_bench(bench_server, "--workload", "shared-system", "--compare", second, "--out", str(out), "--plot", str(png))
+    result = run_bench(bench_server, "--workload", "chat", "--compare", second, "--out", str(out), "--plot", str(png))
     doc = json.loads(out.read_text())
     assert set(doc["summary"]) == {bench_server.base_url, second}
     assert set(doc["ratios"]) == {"ttft_p50_s", "ttft_p90_s", "ttft_mean_s", "itl_p50_s", "total_p50_s"}
     assert all(value > 0 for value in doc["ratios"].values() if value is not None)
-    order = [r["endpoint"] for r in sorted(doc["requests"], key=lambda r: r["start_s"])]
-    assert order.count(second) == order.count(bench_server.base_url) == 3
+    # Every turn went to both endpoints, the first one first on even turns, the other on odd ones.
+    sent: dict[tuple[int, int], list[str]] = {}
+    for row in sorted(doc["requests"], key=lambda r: r["start_s"]):
+        sent.setdefault((row["conversation"], row["turn"]), []).append(row["endpoint"])
+    assert sorted(sent) == [(conv, turn) for conv in range(3) for turn in range(2)]
+    for (_, turn), endpoints in sent.items():
+        assert endpoints == [bench_server.base_url, second][:: 1 if turn % 2 == 0 else -1]
     assert "ratio" in result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
