@@ -28,3 +28,16 @@ def serving_engine():
     from promptcache.server.settings import ServerSettings
 
     return engine_from_settings(ServerSettings())
+
+
+@pytest.fixture(scope="session")
+def accepts(compiler, tokenizer):
+    """accepts(spec, text): whether decoding under `spec` lets the model write `text`, token by
+    token through the compiled grammar's matcher, ending where the grammar may end."""
+
+    def accepts(spec, text: str) -> bool:
+        matcher = compiler.compile(spec).new_matcher()
+        return all(matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) \
+            and matcher.is_accepting()
+
+    return accepts

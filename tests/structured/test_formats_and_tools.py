@@ -72,13 +72,18 @@ def test_the_tool_list_renders_the_same_whatever_the_choice():
     (ToolChoice("required", parallel=False), [{"tool_calls": [{"name": "get_time", "arguments": {}}]}],
      [{"tool_calls": [{"name": "get_time", "arguments": {}}, {"name": "get_time", "arguments": {}}]}]),
 ])
-def test_tool_choice_grammars_allow_exactly_what_they_should(choice, valid, invalid):
-    schema = json.loads(grammar([WEATHER, TIME], choice).source)
+def test_tool_choice_grammars_allow_exactly_what_they_should(accepts, choice, valid, invalid):
+    """Checked where decoding enforces it, the compiled grammar's token matcher, on the text a
+    model writes (as assistant_text renders it), and by the JSON schema it is built from."""
+    spec = grammar([WEATHER, TIME], choice)
+    schema = json.loads(spec.source)
     for value in valid:
         jsonschema.validate(value, schema)
+        assert accepts(spec, json.dumps(value)), value
     for value in invalid:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(value, schema)
+        assert not accepts(spec, json.dumps(value)), value
 
 
 def test_choices_that_cannot_be_met_are_refused():

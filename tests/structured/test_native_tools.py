@@ -19,7 +19,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
 
 from live_server import start_server, with_template  # noqa: E402
 
-from promptcache.engine.structured.spec import StructureSpec  # noqa: E402
 from promptcache.server.chat import ChatRenderer, Turn  # noqa: E402
 from promptcache.server.settings import ServerSettings  # noqa: E402
 from promptcache.server.structured import native  # noqa: E402
@@ -74,12 +73,6 @@ def test_the_parser_reads_calls_and_the_text_around_them():
     assert native.parse_reply(one) == ([ToolCall("forecast", {"unit": "c", "days": 3})], None)
 
 
-def _accepts(compiler, tokenizer, spec: StructureSpec, text: str) -> bool:
-    matcher = compiler.compile(spec).new_matcher()
-    return all(matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False)) \
-        and matcher.is_accepting()
-
-
 @pytest.mark.parametrize("mode, name, parallel, text, ok", [
     ("auto", None, True, "It will rain.", True),
     ("auto", None, True, "Sure <tool_call>\n{}", False),  # a call is never free text
@@ -97,9 +90,9 @@ def _accepts(compiler, tokenizer, spec: StructureSpec, text: str) -> bool:
     ("named", "local_time", True, native.assistant_text([ToolCall("forecast", {"unit": "c", "days": 2})], None), False),
     ("named", "local_time", True, native.assistant_text([ToolCall("local_time", {"city": "Paris"})], None), True),
 ])
-def test_the_grammar_holds_calls_to_their_schemas_and_the_choice(compiler, tokenizer, mode, name, parallel, text, ok):
+def test_the_grammar_holds_calls_to_their_schemas_and_the_choice(accepts, mode, name, parallel, text, ok):
     spec = native.grammar(TOOLS, ToolChoice(mode, name, parallel))
-    assert _accepts(compiler, tokenizer, spec, text) is ok
+    assert accepts(spec, text) is ok
     assert native.grammar(TOOLS, ToolChoice("none")) is None
 
 
