@@ -1,6 +1,6 @@
 """The bound on characters per token (model/token_span.py) holds for every text, is attained, and
-is withheld where the tokenizer's pipeline could shrink or drop text; long texts tokenized off the
-GIL give the same ids as the single-text call."""
+is withheld where the tokenizer's pipeline could shrink or drop text; long texts tokenized (and
+long id lists decoded) off the GIL give what the single-text calls give."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def test_the_bound_is_smollm2s_longest_token_and_is_attained(smollm2_tokenizer):
 @given(text=TEXTS.filter(bool))
 def test_a_long_text_gets_the_same_ids_through_the_gil_free_call(smollm2_tokenizer, text):
     long = text * (GIL_FREE_CHARS // len(text) + 1)
-    assert smollm2_tokenizer.encode(long) == [*smollm2_tokenizer.encode("")[:1],
-                                              *smollm2_tokenizer.backend.encode(long, add_special_tokens=False).ids]
+    ids, backend = smollm2_tokenizer.encode(long), smollm2_tokenizer.backend
+    assert ids == [*smollm2_tokenizer.encode("")[:1], *backend.encode(long, add_special_tokens=False).ids]
+    assert smollm2_tokenizer.decode(ids * 4) == backend.decode(ids * 4, skip_special_tokens=False)  # back, off the GIL
 
 
 def _bpe(normalizer=None, pre_tokenizer=None, **model) -> tokenizers.Tokenizer:

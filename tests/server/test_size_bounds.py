@@ -50,7 +50,8 @@ def http(server) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=60)
 
 
-@given(text=st.text(alphabet="ab{} _\n", max_size=40), values=st.dictionaries(st.sampled_from("ab"), st.text(max_size=9)))
+@given(text=st.text(alphabet="ab{} _\n", max_size=40),
+       values=st.dictionaries(st.sampled_from("ab"), st.text(max_size=9)))
 def test_the_rendered_size_is_known_before_rendering(text, values):
     template = Template(text)
     values = {name: values.get(name, "v") for name in template.variables}

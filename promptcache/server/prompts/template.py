@@ -58,7 +58,8 @@ class Template:
         return len(self.text) + sum(len(values.get(m.group(1), "")) - len(m.group(0))
                                     for m in VARIABLE.finditer(self.text))
 
-    def render(self, values: Mapping[str, str], param: str = "prompt.variables", max_chars: int | None = None) -> str:
+    def render(self, values: Mapping[str, str], param: str = "prompt.variables",
+               max_chars: int | None = None) -> str:
         """The text with every variable replaced. A missing or unknown variable is an error
         naming it: an unknown one is usually a typo, and dropping it would change the prompt
         in silence. A rendering longer than `max_chars` is refused before it is built."""
