@@ -23,13 +23,8 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from promptcache.model.chat_template import ChatTemplate
 from promptcache.model.errors import ModelError, ModelFormatError, UnsupportedModelError
 from promptcache.model.token_span import max_chars_per_token
-from promptcache.model.token_span import max_chars_per_token
 
 _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
-# Texts at least this long are tokenized through the library's batch call, which releases the
-# GIL (the single-text call holds it: a 7 MB prompt stalled every other thread for seconds).
-# The ids are the same: both run the same pipeline on the one text.
-GIL_FREE_CHARS = 4096
 # Texts at least this long are tokenized through the library's batch call, which releases the
 # GIL (the single-text call holds it: a 7 MB prompt stalled every other thread for seconds).
 # The ids are the same: both run the same pipeline on the one text.
@@ -115,18 +110,10 @@ class Tokenizer:
         if len(text) >= GIL_FREE_CHARS:
             ids = self.backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
         else:
-            if len(text) >= GIL_FREE_CHARS:
-            ids = self.backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
-        else:
             ids = self.backend.encode(text, add_special_tokens=False).ids
         if add_special_tokens and self.add_bos:
             return [self.bos_token_id, *ids]
         return ids
-
-    @cached_property
-    def max_chars_per_token(self) -> int | None:
-        """The most characters one token covers, or None if unbounded (model/token_span.py)."""
-        return max_chars_per_token(self.backend)
 
     @cached_property
     def max_chars_per_token(self) -> int | None:
