@@ -163,6 +163,8 @@ def serve_cluster(settings: ServerSettings, cfg: ScaleOut) -> None:
     """`promptcache serve --replicas N`: deploy, serve HTTP here until interrupted, tear down."""
     import uvicorn
 
+    from promptcache.server.http_protocol import uvicorn_options
+
     start_ray(cfg)
     try:
         handle = deploy(settings, cfg)
@@ -170,7 +172,7 @@ def serve_cluster(settings: ServerSettings, cfg: ScaleOut) -> None:
         log.info("%d replicas behind the %s router; ingress on %s:%d", cfg.replicas, cfg.router,
                  settings.host, settings.port)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, **uvicorn_options(settings.http_limits()))
     finally:
         shutdown(cfg)
 
