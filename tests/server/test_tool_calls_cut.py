@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import anthropic
 import httpx
+import openai
 import pytest
 
 PARAMETERS = {"type": "object", "properties": {"city": {"enum": ["Rome", "Oslo", "Lima"]}},
@@ -120,6 +121,34 @@ def test_chat_stream_cut_sends_the_complete_calls_in_chunks_without_null_keys(ti
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == \
         parallel.calls[:parallel.complete(k)]
     assert not any(d.get("content") for d in deltas)
+
+
+def test_chat_stream_helper_accumulates_a_cut_reply(tiny_server, client, parallel):
+    """The SDK's stream helper raises on "length" with tools given, as it does against OpenAI,
+    carrying the completion it accumulated."""
+    k = parallel.cuts()[-1]
+    with pytest.raises(openai.LengthFinishReasonError) as cut:
+        with client.chat.completions.stream(model=tiny_server.model, tools=CHAT_TOOLS, tool_choice="required",
+                                            messages=[{"role": "user", "content": parallel.question}],
+                                            max_tokens=k, temperature=0) as stream:
+            stream.get_final_completion()
+    final = cut.value.completion.choices[0]
+    assert final.finish_reason == "length" and not final.message.content
+    assert _calls(final.message.tool_calls) == parallel.calls[:parallel.complete(k)]
+
+
+def test_plain_chat_stream_chunks_carry_only_the_keys_they_set(tiny_server):
+    body = {"model": tiny_server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "n": 2,
+            "stream": True, "logprobs": True}
+    with httpx.stream("POST", f"{tiny_server.base_url}/chat/completions", json=body, timeout=60) as response:
+        chunks = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
+                  if line.startswith("data: {")]
+    for index in (0, 1):
+        choices = [c for chunk in chunks for c in chunk["choices"] if c["index"] == index]
+        deltas = [c["delta"] for c in choices]
+        assert deltas[0] == {"role": "assistant", "content": ""} and deltas[-1] == {}
+        assert all(set(d) == {"content"} and isinstance(d["content"], str) for d in deltas[1:-1])
+        assert choices[-1]["finish_reason"] == "length"
 
 
 def test_named_choice_and_one_call_rules_give_exactly_one_call(tiny_server, client, parallel):
