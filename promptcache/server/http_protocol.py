@@ -7,8 +7,8 @@ taking every file descriptor. None of these attacks needs an API key, since the 
 header. `BoundedHttpTools` adds, per connection:
 
 - a head size cap: once the bytes read since a request began pass `max_header_bytes` and its
-  head is still open, the answer is 431 and the connection is closed (the parser never sees
-  more than one read past the cap);
+  head is still open, or a whole head parses to more, the answer is 431 and the connection is
+  closed (the parser never sees more than one read past the cap);
 - a head deadline: the head must be complete within `header_timeout_s` of the connection
   opening or the previous response ending (408, then closed);
 - a body deadline: the body must be complete within `body_timeout_s` of its head (408, closed);
@@ -59,6 +59,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._refusal: bytes | None = None  # decided in a parser callback, sent once the read is parsed
+        self._other_bytes = 0  # bytes of bodies and of whole heads in the read being parsed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -75,11 +76,13 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._other_bytes = 0
         super().data_received(data)
         if self._refusal is None and self._head_open and not self.transport.is_closing():
-            # Every byte of this read belongs to the open head, except, with pipelining, the end
-            # of the previous body: the count may run over, never under.
-            self._head_bytes += len(data)
+            # The bytes of this read less the bodies and the whole heads in it (pipelining): a
+            # whole head counts as parsed, a little under its bytes, so the count may run over
+            # by a few bytes per header, or under by one head, never more.
+            self._head_bytes += max(0, len(data) - self._other_bytes)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._too_large()
         if self._refusal is not None and not self.transport.is_closing():
@@ -102,12 +105,15 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_open = False
         # The head as parsed (request target and header names and values): exact where the
         # count of bytes read may include a body that arrived in the same read.
-        if len(self.url) + sum(len(name) + len(value) for name, value in self.headers) > self.limits.max_header_bytes:
+        size = len(self.url) + sum(len(name) + len(value) for name, value in self.headers)
+        self._other_bytes += size
+        if size > self.limits.max_header_bytes:
             return self._too_large()
         self._arm(self.limits.body_timeout_s, "body")
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
+        self._other_bytes += len(body)
         if self._refusal is None:
             super().on_body(body)
 

@@ -10,8 +10,10 @@ import json
 import socket
 
 import pytest
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from live_server import start_server
+
 from promptcache.server.settings import ServerSettings
 
 WAIT_S = 60  # a socket's safety net, far past any deadline below; nothing asserts time
@@ -73,6 +75,25 @@ def test_a_head_under_the_cap_is_served(patient_server):
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Fine: "
                      + b"y" * (16 * 2**10) + b"\r\n\r\n")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 200")
+
+
+@settings(max_examples=15, deadline=None)
+@given(cuts=st.lists(st.integers(0, 30_000), max_size=6), body_kib=st.integers(0, 40))
+def test_requests_under_the_cap_are_served_however_they_are_cut(patient_server, cuts, body_kib):
+    """A keep-alive connection: a head just under the cap with a body of up to 40 KiB, then a
+    second request in the same writes (pipelined), all cut into arbitrary writes."""
+    body = json.dumps({"prompt": "x" * (body_kib * 2**10)}).encode()
+    first = (b"POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Fill: " +
+             b"f" * (30 * 2**10) + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    data = first + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with connect(patient_server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = 0
+        for cut in sorted(set(cuts)) + [len(data)]:
+            sock.sendall(data[start:cut])
+            start = max(start, cut)
+        answers = read_until_closed(sock)
+    assert answers.startswith(b"HTTP/1.1 200") and answers.count(b"HTTP/1.1 200") == 2, answers[:200]
 
 
 def test_a_slow_head_is_408_and_closed(hasty_server):
