@@ -84,6 +84,9 @@ def test_stop_string_and_max_tokens(smollm2_engine):
 
 def test_seeded_sampling_replays(smollm2_engine):
     prompt = _chat(smollm2_engine, [{"role": "user", "content": "Write a word."}])
-    params = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=7)
-    first = smollm2_engine.generate([prompt], params)[0].token_ids
-    assert smollm2_engine.generate([prompt], params)[0].token_ids == first
+    samples = {}
+    for seed in (7, 8, 9):
+        params = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, top_k=50, seed=seed)
+        samples[seed] = smollm2_engine.generate([prompt], params)[0].token_ids
+        assert smollm2_engine.generate([prompt], params)[0].token_ids == samples[seed]
+    assert len({tuple(ids) for ids in samples.values()}) > 1  # the seed decides the sample: not ignored

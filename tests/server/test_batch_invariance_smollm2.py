@@ -28,19 +28,31 @@ def server():
     live.stop()
 
 
-def _ask(server, i: int, *, cached: bool) -> str:
+def _ask(server, i: int, *, cached: bool) -> tuple[str, int]:
     messages = [{"role": "system", "content": SYSTEMS[i % 2]}, {"role": "user", "content": QUESTIONS[i]}]
     reply = server.client().chat.completions.create(
         model=server.model, messages=messages, max_tokens=16, temperature=0,
         extra_body={"ignore_eos": True, "caching": {"enabled": cached}},
     )
-    return reply.choices[0].message.content
+    return reply.choices[0].message.content, reply.usage.prompt_tokens_details.cached_tokens
 
 
-def test_concurrent_clients_get_the_replies_they_get_alone(server):
+def test_concurrent_clients_get_the_replies_they_get_alone(server, monkeypatch):
     alone = [_ask(server, i, cached=False) for i in range(len(QUESTIONS))]
+    assert all(hit == 0 for _, hit in alone)
+    engine, batches = server.engine, []
+    real_step = engine.step
+
+    def step():  # the sizes of the batches the concurrent requests ran in
+        outputs = real_step()
+        batches.append(len(outputs))
+        return outputs
+
+    monkeypatch.setattr(engine, "step", step)
     with ThreadPoolExecutor(len(QUESTIONS)) as pool:
         together = list(pool.map(lambda i: _ask(server, i, cached=True), range(len(QUESTIONS))))
         again = list(pool.map(lambda i: _ask(server, i, cached=True), range(len(QUESTIONS))))  # warm now
-    assert together == alone
-    assert again == alone
+    assert [text for text, _ in together] == [text for text, _ in alone]
+    assert [text for text, _ in again] == [text for text, _ in alone]
+    assert max(batches) > 1, "the concurrent requests never shared a step"
+    assert all(hit > 0 for _, hit in again)  # and the second round read the system prompts from the cache
