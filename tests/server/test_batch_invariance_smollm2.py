@@ -1,6 +1,8 @@
 """Batch invariance through the live server, on the real model in the serving default: 8
-concurrent clients (with shared system prompts, so cache hits, prefill chunks beside decodes
-and changing batch sizes all happen) get the replies each gets alone with the cache off."""
+concurrent clients with shared system prompts get the replies each gets alone with the cache
+off, twice: checked to have shared the engine's steps (batches of more than one), and the
+second round to have read the system prompts from the cache. Prefill chunks of 128 tokens run
+beside decodes as the requests arrive (not checked: the order is the scheduler's)."""
 
 from __future__ import annotations
 
