@@ -38,6 +38,7 @@ from promptcache.server.gemini.cached import router as gemini_cached_router
 from promptcache.server.gemini.generate import router as gemini_router
 from promptcache.server.gemini.count import router as gemini_count_router
 from promptcache.server.gemini.models import router as gemini_models_router
+from promptcache.server.gemini.stable import router as gemini_v1_router
 from promptcache.server.openai.responses.routes import router as responses_router
 from promptcache.server.openai.responses.store import response_store
 from promptcache.server.openai.routes import router as openai_router
@@ -154,6 +155,7 @@ def create_app(engine, settings: ServerSettings | None = None, *, loop: EngineLo
     app.include_router(gemini_cached_router)  # /v1beta/cachedContents
     app.include_router(gemini_count_router)  # /v1beta/models/{model}:countTokens
     app.include_router(gemini_models_router)  # /v1beta/models, /v1beta/models/{model}
+    app.include_router(gemini_v1_router)  # Gemini's v1 paths, google-genai's default
     app.include_router(prompts_router)  # /v1/prompts, the prompt registry
     app.include_router(explain_router)  # /v1/cache/explain, for a body of any dialect
     app.include_router(tokenize.router)  # /tokenize, /detokenize, /tokenizer_info

@@ -83,12 +83,22 @@ _SHAPES: dict[str, ErrorShape] = {"": default_shape}
 
 
 def register_error_shape(prefix: str, shape: ErrorShape) -> None:
-    """Errors on paths starting with `prefix` are rendered by `shape` (idempotent)."""
+    """Errors on paths starting with `prefix` are rendered by `shape` (idempotent). A `*` in
+    `prefix` stands for one path segment's characters up to what follows it, so that
+    "/v1/models/*:generateContent" claims Gemini's method paths and not the models beside them."""
     _SHAPES[prefix] = shape
 
 
+def _matches(prefix: str, path: str) -> bool:
+    head, star, tail = prefix.partition("*")
+    if not star:
+        return path.startswith(prefix)
+    rest = path[len(head):] if path.startswith(head) else None
+    return rest is not None and tail in rest and "/" not in rest[:rest.find(tail)]
+
+
 def shape_for(path: str | None) -> ErrorShape:
-    prefix = max((p for p in _SHAPES if (path or "").startswith(p)), key=len)
+    prefix = max((p for p in _SHAPES if _matches(p, path or "")), key=len)
     return _SHAPES[prefix]
 
 

@@ -27,9 +27,9 @@ def server(tiny_llama_dir):
     live.stop()
 
 
-@pytest.fixture(scope="module")
-def gemini(server):
-    return genai.Client(api_key="unused", http_options=types.HttpOptions(base_url=server.url, api_version="v1beta"))
+@pytest.fixture(scope="module", params=["v1beta", "v1"])  # v1: google-genai's default
+def gemini(server, request):
+    return genai.Client(api_key="unused", http_options=types.HttpOptions(base_url=server.url, api_version=request.param))
 
 
 def test_openai_lists_and_retrieves_every_name_and_replies_name_the_first(server):
@@ -75,9 +75,11 @@ def test_gemini_lists_gets_and_generates_under_any_name(server, gemini):
     with pytest.raises(ClientError) as missing:
         gemini.models.get(model="gemini-nothing")
     assert missing.value.code == 404 and missing.value.status == "NOT_FOUND"
+    assert gemini.models.count_tokens(model=NAMES[0], contents="Hi").total_tokens == \
+        reply.usage_metadata.prompt_token_count
     with pytest.raises(ClientError) as missing:
         gemini.models.generate_content(model="gemini-nothing", contents="Hi")
-    assert missing.value.code == 404
+    assert missing.value.code == 404 and missing.value.status == "NOT_FOUND"
 
 
 def test_an_unknown_model_is_a_404_over_raw_http_too(server):
@@ -85,6 +87,9 @@ def test_an_unknown_model_is_a_404_over_raw_http_too(server):
     openai_404 = httpx.post(server.url + "/v1/chat/completions", json=body)
     assert openai_404.status_code == 404 and openai_404.json()["error"]["param"] == "model"
     assert httpx.get(server.url + "/v1/models/nothing").json()["error"]["code"] == "model_not_found"
+    assert httpx.get(server.url + "/v1/models/llama3:8b").json()["error"]["param"] == "model"  # OpenAI's shape
+    bad = httpx.post(f"{server.url}/v1/models/{NAMES[0]}:generateContent", json={"contents": []})
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"  # Gemini's, on v1
 
 
 def test_settings_refuse_duplicate_or_empty_names():
