@@ -11,12 +11,13 @@ PORT ?= 8000
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-# Debian's python3 has no venv module until python3-venv is installed (ensurepip is left out).
+# Debian's python3 cannot make a venv until python3-venv is installed (ensurepip is left out):
+# installed on the first failure, then tried again. A half-made .venv is never left behind.
+VENV_MADE := $(PY) -m venv $(VENV) || (rm -rf $(VENV) && python3 -m venv $(VENV))
 $(BIN)/python:
-	@$(PY) -c 'import ensurepip' 2>/dev/null || python3 -c 'import ensurepip' 2>/dev/null || \
-		{ echo "installing python3-venv"; $(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null; } || \
-		{ echo "error: python3-venv could not be installed (apt-get failed); install it, then run make again" >&2; exit 1; }
-	$(PY) -m venv $(VENV) || (rm -rf $(VENV) && python3 -m venv $(VENV))
+	@$(VENV_MADE) || { rm -rf $(VENV); echo "installing python3-venv"; \
+		$(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null && ($(VENV_MADE)); } || \
+		{ rm -rf $(VENV); echo "error: no venv (python3-venv could not be installed); install it, then run make again" >&2; exit 1; }
 	$(BIN)/pip install -q --upgrade pip
 
 # torch first, pinned: anything that depends on torch must find it installed, or pip may pull a
