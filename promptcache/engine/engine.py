@@ -10,7 +10,8 @@
 
 Failures stay with their request. A request that cannot be taken in (its generator, grammar or
 records fail to build) finishes alone with finish_reason "error" in the step that takes it in; a
-fault in one sequence's sampling, detokenizing or stop strings finishes that sequence alone. A failed cache peek or load
+fault in one sequence's sampling, detokenizing or stop strings finishes that sequence alone, and
+one in computing the output grammars' masks the constrained sequences of that step alone. A failed cache peek or load
 costs only its hit (the prompt is computed cold), and a failed save only future hits (its new
 blocks are taken out again). A fault of the model run itself fails the sequences of that plan
 and frees their slots; the others wait, and the loop goes on.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 
 import torch
 
@@ -50,7 +52,7 @@ from promptcache.engine.structured.compiler import GrammarCompiler
 from promptcache.engine.structured.constraint import Constraint, MaskBatch, apply_mask
 from promptcache.engine.save_queue import SaveQueue
 from promptcache.engine.scheduler import Scheduler, StepPlan
-from promptcache.engine.sequence import Sequence
+from promptcache.engine.sequence import Sequence, Status
 from promptcache.model.llama import LlamaModel
 from promptcache.model.numerics import model_id, numerics_class
 from promptcache.model.source import open_model
@@ -182,14 +184,17 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
             masking = self._start_masks(plan)
             try:
                 prefill_logits, decode_logits = self._run(plan)
-                self._row_masks = self._collect_masks(masking)
             except Exception:  # noqa: BLE001 - a fault of the whole step: fail its sequences only
                 logger.exception("engine step failed; failing the %d sequences of this step", len(plan.sequences))
                 for seq in plan.sequences:
                     self._fail(seq, "the engine failed while computing this request", outputs, save=False)
                 return outputs
+            self._row_masks = self._collect_masks(masking, outputs)
             self._postprocess(plan, prefill_logits, decode_logits, outputs)
-            self._stats_snapshot = self._stats_now()  # one assignment: readers see whole dicts
+            try:
+                self._stats_snapshot = self._stats_now()  # one assignment: readers see whole dicts
+            except Exception:  # noqa: BLE001 - stale stats cost no request its outputs
+                logger.exception("refreshing the engine's stats failed")
         return outputs
 
     def _take_inbox(self, outputs: list[RequestOutput]) -> None:
@@ -259,7 +264,7 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
 
     def _postprocess(self, plan: StepPlan, prefill_logits: torch.Tensor | None, decode_logits: torch.Tensor | None,
                      outputs: list[RequestOutput]) -> None:
-        if plan.prefill is not None and plan.prefill.last:
+        if plan.prefill is not None and plan.prefill.last and plan.prefill.seq.status is not Status.FINISHED:
             seq = plan.prefill.seq
             self.scheduler.prefill_done(seq)
             try:
@@ -272,6 +277,8 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
 
     def _sample_and_append(self, batch: list[Sequence], logits: torch.Tensor, outputs: list[RequestOutput]) -> None:
         for row, seq in enumerate(batch):
+            if seq.status is Status.FINISHED:  # failed earlier in this step (its output grammar)
+                continue
             try:
                 row_logits = penalize(logits[row:row + 1], seq.request.sampling, seq.prompt, seq.output_ids)
                 if seq.constraint is not None:  # after the penalties: a masked token stays out
@@ -293,13 +300,27 @@ class Engine(CacheAdmin, CacheTraffic, Outcomes, Preemption):
             rows.append(plan.prefill.seq)
         if all(seq.constraint is None for seq in rows):
             return None
-        return rows, self._masks.start([seq.constraint for seq in rows])
+        try:
+            return rows, self._masks.start([seq.constraint for seq in rows])
+        except Exception as exc:  # noqa: BLE001 - failed when collected: the constrained rows alone
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return rows, failed
 
-    def _collect_masks(self, masking) -> dict[int, torch.Tensor]:
+    def _collect_masks(self, masking, outputs: list[RequestOutput]) -> dict[int, torch.Tensor]:
+        """The masks of the step's constrained rows. If computing them failed, those rows fail
+        (their grammars are the fault); the unconstrained rows of the step go on."""
         if masking is None:
             return {}
         rows, pending = masking
-        bitmask = MaskBatch.wait(pending)
+        try:
+            bitmask = MaskBatch.wait(pending)
+        except Exception:  # noqa: BLE001 - the constrained requests' fault, not the others'
+            logger.exception("computing the output grammars' masks failed; failing their requests")
+            for seq in rows:
+                if seq.constraint is not None:
+                    self._fail(seq, "the engine failed while applying this request's output format", outputs)
+            return {}
         return {id(seq): bitmask[i] for i, seq in enumerate(rows) if seq.constraint is not None}
 
     # -- conveniences --------------------------------------------------------------------------

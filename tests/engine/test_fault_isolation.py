@@ -243,6 +243,25 @@ def test_a_request_failing_intake_fails_alone(tiny_llama_dir, alone, monkeypatch
     check_serves_next(engine, alone)
 
 
+def test_a_failing_grammar_mask_fails_only_the_constrained_request(tiny_llama_dir, alone, monkeypatch):
+    """Computing the masks of a step's output grammars fails: the constrained request fails, and
+    the unconstrained ones of the same step go on with the tokens they produce alone."""
+    import llguidance.torch as llg_torch
+
+    from promptcache.engine.structured.spec import StructureSpec
+
+    engine = new_engine(tiny_llama_dir)
+    structured = Request("structured", prompt_of("r3"), SamplingParams(max_tokens=MAX_TOKENS),
+                         structure=engine.grammars.compile(StructureSpec("json_object")))
+    monkeypatch.setattr(llg_torch, "fill_next_token_bitmask_par",
+                        failing_on_call(llg_torch.fill_next_token_bitmask_par, 1, raised := []))
+    results = run(engine, IDS + ["structured"], late=lambda: engine.add_request(structured))
+    assert raised
+    check_outcome(results, alone, {"structured"})
+    check_books(engine)
+    check_serves_next(engine, alone)
+
+
 # -- the prefix cache: a fault costs hits, never a request --------------------------------------
 
 def raising(*args, **kwargs):
