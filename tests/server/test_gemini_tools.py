@@ -112,6 +112,15 @@ def test_the_stream_carries_function_calls_as_parts_and_never_the_tool_format(se
     assert chunks[-1].candidates[0].finish_reason == "STOP" and chunks[-1].usage_metadata.prompt_token_count > 0
 
 
+def test_a_call_cut_by_max_output_tokens_shows_no_tool_format(server, client):
+    cut = client.models.generate_content(model=server.model, contents=QUESTION, config=config(max_output_tokens=3))
+    assert cut.candidates[0].finish_reason == "MAX_TOKENS" and cut.function_calls is None
+    assert not cut.candidates[0].content.parts  # the call being written is dropped, never shown as text
+    chunks = list(client.models.generate_content_stream(model=server.model, contents=QUESTION,
+                                                        config=config(max_output_tokens=3)))
+    assert not any(p.text for c in chunks for p in c.candidates[0].content.parts or [])
+
+
 def test_mode_none_answers_text(server, client):
     reply = client.models.generate_content(model=server.model, contents=QUESTION,
                                            config=config("NONE", max_output_tokens=6))

@@ -158,7 +158,7 @@ def reply_parts(text: str, structure: ChatStructure, finish_reason: str | None) 
     """A finished reply's parts: its text, then a functionCall part per call (cut by
     maxOutputTokens, the calls it completed; the tool format itself never shows)."""
     calls, content = reply_calls(text, structure, finish_reason or "stop")
-    if not calls:
-        return [{"text": content if content is not None else text}]
+    if not calls:  # no content: cut inside its first call, which is not shown
+        return [{"text": content}] if content is not None else []
     return ([{"text": content}] if content else []) + [{"functionCall": {"name": c.name, "args": c.arguments}}
                                                       for c in calls]
