@@ -21,6 +21,8 @@ SYSTEMS = [
 ]
 QUESTIONS = ["Name a tool.", "What is a hammer for?", "Which city has the most trains?", "Name a colour.",
              "Give me one tip.", "What is 2 + 2?", "Name a river.", "Say hello."]
+# Half the clients decode with penalties and a bias (applied to each row alone): invariant too.
+PENALTIES = {"frequency_penalty": 1.0, "presence_penalty": 0.5, "logit_bias": {"28": -5, "30": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def _ask(server, i: int, *, cached: bool) -> tuple[str, int]:
     messages = [{"role": "system", "content": SYSTEMS[i % 2]}, {"role": "user", "content": QUESTIONS[i]}]
     reply = server.client().chat.completions.create(
         model=server.model, messages=messages, max_tokens=16, temperature=0,
-        extra_body={"ignore_eos": True, "caching": {"enabled": cached}},
+        extra_body={"ignore_eos": True, "caching": {"enabled": cached}}, **(PENALTIES if i % 4 >= 2 else {}),
     )
     return reply.choices[0].message.content, reply.usage.prompt_tokens_details.cached_tokens
 
