@@ -59,7 +59,8 @@ def test_cached_contents_round_trip(server):
         events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
     streamed = "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in events)
     assert streamed == reply["candidates"][0]["content"]["parts"][0]["text"]
-    assert events[-1]["usageMetadata"]["cachedContentTokenCount"] == usage["cachedContentTokenCount"]
+    # at least the cached content again; the first request's own full blocks may be read too
+    assert events[-1]["usageMetadata"]["cachedContentTokenCount"] >= usage["cachedContentTokenCount"]
     patched = httpx.patch(f"{base}/{name}", json={"ttl": "60s"}, headers=ALICE).json()
     assert patched["expireTime"] < cc["expireTime"]
     other = httpx.get(f"{base}/{name}", headers=BOB)
