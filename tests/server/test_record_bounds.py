@@ -268,3 +268,18 @@ def test_any_sequence_of_claims_deletes_and_updates_keeps_the_cap_and_the_dead_d
         else:
             assert store.update(record) == (rid in live)
         assert [r.id for r in store.list("session", "alice")] == sorted(live)
+
+
+def test_a_session_deleted_while_it_is_restored_leaves_no_pin(server, monkeypatch):
+    sid = create_session(server).json()["session_id"]
+    owner = sessions.owner_of("alice", sid)
+    server.engine.release_retained(owner)  # as after a restart: the next use restores it
+    restore = sessions.restore
+
+    async def deleted_first(*args, **kwargs):  # the DELETE lands between the read and the restore
+        assert sessions.records(state_of(server)).delete(sessions.KIND, "alice", sid)
+        return await restore(*args, **kwargs)
+
+    monkeypatch.setattr(sessions, "restore", deleted_first)
+    assert httpx.get(server.url + f"/v1/context/{sid}", headers=auth("key-alice")).status_code == 404
+    assert server.engine.retained_blocks(owner) == 0

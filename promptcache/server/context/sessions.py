@@ -112,6 +112,9 @@ async def find(state: ServerState, tenant: str, session_id: str) -> Record:
         raise not_found(session_id)
     await restore(state, owner_of(tenant, session_id), tenant=tenant, tokens=record.data["tokens"],
                   salt=record.data["salt"], expires_at=record.expires_at)
+    if await run_in_threadpool(records(state).get, KIND, tenant, session_id) is None:
+        await release(state, owner_of(tenant, session_id))  # deleted while it was restored: no pin left behind
+        raise not_found(session_id)
     return record
 
 
