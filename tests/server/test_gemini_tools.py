@@ -170,6 +170,15 @@ def test_a_cached_content_keeps_its_tools_and_tool_config(server):
     httpx.delete(f"{server.url}/v1beta/{cached.json()['name']}")
 
 
+def test_a_lone_surrogate_in_a_free_form_field_is_invalid_argument(server):
+    for part in ({"functionResponse": {"name": "f", "response": {"r": "\ud800"}}},
+                 {"functionCall": {"name": "f", "args": {"\ud800": 1}}}):
+        body = json.dumps({"contents": [{"role": "model" if "functionCall" in part else "user", "parts": [part]}]})
+        reply = httpx.post(f"{server.url}/v1beta/models/{server.model}:generateContent", content=body,
+                           headers={"content-type": "application/json"})
+        assert reply.status_code == 400 and "surrogate" in reply.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("body, named", [
     ({"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}, "declares no functions"),
     ({"tools": [{"functionDeclarations": [{"name": "f"}]}],

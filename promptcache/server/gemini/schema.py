@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from promptcache.server.core.fields import Penalty, Seed, Text
-from promptcache.server.core.fields import JsonObject
+from promptcache.server.core.fields import JsonObject, JsonValue
 
 
 class GeminiBody(BaseModel):
@@ -28,13 +28,13 @@ class GeminiBody(BaseModel):
 
 class FunctionCall(GeminiBody):
     name: Text
-    args: dict[str, Any] | None = None
+    args: JsonObject | None = None
     id: Text | None = None
 
 
 class FunctionResponse(GeminiBody):
     name: Text
-    response: dict[str, Any]
+    response: JsonObject
     id: Text | None = None
 
 
@@ -63,9 +63,9 @@ class FunctionDeclaration(GeminiBody):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")]
     description: Text | None = None
-    parametersJsonSchema: dict[str, Any] | None = None
-    response: dict[str, Any] | None = None
-    responseJsonSchema: Any = None  # any JSON Schema, a bare {"type": "string"} included
+    parametersJsonSchema: JsonObject | None = None
+    response: JsonObject | None = None
+    responseJsonSchema: JsonValue = None  # any JSON Schema, a bare {"type": "string"} included
     parameters: JsonObject | None = None
 
 
@@ -98,8 +98,8 @@ class GenerationConfig(GeminiBody):
     topK: Annotated[int, Field(ge=0)] | None = None
     stopSequences: Annotated[list[Text], Field(max_length=16)] | None = None
     responseMimeType: Literal["text/plain", "application/json", "text/x.enum"] | None = None
-    responseSchema: dict[str, Any] | None = None  # Gemini's OpenAPI subset (gemini/openapi.py)
-    responseJsonSchema: dict[str, Any] | None = None  # a JSON Schema
+    responseSchema: JsonObject | None = None  # Gemini's OpenAPI subset (gemini/openapi.py)
+    responseJsonSchema: JsonObject | None = None  # a JSON Schema
     candidateCount: Literal[1] | None = None
     seed: Seed | None = None  # bounded as OpenAI's (int64): torch refuses seeds past 2**64 - 1
     presencePenalty: Penalty | None = None
