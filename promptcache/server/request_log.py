@@ -102,4 +102,9 @@ class RequestLog:
                 record["body"] = json.loads(b"".join(chunks))
             except (UnicodeDecodeError, ValueError, RecursionError):
                 record["body_invalid"] = True
-        self.log.info(json.dumps(record, ensure_ascii=False))
+        line = json.dumps(record, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") in the body: escaped, or the write fails
+            line = json.dumps(record)  # and the handler prints the whole line, prompt and all, to stderr
+        self.log.info(line)

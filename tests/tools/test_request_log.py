@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 from live_server import start_server
@@ -71,6 +72,24 @@ def test_bodies_only_when_asked(tiny_llama_dir, tiny_engine, tmp_path):
     assert "secret" not in text
     (record,) = [json.loads(line) for line in text.splitlines()]
     assert "body" not in record and record["body_bytes"] > 0 and record["tenant"] == "default"
+
+
+def test_a_body_with_a_lone_surrogate_is_logged_escaped_and_never_to_stderr(tiny_llama_dir, tiny_engine, tmp_path,
+                                                                           capfd):
+    log = tmp_path / "requests.jsonl"
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), request_log=str(log), request_log_bodies=True),
+                          tiny_engine)
+    body = {"model": server.model, "max_tokens": 1, "messages": [{"role": "user", "content": "secret \ud800"}]}
+    try:
+        refused = httpx.post(server.url + "/v1/chat/completions", content=json.dumps(body),
+                             headers={"Content-Type": "application/json"}, timeout=60)
+    finally:
+        server.stop()
+        close_request_logs()
+    assert refused.status_code == 400
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["status"] == 400 and record["body"] == body
+    assert "secret" not in capfd.readouterr().err  # a failed write printed the line, prompt and all
 
 
 def test_rotated_by_size(tmp_path):
