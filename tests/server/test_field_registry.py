@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import typing
 
+import httpx
 import pytest
+from live_server import start_server
 from pydantic import BaseModel
 
 from promptcache.server.anthropic.schema import CountTokensRequest, MessagesRequest
@@ -25,6 +27,7 @@ from promptcache.server.gemini.schema import (CachedContentRequest, CachedConten
                                               GenerateContentRequest)
 from promptcache.server.openai.responses.schema import ResponsesRequest
 from promptcache.server.openai.schema import ChatCompletionRequest, CompletionRequest
+from promptcache.server.settings import ServerSettings
 
 REQUESTS = {
     "openai": [ChatCompletionRequest, CompletionRequest, ResponsesRequest],
@@ -103,3 +106,17 @@ def test_json_object_with_a_schema_is_enforced_and_its_unenforced_keywords_named
     assert "uniqueItems" in raw.headers["x-structured-output-ignored"]
     reply = raw.parse().choices[0]
     assert reply.finish_reason == "stop" and set(json.loads(reply.message.content)) == {"ok"}
+
+
+def test_with_reject_unknown_fields_a_field_without_effect_is_a_400(tiny_llama_dir):
+    server = start_server(ServerSettings(model=str(tiny_llama_dir), reject_unknown_fields=True))
+    try:
+        chat = {"model": server.model, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+        tool = {"type": "function", "function": {"name": "weather", "cache": 1}}
+        for extra, param in (({"tools": [tool], "tool_choice": "none"}, "tools[0].function.cache"),
+                             ({"messages": [{"role": "user", "content": "Hi", "name": "ann"}]}, "messages[0].name")):
+            r = httpx.post(f"{server.base_url}/chat/completions", json={**chat, **extra}, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["param"] == param
+        assert httpx.post(f"{server.base_url}/chat/completions", json=chat, timeout=60).status_code == 200
+    finally:
+        server.stop()
