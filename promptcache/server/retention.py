@@ -34,7 +34,6 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 import anyio
-
 from starlette.concurrency import run_in_threadpool
 
 from promptcache.engine.api import CacheOptions, Request, SamplingParams
@@ -245,7 +244,8 @@ async def _restore(state: ServerState) -> int:
             except Exception as exc:  # noqa: BLE001 - one prefix that cannot be kept stops no other
                 log.warning("not re-pinning %s %s of tenant %s: %s", kind, json.dumps(record.id),
                             json.dumps(record.tenant), type(exc).__name__)
-    log.info("re-pinned %d recorded prefixes%s", restored, f" ({skipped} over the record cap left)" if skipped else "")
+    left = f" ({skipped} over the record cap left)" if skipped else ""
+    log.info("re-pinned %d recorded prefixes%s", restored, left)
     return restored
 
 
