@@ -168,7 +168,7 @@ class ScanningRedis(RedisStore):
         lock = self._call(lambda client: client.lock(self._key(b"lock:" + name), timeout=self.LOCK_S,
                                                      blocking_timeout=self.LOCK_S))
         if not self._call(lambda client: lock.acquire()):
-            raise StoreUnavailable(f"{self.name}: the lock on {name[:80]!r} was not free within {self.LOCK_S} s")
+            raise StoreUnavailable(f"{self.name}: a lock was not free within {self.LOCK_S} s")  # names no tenant
         try:
             yield
         finally:
