@@ -2,8 +2,10 @@
 
 Tenant A queues 8 long generations (ignore_eos, 64 tokens each) on a server with 2 batch slots;
 once all of them are in the server, tenant B sends one short request. Without turns B would
-wait behind A's whole backlog (about A's last completion); with tenants taking turns at the
-scheduler, B gets the next free slot. Reported: each completion's time since A's first send,
+wait behind A's whole backlog (about A's last completion); with turns alone, until one of A's
+generations ends; with slots shared (one of A's generations paused for B, docs/design.md), B
+gets a slot at the next step. The engine-level figures, with preemption on and off, are
+benchmarks/slot_fairness.py. Reported: each completion's time since A's first send,
 and B's completion time over A's last (target: under 0.5). A's requests past its per-tenant limit
 (`max_requests_per_tenant`) are counted as 429s.
 
