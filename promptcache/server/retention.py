@@ -206,6 +206,25 @@ async def retain_record(state: ServerState, record: Record, tokens: list[int], *
     return done, kept
 
 
+async def held_record(state: ServerState, kind: str, tenant: str, record_id: str, owner: str,
+                      missing: APIError) -> Record:
+    """The tenant's live record of `kind`, its prefix retained for `owner` in this process
+    (again, after a restart or on another replica). `missing` is raised for an unknown, expired
+    or other tenant's id, and for one deleted while its prefix was being restored; either way
+    no pin is left held here (a pin restored for a deleted record would hold budget until the
+    record's deadline)."""
+    await sweep(state)
+    store = records(state)
+    record = await run_in_threadpool(store.get, kind, tenant, record_id)
+    if record is not None:
+        await restore(state, owner, tenant=tenant, tokens=record.data["tokens"], salt=record.data.get("salt"),
+                      expires_at=record.expires_at)
+        if await run_in_threadpool(store.get, kind, tenant, record_id) is not None:
+            return record
+    await release(state, owner)  # deleted or expired, maybe through another replica
+    raise missing
+
+
 def start_restore(state: ServerState) -> asyncio.Task:
     """`restore_records` in the background: the server answers while it runs."""
     return asyncio.get_running_loop().create_task(restore_records(state))

@@ -27,6 +27,7 @@ from promptcache.server.context import sessions
 from promptcache.server.core.records import Record, SqliteRecords
 from promptcache.server.errors import APIError
 from promptcache.server.openai.responses.store import SqliteResponseStore, StoredResponse
+from promptcache.server import retention
 from promptcache.server.retention import leases
 from promptcache.server.settings import build_settings
 
@@ -274,12 +275,12 @@ def test_a_session_deleted_while_it_is_restored_leaves_no_pin(server, monkeypatc
     sid = create_session(server).json()["session_id"]
     owner = sessions.owner_of("alice", sid)
     server.engine.release_retained(owner)  # as after a restart: the next use restores it
-    restore = sessions.restore
+    restore = retention.restore
 
     async def deleted_first(*args, **kwargs):  # the DELETE lands between the read and the restore
         assert sessions.records(state_of(server)).delete(sessions.KIND, "alice", sid)
         return await restore(*args, **kwargs)
 
-    monkeypatch.setattr(sessions, "restore", deleted_first)
+    monkeypatch.setattr(retention, "restore", deleted_first)
     assert httpx.get(server.url + f"/v1/context/{sid}", headers=auth("key-alice")).status_code == 404
     assert server.engine.retained_blocks(owner) == 0

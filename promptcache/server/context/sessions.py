@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from promptcache.server.core.records import Record
 from promptcache.server.core.spec import GenerationSpec
 from promptcache.server.errors import APIError, bad_request
-from promptcache.server.retention import deadline, extend, records, release, restore, retain_record, sweep
+from promptcache.server.retention import deadline, extend, held_record, records, release, retain_record, sweep
 from promptcache.server.state import ServerState
 
 KIND = "session"
@@ -104,18 +104,9 @@ async def create(state: ServerState, *, tenant: str, tokens: list[int], salt: st
 
 async def find(state: ServerState, tenant: str, session_id: str) -> Record:
     """The tenant's live session, its pin retained in this process (again, after a restart or
-    on another replica); 404 for an unknown, expired or other tenant's id."""
-    await sweep(state)
-    record = await run_in_threadpool(records(state).get, KIND, tenant, check_id(session_id))
-    if record is None:  # deleted or expired, maybe through another replica: drop any pin held here
-        await release(state, owner_of(tenant, session_id))
-        raise not_found(session_id)
-    await restore(state, owner_of(tenant, session_id), tenant=tenant, tokens=record.data["tokens"],
-                  salt=record.data["salt"], expires_at=record.expires_at)
-    if await run_in_threadpool(records(state).get, KIND, tenant, session_id) is None:
-        await release(state, owner_of(tenant, session_id))  # deleted while it was restored: no pin left behind
-        raise not_found(session_id)
-    return record
+    on another replica); 404 for an unknown, expired or other tenant's id (retention.held_record)."""
+    check_id(session_id)
+    return await held_record(state, KIND, tenant, session_id, owner_of(tenant, session_id), not_found(session_id))
 
 
 async def put_ttl(state: ServerState, record: Record, ttl_s: float, tokens: list[int] | None = None) -> Record:

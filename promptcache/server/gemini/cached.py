@@ -28,7 +28,7 @@ from promptcache.server.gemini import translate as tr
 from promptcache.server.gemini.schema import CachedContentRequest, CachedContentUpdate, Content, Tool, ToolConfig
 from promptcache.server.gemini.tools import plan, turns
 from promptcache.server.request_id import request_id_of
-from promptcache.server.retention import deadline, extend, records, release, restore, retain_record, sweep
+from promptcache.server.retention import deadline, extend, held_record, records, release, retain_record, sweep
 from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
 
@@ -85,15 +85,8 @@ def resource(record: Record) -> dict:
 
 async def find(state: ServerState, tenant: str, name: str) -> Record:
     """The tenant's live cached content, its pin held in this process; NOT_FOUND otherwise."""
-    await sweep(state)
     cid = content_id(name)
-    record = await run_in_threadpool(records(state).get, KIND, tenant, cid)
-    if record is None:  # deleted or expired, maybe through another replica: drop any pin held here
-        await release(state, owner_of(tenant, cid))
-        raise not_found(cid)
-    await restore(state, owner_of(tenant, cid), tenant=tenant, tokens=record.data["tokens"], salt=None,
-                  expires_at=record.expires_at)
-    return record
+    return await held_record(state, KIND, tenant, cid, owner_of(tenant, cid), not_found(cid))
 
 
 @router.post("")
