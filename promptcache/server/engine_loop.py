@@ -12,7 +12,8 @@ finishes, is aborted, or the engine fails. Once it has left, late outputs are dr
 Admission limits, checked in `submit` before the engine sees the request: at most `max_queue`
 requests waiting for a slot (all tenants together), and at most `max_per_tenant` requests of one
 tenant queued or running. The second is what keeps one tenant from filling the queue with long
-generations: the others still get in, and the scheduler gives them turns at the next free slot.
+generations: the others still get in, and the scheduler shares the slots between tenants (a
+slot at the next step for a tenant below its share, engine/slot_shares.py).
 """
 
 from __future__ import annotations
