@@ -38,7 +38,7 @@ def check_case(case) -> None:
         error = response.json()
         if case.path.startswith("/v1/messages"):  # Anthropic's shape
             assert error["type"] == "error" and set(error["error"]) == {"type", "message"}
-        elif case.path.startswith("/v1beta"):  # Gemini's shape
+        elif case.path.startswith("/v1beta") or ":" in case.path:  # Gemini's shape (its v1 method paths too)
             assert set(error["error"]) == {"code", "message", "status"}
         else:
             assert set(error["error"]) == {"message", "type", "param", "code"}
