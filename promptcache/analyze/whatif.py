@@ -55,7 +55,7 @@ class Settings:
     block_sizes: tuple[int, ...] = BLOCK_SIZES
     replicas: tuple[int, ...] = REPLICAS
     seed: int = 0
-    min_computed: int = 16  # prompt tokens the engine always computes (MIN_ROWS with --deterministic)
+    min_computed: int = 1  # prompt tokens the engine always computes after a hit (cache/reusable.py)
     jobs: int | None = None  # worker processes (None: one per CPU)
 
 

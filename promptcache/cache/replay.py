@@ -1,9 +1,8 @@
 """Replaying a recorded stream of prompts through `PrefixCache`, without a model.
 
 This is the cache the server runs, driven as the engine drives it: for each prompt, `match`
-capped at one token short of the prompt (the engine always computes the last token), of
-which the engine uses only the blocks that leave at least `min_computed` tokens to compute
-(with --deterministic it computes at least 16 rows, so that a hit never changes the output),
+capped at one token short of the prompt (the engine always computes the last token and
+nothing more, cache/reusable.py; `min_computed` asks what a longer computed tail would cost),
 then `insert` of every full block with the blocks' roles and the request's time on an injected
 clock. Payloads are None; nothing but the index is simulated. With several replicas each has
 its own cache of the configured size, and a router picks one per request:
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from promptcache.cache.config import CacheConfig
 from promptcache.cache.keys import TOKEN_NBYTES, Namespace, PromptKeys, chain_key
 from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.cache.reusable import reusable_blocks
 
 ROUTINGS = ("random", "prefix")
 
@@ -104,9 +104,7 @@ def replay(items: Sequence[ReplayItem], config: CacheConfig, block_nbytes: int, 
         match = cache.match(keys, keys.namespace, max_blocks=(len(keys) - 1) // bs)
         cache.release(match)
         cache.insert(keys, keys.namespace, _no_payload, roles=item.roles)
-        usable = match.num_blocks
-        while usable and len(keys) - usable * bs < min_computed:
-            usable -= 1
+        usable = min(match.num_blocks, reusable_blocks(len(keys), bs, min_computed))
         total += len(keys)
         hit += usable * bs
         if hits_out is not None:

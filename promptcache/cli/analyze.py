@@ -37,7 +37,7 @@ def analyze(
     replicas: Annotated[str, typer.Option(help="Replica counts to compare.")] = "1,2,4,8",
     dtype: Annotated[str, typer.Option(help="KV dtype that sizes blocks: bfloat16 or float32.")] = "bfloat16",
     prefill_tok_s: Annotated[Optional[float], typer.Option(help="Prefill rate for the time saved (default: SmolLM2-135M on the 2-core CPU of docs/benchmarks.md).", min=0.001)] = None,
-    min_computed_tokens: Annotated[Optional[int], typer.Option(help="Prompt tokens the server always computes after a hit (default: 16, as with --deterministic; 1 with --no-deterministic).", min=1)] = None,
+    min_computed_tokens: Annotated[Optional[int], typer.Option(help="Prompt tokens the server always computes after a hit (default: 1, the last, as the server does).", min=1)] = None,
     interval_s: Annotated[float, typer.Option(help="Seconds between requests that carry no timestamp.", min=0)] = 1.0,
     quick: Annotated[bool, typer.Option("--quick", help="Only the headline and the LRU curve (no other policies, block sizes or replicas): for very large logs.")] = False,
     jobs: Annotated[Optional[int], typer.Option(help="Worker processes for the replays (default: one per CPU).", min=1)] = None,
@@ -51,7 +51,6 @@ def analyze(
     from promptcache.analyze.pipeline import DEFAULT_PREFILL_TOK_S, analyze as run
     from promptcache.analyze.whatif import Settings
     from promptcache.cache.policies import POLICIES
-    from promptcache.model.row_invariance import MIN_ROWS
     from promptcache.model.source import open_model
 
     err = Console(stderr=True)
@@ -66,7 +65,7 @@ def analyze(
         settings = Settings(cache_mb=cache_mb, policy=policy, block_size=block_size, ttl_s=ttl_s,
                             kv_bytes_per_token=source.config.kv_bytes_per_token(2 if dtype == "bfloat16" else 4),
                             sizes_mb=_floats(sizes_mb, "--sizes-mb"), block_sizes=blocks, replicas=counts,
-                            jobs=jobs, min_computed=min_computed_tokens or MIN_ROWS,
+                            jobs=jobs, min_computed=min_computed_tokens or 1,
                             policies=("lru",) if quick else tuple(POLICIES))
         with err.status("analysing") as status:
             report = run(log, source, settings, prefill_tok_s=prefill_tok_s or DEFAULT_PREFILL_TOK_S, top_n=top,

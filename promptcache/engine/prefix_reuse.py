@@ -10,9 +10,10 @@ a prefill computed, checked by `decode`, so the bitwise guarantee below holds fo
 
 Bitwise reuse: a prefill row's result does not depend on the chunk it is computed in (prefill
 attention runs on a fixed grid, model/attention.py; products of MIN_ROWS rows or more measured
-row-invariant), so the suffix computed after a hit is bitwise the row a cold run computes. A
-hit that would leave fewer than MIN_ROWS tokens to compute reuses a block less
-(docs/design.md).
+row-invariant, and a shorter chunk runs padded to MIN_ROWS rows, model/llama.py), so the suffix
+computed after a hit is bitwise the row a cold run computes, however short. A hit therefore
+reuses every full block short of the last token (cache/reusable.py, the rule the reported
+usage and the router share; docs/design.md).
 
 Prompt logprobs are side data of the blocks (logprobs_store.py): `load_scored` reuses only the
 leading blocks that hold them, and `save` with `side` fills them into every saved block,
@@ -33,11 +34,12 @@ from promptcache.cache.eviction_record import EvictionRecord
 from promptcache.cache.keys import Namespace, PromptKeys
 from promptcache.cache.policies import TIER_RANK
 from promptcache.cache.prefix_cache import PrefixCache
+from promptcache.cache.results import PrefixMatch
+from promptcache.cache.reusable import reusable_blocks
 from promptcache.engine.api import CacheOptions, Role
 from promptcache.engine.block_pool import BlockPool, kv_block_nbytes
 from promptcache.engine.logprobs import empty_records
 from promptcache.engine.logprobs_store import PromptLogprobStore, side_nbytes
-from promptcache.model.row_invariance import MIN_ROWS
 from promptcache.tiers.codec import BlockMeta, WithSide, side_of
 from promptcache.tiers.hierarchy import TierStack
 
@@ -102,12 +104,6 @@ class PrefixReuse:
         each block once. peek, load and save take these or plain token lists."""
         return self.cache.keys(tokens, self.namespace(options))
 
-    def _usable_blocks(self, num_blocks: int, prompt_len: int) -> int:
-        """Back off so that at least MIN_ROWS prompt tokens are left to compute."""
-        while num_blocks > 0 and prompt_len - num_blocks * self.block_size < MIN_ROWS:
-            num_blocks -= 1
-        return num_blocks
-
     def divergence(self, tokens: list[int], options: CacheOptions, held: int) -> Divergence:
         """How `tokens` continue past their `held` cached tokens (caller holds the engine's lock)."""
         return divergence(self.cache, tokens, self.namespace(options), held, self.evictions)
@@ -130,18 +126,22 @@ class PrefixReuse:
         """Copy the longest usable cached prefix into `slot`; returns the number of tokens."""
         if not options.enabled:
             return 0
-        max_blocks = (len(prompt) - 1) // self.block_size  # the last token is always computed
-        restored = {}
-        if self.tiers is not None:
-            restored = self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
-        match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
+        match, restored = self._match(prompt, options)
         try:
-            n = self._usable_blocks(match.num_blocks, len(prompt))
+            n = match.num_blocks
             self.pool.read(list(match.payloads[:n]), kv, slot)
         finally:
             self.cache.release(match)  # the slot now holds its own copy
         self.last_sources = self._sources(n, restored)
         return n * self.block_size
+
+    def _match(self, prompt: list[int] | PromptKeys, options: CacheOptions) -> tuple[PrefixMatch, dict]:
+        """The cached prefix of the prompt's reusable blocks (every full block short of the last
+        token, cache/reusable.py), after promoting into memory what lower tiers hold of them;
+        with what `_restore` reports. The caller releases the match."""
+        max_blocks = reusable_blocks(len(prompt), self.block_size)
+        restored = {} if self.tiers is None else self._restore(prompt, options, max_blocks)
+        return self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks), restored
 
     def _sources(self, n: int, restored: dict) -> dict[str, int]:
         """Tokens of an n-block hit by the tier that held them: the restored blocks are the
@@ -163,16 +163,12 @@ class PrefixReuse:
         them are reused. Returns the number of tokens and their logprob records."""
         if not options.enabled:
             return 0, empty_records(0)
-        max_blocks = (len(prompt) - 1) // self.block_size
-        restored = {}
-        if self.tiers is not None:
-            restored = self._restore(prompt, options, self._usable_blocks(max_blocks, len(prompt)))
-        match = self.cache.match(prompt, self.namespace(options), max_blocks=max_blocks)
+        match, restored = self._match(prompt, options)
         try:
             scored = 0
             while scored < match.num_blocks and self.side.has(match.payloads[scored]):
                 scored += 1
-            ids = list(match.payloads[:self._usable_blocks(scored, len(prompt))])
+            ids = list(match.payloads[:scored])
             self.pool.read(ids, kv, slot)
             records = self.side.get(ids)
         finally:

@@ -36,7 +36,7 @@ from promptcache.model.head import output_head
 from promptcache.model.onednn import packed_linear, prepack
 from promptcache.model.quant import QuantizedHead, QuantizedWeight, parse, quantize_weight
 from promptcache.model.rope import apply_rope, rope_tables
-from promptcache.model.row_invariance import invariant_rows, pad_rows, padded_rows
+from promptcache.model.row_invariance import MIN_ROWS, invariant_rows, pad_rows, padded_rows
 from promptcache.model.threads import default_decode_threads, torch_threads
 
 
@@ -287,20 +287,28 @@ class LlamaModel:
         cache's dtype. Returns the float32 logits (V,) of the last position, or None when
         want_logits is False; with `hidden`, the final hidden states (T, E) of every position
         instead (prompt logprobs take `logits` of each row from them).
+
+        On the CPU a chunk of fewer than MIN_ROWS rows (a short prompt, or the tail after a
+        cache hit) runs its products at MIN_ROWS rows, zero rows appended at the embedding: a
+        product of a few rows (float32: 1-3, 5-7, 9-11 here; bfloat16: 1) sums in another order
+        than the larger cold chunk that computed the same rows did, with or without
+        --deterministic. The grid (attention.py) computes a short tail's attention as the cold
+        path does already, so a hit can reuse every full block (cache/reusable.py).
         """
         T = tokens.shape[0]
         end = start + T
         if want_logits and self.prefill_graphs is not None and self.prefill_graphs.fits(start, T, kv):
             return self.prefill_graphs.run(tokens, start, slot, kv)  # a short suffix on a GPU
-        x = F.embedding(tokens, self.embed)  # (T, E)
-        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, D)
+        R = max(T, MIN_ROWS) if self.grid_attention else T  # rows the products run at
+        x = pad_rows(F.embedding(tokens, self.embed), R)  # (R, E)
+        cos, sin = pad_rows(self.cos[start:end], R), pad_rows(self.sin[start:end], R)  # (R, D)
         mask = None
         if self.grid_attention:  # keys past `end` up to the grid are read (masked): make them finite
             kv[:, :, slot, :, end:grid_end(end)] = 0
         elif start > 0:
             mask = torch.ones(T, end, dtype=torch.bool, device=self.device).tril(diagonal=start)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, cos, sin)
+            q, k, v = (t[:, :T] for t in self._qkv(layer, x, cos, sin))  # padding rows keep no KV
             kv[i, 0, slot, :, start:end] = k
             kv[i, 1, slot, :, start:end] = v
             if self.grid_attention:
@@ -310,13 +318,13 @@ class LlamaModel:
                     q[None], kv[i, 0, slot, None, :, :end], kv[i, 1, slot, None, :, :end],
                     attn_mask=mask, is_causal=mask is None, enable_gqa=True,
                 )[0]  # (Hq, T, D)
-            x = x + self._linear(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), layer.o)
+            x = x + self._linear(pad_rows(attn.transpose(0, 1).reshape(T, -1).to(self.dtype), R), layer.o)
             x = x + self._mlp(layer, x)
         if hidden:
-            return x
+            return x[:T]
         if not want_logits:
             return None
-        return self._logits(x[-1:])[0]
+        return self._logits(x[T - 1:T])[0]
 
     def prefill_static(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, last: torch.Tensor,
                        slot: int, length: int, kv: torch.Tensor) -> torch.Tensor:

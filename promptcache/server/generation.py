@@ -74,8 +74,8 @@ class Generation:
 
     def reusable_end(self) -> int:
         """How many leading prompt tokens this request leaves in the cache for a later one to
-        read: whole blocks, short of the rows the engine always computes (the last token, and
-        at least MIN_ROWS). 0 with the cache off for it."""
+        read: every full block short of the last token, which the engine always computes
+        (cache/reusable.py). 0 with the cache off for it."""
         if not (self.state.settings.cache_enabled and self.spec.cache.enabled):
             return 0
         return reusable_prefix(len(self.spec.tokens), self.state.settings.block_size)

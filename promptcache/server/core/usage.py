@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promptcache.model.row_invariance import MIN_ROWS
+from promptcache.cache.reusable import reusable_blocks
 
 
 def reusable_prefix(n_prompt: int, block_size: int) -> int:
     """The most leading tokens of an n_prompt-token prompt that a request can read from the
-    cache: whole blocks, short of the rows the engine always computes (the last token, and at
-    least MIN_ROWS, for batch-invariant numerics)."""
-    blocks = (n_prompt - 1) // block_size
-    while blocks > 0 and n_prompt - blocks * block_size < MIN_ROWS:
-        blocks -= 1
-    return max(0, blocks) * block_size
+    cache: every full block short of the last token, which the engine always computes
+    (cache/reusable.py, the rule the engine's load applies)."""
+    return reusable_blocks(n_prompt, block_size) * block_size
 
 
 @dataclass(frozen=True)
