@@ -1,17 +1,18 @@
 """Per-tenant fairness at admission: one tenant may have at most `max_requests_per_tenant`
 requests queued or running; past it that tenant gets 429 with Retry-After, the others do not.
-Two tenant keys against the app with a stub engine that holds every request in flight (no
-model, no uvicorn). The time it buys another tenant on the real model is in
+Two tenant keys against the app on the real tiny engine, stepped through a script that holds
+every request in flight (no uvicorn). The time it buys another tenant on the real model is in
 benchmarks/fairness.py."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
-from test_engine_loop import StubEngine, body, serve, wait_for
+from test_engine_loop import Faulty, body, wait_for
 
-from promptcache.server.app import create_app
+from promptcache.server.app import create_app, engine_from_settings
 from promptcache.server.settings import ServerSettings, build_settings
 from promptcache.server.tenants import Tenant
 
@@ -22,17 +23,42 @@ def auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_the_tenant_past_its_limit_gets_429_with_retry_after_and_the_other_does_not():
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir):
+    engine = engine_from_settings(ServerSettings(model=str(tiny_llama_dir)))
+    yield engine
+    while engine.has_unfinished():
+        engine.step()
+
+
+def serve(engine, test, **settings):
+    """Run `test(client, state)` against the app with these settings, its loop started by hand."""
+    app = create_app(engine, ServerSettings(model=engine.model_name, **settings))
+    state = app.state.promptcache
+
+    async def main():
+        state.loop.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                await test(client, state)
+        finally:
+            await asyncio.to_thread(state.loop.stop)
+
+    asyncio.run(main())
+
+
+def test_the_tenant_past_its_limit_gets_429_with_retry_after_and_the_other_does_not(engine):
     async def test(client, state):
         engine = state.engine
 
-        async def hold(key):  # a request the stub engine takes in and keeps running
-            task = asyncio.create_task(client.post("/v1/completions", json=body(3), headers=auth(key)))
+        async def hold(key):  # a request the engine takes in and keeps running
+            task = asyncio.create_task(client.post("/v1/completions", json=body(engine, 3), headers=auth(key)))
             await wait_for(engine.froze)
             return task
 
         alice = [await hold("key-alice"), await hold("key-alice")]
-        refused = await client.post("/v1/completions", json=body(3), headers=auth("key-alice"))
+        refused = await client.post("/v1/completions", json=body(engine, 3), headers=auth("key-alice"))
         assert refused.status_code == 429, refused.text
         assert int(refused.headers["Retry-After"]) >= 1
         error = refused.json()["error"]
@@ -40,31 +66,34 @@ def test_the_tenant_past_its_limit_gets_429_with_retry_after_and_the_other_does_
         assert "2 requests" in error["message"] and "bob" not in error["message"]
         bob = [await hold("key-bob")]
         assert (state.loop.in_flight_of("alice"), state.loop.in_flight_of("bob")) == (2, 1)
-        # bob's second request is in too; it also lets the stub run everything to the end
-        bob.append(asyncio.create_task(client.post("/v1/completions", json=body(3), headers=auth("key-bob"))))
+        # bob's second request is in too; the script is spent, so the engine runs everything to the end
+        bob.append(asyncio.create_task(client.post("/v1/completions", json=body(engine, 3), headers=auth("key-bob"))))
+        texts = []
         for task in alice + bob:
             response = await task
-            assert response.status_code == 200 and response.json()["choices"][0]["text"] == "t1 t2 t3 "
-        # with its requests done, alice is admitted again
-        again = await client.post("/v1/completions", json=body(3), headers=auth("key-alice"))
+            assert response.status_code == 200, response.text
+            texts.append(response.json()["choices"][0]["text"])
+        # with its requests done, alice is admitted again, and every reply is the same greedy one
+        again = await client.post("/v1/completions", json=body(engine, 3), headers=auth("key-alice"))
         assert again.status_code == 200
+        assert texts == [again.json()["choices"][0]["text"]] * 4
         assert state.loop.in_flight == 0
 
-    serve(StubEngine(["freeze"] * 3), test, api_keys=KEYS, max_requests_per_tenant=2)
+    serve(Faulty(engine, ["freeze"] * 3), test, api_keys=KEYS, max_requests_per_tenant=2)
 
 
-def test_a_streaming_request_past_the_limit_is_refused_before_the_stream_starts():
+def test_a_streaming_request_past_the_limit_is_refused_before_the_stream_starts(engine):
     async def test(client, state):
-        first = asyncio.create_task(client.post("/v1/completions", json=body(3, stream=True),
+        first = asyncio.create_task(client.post("/v1/completions", json=body(engine, 3, stream=True),
                                                 headers=auth("key-alice")))
         await wait_for(state.engine.froze)
-        refused = await client.post("/v1/completions", json=body(3, stream=True), headers=auth("key-alice"))
+        refused = await client.post("/v1/completions", json=body(engine, 3, stream=True), headers=auth("key-alice"))
         assert refused.status_code == 429 and "Retry-After" in refused.headers
-        other = await client.post("/v1/completions", json=body(3, stream=True), headers=auth("key-bob"))
+        other = await client.post("/v1/completions", json=body(engine, 3, stream=True), headers=auth("key-bob"))
         assert other.status_code == 200 and other.text.rstrip().endswith("data: [DONE]")
         assert (await first).status_code == 200
 
-    serve(StubEngine(["freeze"]), test, api_keys=KEYS, max_requests_per_tenant=1)
+    serve(Faulty(engine, ["freeze"]), test, api_keys=KEYS, max_requests_per_tenant=1)
 
 
 # settings -> the limit the loop enforces
@@ -79,9 +108,9 @@ LIMIT_CASES = {
 
 
 @pytest.mark.parametrize("name", LIMIT_CASES)
-def test_the_limit_and_its_default(name):
+def test_the_limit_and_its_default(name, engine):
     values, expected = LIMIT_CASES[name]
-    app = create_app(StubEngine(), ServerSettings(**values))
+    app = create_app(engine, ServerSettings(model=engine.model_name, **values))
     assert app.state.promptcache.loop.max_per_tenant == expected
 
 
