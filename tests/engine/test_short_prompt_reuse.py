@@ -28,6 +28,7 @@ from promptcache.engine.api import CacheOptions, Request, SamplingParams
 from promptcache.engine.engine import Engine
 from promptcache.engine.loading import load_model
 from promptcache.model.source import open_model
+from tests.engine.helpers import assert_tails_as_cold
 
 BLOCK = 16
 # Every tail length from 1 to 16 rows after one block, and a few around later block lines.
@@ -73,17 +74,8 @@ def test_the_rule_is_every_full_block_that_leaves_the_computed_tail(n, block, co
 @pytest.mark.parametrize("numerics", list(NUMERICS))
 def test_a_short_tail_is_computed_bitwise_as_the_cold_prefill(tiny_llama_unscaled_dir, numerics):
     """The model alone: prefix KV copied from a cold run, the tail (1-16 rows) in one chunk."""
-    model = _model(tiny_llama_unscaled_dir, numerics)
-    rng = random.Random(0)
-    kv = model.new_kv(2, 128)
-    for n in LENGTHS:
-        tokens = torch.tensor(_tokens(rng, n, model.config.vocab_size))
-        cold = model.prefill(tokens, 0, 0, kv)
-        cached = reusable_blocks(n, BLOCK) * BLOCK
-        kv[:, :, 1, :, :cached] = kv[:, :, 0, :, :cached]
-        warm = model.prefill(tokens[cached:], cached, 1, kv)
-        assert torch.equal(cold, warm), f"{n} tokens: a {n - cached}-row tail changed the logits"
-        assert torch.equal(kv[:, :, 0, :, :n], kv[:, :, 1, :, :n]), f"{n} tokens: the tail's KV differs"
+    model, rng = _model(tiny_llama_unscaled_dir, numerics), random.Random(0)
+    assert_tails_as_cold(model, [_tokens(rng, n, model.config.vocab_size) for n in LENGTHS], BLOCK)
 
 
 def test_the_same_short_prompt_again_reads_its_full_blocks_and_replies_the_same(engine):
