@@ -71,8 +71,12 @@ async def stream_one(endpoint: Endpoint, messages: list[dict], tools, max_tokens
     async for chunk in stream:
         if chunk.usage is not None:
             usage = chunk.usage
-        text = "".join(c.delta.content or "" for c in chunk.choices if c.delta is not None)
-        if text:
+        deltas = [c.delta for c in chunk.choices if c.delta is not None]
+        text = "".join(d.content or "" for d in deltas)
+        # A tool call's arguments are the reply's first tokens too (an agent step may write no text).
+        calls = "".join(call.function.arguments or "" for d in deltas for call in d.tool_calls or ()
+                        if call.function is not None)
+        if text or calls:
             now = clock()
             if first is None:
                 first = now
