@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -176,6 +177,29 @@ def test_a_tenants_template_storage_is_bounded(registry, monkeypatch):
     assert api(server).post("/v1/prompts", json={"template": "z" * 600}).status_code == 200  # alice's own room
     bob.delete(f"/v1/prompts/{pid}")
     assert bob.post("/v1/prompts", json={"template": "y" * 600}).status_code == 200  # room again
+
+
+def test_concurrent_registrations_stop_at_the_tenants_limits(registry, monkeypatch):
+    """Each registration counts and stores under its tenant's lock: 12 at once with room for 3
+    store 3 (before, each counted below the limit before any stored, and all 12 were kept)."""
+    server, _ = registry
+    from promptcache.server.prompts import routes
+
+    flood = api(server, "key-flood")
+    held = len(flood.get("/v1/prompts").json()["data"])
+    monkeypatch.setattr(routes, "LIMITS", dataclasses.replace(routes.LIMITS, max_prompts=held + 3, max_versions=3))
+
+    def burst(path: str) -> list[int]:
+        with ThreadPoolExecutor(12) as pool:
+            return list(pool.map(lambda i: api(server, "key-flood").post(path, json={"template": f"t{i} {{{{x}}}}"})
+                                 .status_code, range(12)))
+
+    statuses = burst("/v1/prompts")
+    assert sorted(statuses) == [200] * 3 + [429] * 9
+    assert len(flood.get("/v1/prompts").json()["data"]) == held + 3
+    pid = flood.get("/v1/prompts").json()["data"][-1]["id"]
+    assert sorted(burst(f"/v1/prompts/{pid}/versions")) == [200] * 2 + [429] * 10  # version 1 + 2 more
+    assert len(flood.get(f"/v1/prompts/{pid}/versions").json()["data"]) == 3
 
 
 @pytest.mark.parametrize("store", ["ftp://host/x", "mlflow://host:5000", "  "])

@@ -18,7 +18,9 @@ and nothing is stored.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HTTPRequest
@@ -36,6 +38,16 @@ from promptcache.server.state import ServerState
 from promptcache.server.tenants import Tenant
 
 router = APIRouter(prefix="/v1/prompts")
+
+# One lock per (server, tenant) while a registration counts and stores: without it, concurrent
+# creations each counted below the limit before any stored, and all were stored. Held across a
+# warm prefill, so one tenant's registrations run one at a time; other tenants are not held.
+_REGISTERING: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _registering(state: ServerState, tenant: str) -> asyncio.Lock:
+    """The lock a tenant's registrations hold from their limit checks until they are stored."""
+    return _REGISTERING.setdefault((id(state), tenant), asyncio.Lock())
 
 
 def _template(text: str) -> Template:
@@ -103,19 +115,20 @@ async def create_prompt(body: CreatePrompt, http: HTTPRequest, tenant: Tenant = 
     state = server_state(http)
     check_label(body.name, state.settings.limits.max_label_chars, "name")
     _template(body.template)
-    if await store_call(state, state.prompts.count, tenant.name) >= LIMITS.max_prompts:
-        raise APIError(429, f"this tenant has {LIMITS.max_prompts} prompts, the limit; delete one first",
-                       code="prompt_limit", type="invalid_request_error")
-    await _check_room(state, tenant.name, body.template)
-    prompt_id = f"pmpt_{uuid.uuid4().hex}"
-    draft = PromptVersion(prompt_id, 1, body.template, body.warm, state.wall_clock())
-    created: list[PromptInfo] = []
+    async with _registering(state, tenant.name):
+        if await store_call(state, state.prompts.count, tenant.name) >= LIMITS.max_prompts:
+            raise APIError(429, f"this tenant has {LIMITS.max_prompts} prompts, the limit; delete one first",
+                           code="prompt_limit", type="invalid_request_error")
+        await _check_room(state, tenant.name, body.template)
+        prompt_id = f"pmpt_{uuid.uuid4().hex}"
+        draft = PromptVersion(prompt_id, 1, body.template, body.warm, state.wall_clock())
+        created: list[PromptInfo] = []
 
-    async def store():
-        created.append(await store_call(state, state.prompts.create, tenant.name, prompt_id, body.name,
-                                        body.template, body.warm))
+        async def store():
+            created.append(await store_call(state, state.prompts.create, tenant.name, prompt_id, body.name,
+                                            body.template, body.warm))
 
-    tokens = await _warmed(state, tenant.name, draft, http, store)
+        tokens = await _warmed(state, tenant.name, draft, http, store)
     return prompt_object(created[0], draft, tokens)
 
 
@@ -158,24 +171,25 @@ async def create_version(prompt_id: str, body: CreateVersion, http: HTTPRequest,
                          tenant: Tenant = Depends(tenant_of)) -> dict:
     state = server_state(http)
     _template(body.template)
-    info = await _info(state, tenant.name, prompt_id)
-    if info.latest_version >= LIMITS.max_versions:
-        raise APIError(429, f"this prompt has {LIMITS.max_versions} versions, the limit; register a new prompt",
-                       code="version_limit", type="invalid_request_error")
-    await _check_room(state, tenant.name, body.template)
-    draft = PromptVersion(prompt_id, info.latest_version + 1, body.template, body.warm, state.wall_clock())
-    added: list[PromptVersion] = []
+    async with _registering(state, tenant.name):
+        info = await _info(state, tenant.name, prompt_id)
+        if info.latest_version >= LIMITS.max_versions:
+            raise APIError(429, f"this prompt has {LIMITS.max_versions} versions, the limit; register a new prompt",
+                           code="version_limit", type="invalid_request_error")
+        await _check_room(state, tenant.name, body.template)
+        draft = PromptVersion(prompt_id, info.latest_version + 1, body.template, body.warm, state.wall_clock())
+        added: list[PromptVersion] = []
 
-    async def store():
-        try:
-            added.append(await store_call(state, state.prompts.add_version, tenant.name, prompt_id, body.template,
-                                          body.warm))
-            if body.make_default:
-                await store_call(state, state.prompts.set_default, tenant.name, prompt_id, added[0].version)
-        except PromptNotFound:  # deleted meanwhile
-            raise prompt_not_found(prompt_id, param="prompt_id") from None
+        async def store():
+            try:
+                added.append(await store_call(state, state.prompts.add_version, tenant.name, prompt_id,
+                                              body.template, body.warm))
+                if body.make_default:
+                    await store_call(state, state.prompts.set_default, tenant.name, prompt_id, added[0].version)
+            except PromptNotFound:  # deleted meanwhile
+                raise prompt_not_found(prompt_id, param="prompt_id") from None
 
-    tokens = await _warmed(state, tenant.name, draft, http, store)
+        tokens = await _warmed(state, tenant.name, draft, http, store)
     info = await _info(state, tenant.name, prompt_id)
     return prompt_object(info, added[0], tokens)
 
