@@ -277,9 +277,9 @@ def test_the_tenant_limit_counts_queued_and_running_requests_of_that_tenant_only
 
 # -- over HTTP (the app on the engine with faults; ASGI in process, no uvicorn) -----------------
 
-def serve(engine, test):
-    """Run `test(client, state)` against the app, its engine loop started by hand."""
-    app = create_app(engine, ServerSettings(model=engine.model_name))
+def serve(engine, test, **settings):
+    """Run `test(client, state)` against the app with these settings, its engine loop started by hand."""
+    app = create_app(engine, ServerSettings(model=engine.model_name, **settings))
     state = app.state.promptcache
 
     async def main():

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
-from test_engine_loop import Faulty, body, wait_for
+from test_engine_loop import Faulty, body, serve, wait_for
 
 from promptcache.server.app import create_app, engine_from_settings
 from promptcache.server.settings import ServerSettings, build_settings
@@ -29,23 +28,6 @@ def engine(tiny_llama_dir):
     yield engine
     while engine.has_unfinished():
         engine.step()
-
-
-def serve(engine, test, **settings):
-    """Run `test(client, state)` against the app with these settings, its loop started by hand."""
-    app = create_app(engine, ServerSettings(model=engine.model_name, **settings))
-    state = app.state.promptcache
-
-    async def main():
-        state.loop.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-                await test(client, state)
-        finally:
-            await asyncio.to_thread(state.loop.stop)
-
-    asyncio.run(main())
 
 
 def test_the_tenant_past_its_limit_gets_429_with_retry_after_and_the_other_does_not(engine):
